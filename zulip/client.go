@@ -1,0 +1,319 @@
+package zulip
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Client talks to one Zulip site as one bot. It is safe for concurrent
+// use; make one per site and bot and keep it, so connections are reused.
+type Client struct {
+	site      string // normalized, no trailing slash
+	api       string // site + "/api/v1"
+	email     string
+	apiKey    string
+	basicAuth string // "Basic base64(email:key)", computed once
+	userAgent string
+	timeout   time.Duration
+	hc        *http.Client
+}
+
+// NewClient checks cfg and builds a client with its own connection pool.
+func NewClient(cfg Config) (*Client, error) {
+	u, err := normalizeSite(cfg.Site)
+	if err != nil {
+		return nil, fmt.Errorf("zulip: %w", err)
+	}
+	if err := validateCredentials(cfg.Email, cfg.APIKey); err != nil {
+		return nil, fmt.Errorf("zulip: %w", err)
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		rt = newTransport(cfg)
+	}
+	c := &Client{
+		site:      u.String(),
+		email:     strings.TrimSpace(cfg.Email),
+		apiKey:    cfg.APIKey,
+		userAgent: cfg.UserAgent,
+		timeout:   cfg.Timeout,
+		hc: &http.Client{
+			Transport: rt,
+			// A redirect would turn POST /messages into GET /messages and
+			// may carry credentials elsewhere: a Zulip that redirects is
+			// misconfigured (http:// site for an https server), and the
+			// caller gets a BadResponseError naming the new location.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	c.api = c.site + "/api/v1"
+	c.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.email+":"+c.apiKey))
+	if c.userAgent == "" {
+		c.userAgent = DefaultUserAgent
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	return c, nil
+}
+
+// newTransport is sized for a proxy that is load-tested: many concurrent
+// calls to one host must reuse connections instead of opening new ones.
+func newTransport(cfg Config) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSClientConfig:       cfg.TLSClientConfig,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Site is the normalized Zulip base URL, e.g. "https://chat.example.org".
+func (c *Client) Site() string { return c.site }
+
+// Email is the bot's Zulip API email.
+func (c *Client) Email() string { return c.email }
+
+// CloseIdleConnections closes pooled connections, for config unloads.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// Response is Zulip's answer, kept raw so a proxy can pass it through
+// unchanged.
+type Response struct {
+	Status int
+	// Header holds only what is worth passing on: Content-Type,
+	// Retry-After and X-RateLimit-* (and Location on a redirect).
+	Header http.Header
+	Body   []byte
+}
+
+// keptHeaders are the canonical names of the headers Response keeps.
+var keptHeaders = map[string]bool{
+	"Content-Type":          true,
+	"Retry-After":           true,
+	"X-Ratelimit-Limit":     true,
+	"X-Ratelimit-Remaining": true,
+	"X-Ratelimit-Reset":     true,
+}
+
+type authMode uint8
+
+const (
+	authBasic authMode = iota
+	authNone
+)
+
+// request is one call, built from scratch by the typed methods.
+type request struct {
+	method   string
+	path     string // below /api/v1, starting with "/"
+	query    string // already encoded, without "?"
+	ctype    string
+	body     io.Reader
+	length   int64 // -1 unknown
+	auth     authMode
+	endpoint string // for errors: "POST /messages"
+}
+
+// do sends r and reads the answer. It returns a *Response for every
+// answer (even an error status), or a *TransportError when there was none.
+func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	target := c.api + r.path
+	if r.query != "" {
+		target += "?" + r.query
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, target, r.body)
+	if err != nil {
+		return nil, fmt.Errorf("zulip: %s: building request: %w", r.endpoint, err)
+	}
+	if r.body != nil && r.length >= 0 {
+		req.ContentLength = r.length
+		if r.length == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	h := req.Header
+	h["User-Agent"] = []string{c.userAgent}
+	h["Accept"] = []string{"application/json"}
+	if r.ctype != "" {
+		h["Content-Type"] = []string{r.ctype}
+	}
+	if r.auth == authBasic {
+		h["Authorization"] = []string{c.basicAuth}
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, transportError(ctx, r.endpoint, err)
+	}
+	defer resp.Body.Close()
+	body, err := readCapped(resp)
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			return nil, &BadResponseError{Endpoint: r.endpoint, Status: resp.StatusCode,
+				ContentType: resp.Header.Get("Content-Type"),
+				Reason:      fmt.Sprintf("answer larger than %d bytes", MaxResponseBytes)}
+		}
+		return nil, transportError(ctx, r.endpoint, err)
+	}
+	redirect := resp.StatusCode >= 300 && resp.StatusCode < 400
+	for k := range resp.Header {
+		if !keptHeaders[k] && !(redirect && k == "Location") {
+			delete(resp.Header, k)
+		}
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, nil
+}
+
+var errTooLarge = errors.New("response too large")
+
+func readCapped(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n > MaxResponseBytes {
+		return nil, errTooLarge
+	} else if n >= 0 {
+		buf := make([]byte, n)
+		_, err := io.ReadFull(resp.Body, buf)
+		return buf, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > MaxResponseBytes {
+		return nil, errTooLarge
+	}
+	return body, nil
+}
+
+// envelope is the part of every Zulip answer that says how it went.
+type envelope struct {
+	Result string `json:"result"`
+	Msg    string `json:"msg"`
+	Code   string `json:"code"`
+}
+
+func (e *envelope) env() *envelope { return e }
+
+type enveloped interface{ env() *envelope }
+
+// decode checks that resp is Zulip's JSON and a success, filling dst
+// (a small struct embedding envelope). Anything else becomes an *Error
+// (Zulip said no) or a *BadResponseError (not Zulip's JSON).
+func decode(endpoint string, resp *Response, dst enveloped) error {
+	ctype := resp.Header.Get("Content-Type")
+	bad := func(reason string) error {
+		return &BadResponseError{Endpoint: endpoint, Status: resp.Status, ContentType: ctype, Reason: reason, Raw: resp}
+	}
+	if resp.Status >= 300 && resp.Status < 400 {
+		if loc := resp.Header.Get("Location"); loc != "" {
+			return bad("redirect to " + loc)
+		}
+		return bad("redirect")
+	}
+	if ctype != "" {
+		mt, _, err := mime.ParseMediaType(ctype)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return bad("content type " + ctype + ", not JSON")
+		}
+	}
+	if err := json.Unmarshal(resp.Body, dst); err != nil {
+		// A success body whose fields have the wrong types is as broken
+		// as garbage; an error body is handled below with a map.
+		if env, ok := peekEnvelope(resp.Body); ok && env.Result == "error" {
+			return newError(endpoint, resp, env)
+		}
+		return bad("not Zulip JSON")
+	}
+	env := dst.env()
+	switch {
+	case env.Result == "success" && resp.Status >= 200 && resp.Status < 300:
+		return nil
+	case env.Result == "error":
+		return newError(endpoint, resp, *env)
+	case resp.Status >= 400 && env.Msg != "":
+		// Zulip's answers always say result, but an older or patched
+		// server's error with a msg is still clearly an error.
+		return newError(endpoint, resp, *env)
+	}
+	return bad(`no "result" in answer`)
+}
+
+func peekEnvelope(body []byte) (envelope, bool) {
+	var env envelope
+	return env, json.Unmarshal(body, &env) == nil
+}
+
+// newError builds an *Error; only this failure path pays for a map.
+func newError(endpoint string, resp *Response, env envelope) *Error {
+	e := &Error{Endpoint: endpoint, Status: resp.Status, Code: env.Code, Msg: env.Msg, Raw: resp}
+	var all map[string]any
+	if json.Unmarshal(resp.Body, &all) == nil {
+		delete(all, "result")
+		delete(all, "msg")
+		delete(all, "code")
+		if len(all) > 0 {
+			e.Extra = all
+		}
+	}
+	e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if e.RetryAfter == 0 && e.Extra != nil {
+		if secs, ok := e.Extra["retry-after"].(float64); ok && secs > 0 && secs < 1e9 {
+			e.RetryAfter = time.Duration(secs * float64(time.Second))
+		}
+	}
+	return e
+}
+
+// call is do followed by decode, for the calls that answer small JSON.
+func (c *Client) call(ctx context.Context, r *request, dst enveloped) (*Response, error) {
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := decode(r.endpoint, resp, dst); err != nil {
+		return resp, err
+	}
+	return resp, nil
+}
+
+// formBody wraps an encoded form as a request body with a known length.
+func formBody(s string) (io.Reader, int64) {
+	if s == "" {
+		return nil, 0
+	}
+	return strings.NewReader(s), int64(len(s))
+}
+
+// jsonBytes is a tiny helper kept separate so the hot path needs no
+// bytes.Buffer when it is not used.
+func jsonBytes(v any) (string, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
