@@ -17,11 +17,11 @@ import (
 // not reach. The keys are fixed so the demo and its README can name them;
 // they are 32 alphanumerics like real Zulip keys.
 const (
-	DemoOwnerEmail = "owner@zulip.example.com"
-	DemoOwnerKey   = "demoownerapikey0123456789abcdefg"
-	DemoBotEmail   = "demo-bot@zulip.example.com"
-	DemoBotKey     = "demobotapikey0123456789abcdefghi"
-	DemoStream     = "general"
+	DemoOwnerEmail  = "owner@zulip.example.com"
+	DemoOwnerKey    = "demoownerapikey0123456789abcdefg"
+	DemoBotEmail    = "demo-bot@zulip.example.com"
+	DemoBotKey      = "demobotapikey0123456789abcdefghi"
+	DemoStream      = "general"
 	DemoOtherStream = "other"
 )
 

@@ -37,7 +37,7 @@ func parseNarrow(s string) ([]narrowTerm, *apiError) {
 			operand = pair[1]
 		} else {
 			var o struct {
-				Operator *string        `json:"operator"`
+				Operator *string         `json:"operator"`
 				Operand  json.RawMessage `json:"operand"`
 				Negated  bool            `json:"negated"`
 			}
