@@ -2,6 +2,8 @@ package zulip_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"os"
 	"testing"
@@ -62,4 +64,8 @@ func streamID(t testing.TB, srv *emulator.Server, name string) int64 {
 		t.Fatalf("no stream %q", name)
 	}
 	return s.ID
+}
+
+func tlsConfig(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }

@@ -97,6 +97,9 @@ func (f Fault) validate() error {
 	return nil
 }
 
+// FaultHeader is set on answers a fault switch produced.
+const FaultHeader = "X-Emulator-Fault"
+
 type faultState struct {
 	mu     sync.Mutex
 	active *Fault
@@ -162,6 +165,8 @@ func (x *exchange) applyFault(f Fault) bool {
 		time.Sleep(f.Delay)
 	}
 	defer func() { x.rec.Fault = strings.Join(names, ",") }()
+	// Marks the answer as deliberate, for validators and curl users.
+	setMark := func(name string) { x.w.Header().Set(FaultHeader, name) }
 	switch {
 	case f.Drop:
 		names = append(names, "drop")
@@ -177,15 +182,18 @@ func (x *exchange) applyFault(f Fault) bool {
 		return true
 	case f.Garbage:
 		names = append(names, "garbage")
+		setMark("garbage")
 		x.w.Header().Set("Content-Type", "application/json")
 		x.writeRaw(http.StatusOK, []byte("\x00\x1f<garbage>{\"result\": \"succ"))
 		return true
 	case f.RateLimited:
 		names = append(names, "rate_limited")
+		setMark("rate_limited")
 		x.writeError(errRateLimited(f.RetryAfter, x.e.cfg.rateLimit))
 		return true
 	case f.Status != 0:
 		names = append(names, "status "+strconv.Itoa(f.Status))
+		setMark("status")
 		x.writeStatusFault(f.Status)
 		return true
 	}

@@ -9,22 +9,22 @@ import (
 // description does not allow; the emulator gives it too, so the checks
 // would otherwise fail on faithful behaviour. Nothing else is excused.
 //
-// 1. Common errors. Zulip's error-handling page documents errors that
-//    any endpoint can give ("Invalid API key", "Missing request
-//    parameter(s)", "User not authorized for query"), but most
-//    operations list only their own 400 schema. A 4xx answer that fails
-//    the operation's schema is accepted when it is a CodedError or a
-//    MissingArgumentError (REQUEST_VARIABLE_MISSING with var_name).
+//  1. Common errors. Zulip's error-handling page documents errors that
+//     any endpoint can give ("Invalid API key", "Missing request
+//     parameter(s)", "User not authorized for query"), but most
+//     operations list only their own 400 schema. A 4xx answer that fails
+//     the operation's schema is accepted when it is a CodedError or a
+//     MissingArgumentError (REQUEST_VARIABLE_MISSING with var_name).
 //
-// 2. The 401 and 429 that every authenticated endpoint can give are
-//    not listed per operation; they are checked against the
-//    components CodedError and RateLimitedError (see ValidateResponse).
+//  2. The 401 and 429 that every authenticated endpoint can give are
+//     not listed per operation; they are checked against the
+//     components CodedError and RateLimitedError (see ValidateResponse).
 //
-// 3. RateLimitedError types retry-after as an integer, Zulip sends a
-//    float (see ValidateErrorBody).
+//  3. RateLimitedError types retry-after as an integer, Zulip sends a
+//     float (see ValidateErrorBody).
 //
-// 4. The extra fields below, on error codes that carry them in Zulip's
-//    server code but appear in no schema of the operation.
+//  4. The extra fields below, on error codes that carry them in Zulip's
+//     server code but appear in no schema of the operation.
 type extraFields struct {
 	operation string // "" for any operation
 	code      string
