@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"strings"
@@ -22,11 +21,17 @@ type Client struct {
 	api       string // site + "/api/v1"
 	email     string
 	apiKey    string
-	basicAuth string // "Basic base64(email:key)", computed once
 	userAgent string
 	timeout   time.Duration
-	hc        *http.Client
+	rt        http.RoundTripper
+	// Header values, built once and shared read-only by every request.
+	hdrAuth, hdrUA []string
 }
+
+var (
+	hdrAccept = []string{"application/json"}
+	hdrForm   = []string{formType}
+)
 
 // NewClient checks cfg and builds a client with its own connection pool.
 func NewClient(cfg Config) (*Client, error) {
@@ -41,26 +46,26 @@ func NewClient(cfg Config) (*Client, error) {
 	if rt == nil {
 		rt = newTransport(cfg)
 	}
+	// The transport is called directly, not through an http.Client:
+	// redirects are never followed (one would turn POST /messages into
+	// GET /messages and may carry credentials elsewhere; a Zulip that
+	// redirects is misconfigured, and the caller gets a BadResponseError
+	// naming the new location), and the client's per-request header
+	// copying is saved on the hot path.
 	c := &Client{
 		site:      u.String(),
 		email:     strings.TrimSpace(cfg.Email),
 		apiKey:    cfg.APIKey,
 		userAgent: cfg.UserAgent,
 		timeout:   cfg.Timeout,
-		hc: &http.Client{
-			Transport: rt,
-			// A redirect would turn POST /messages into GET /messages and
-			// may carry credentials elsewhere: a Zulip that redirects is
-			// misconfigured (http:// site for an https server), and the
-			// caller gets a BadResponseError naming the new location.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		rt:        rt,
 	}
 	c.api = c.site + "/api/v1"
-	c.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.email+":"+c.apiKey))
+	c.hdrAuth = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(c.email+":"+c.apiKey))}
 	if c.userAgent == "" {
 		c.userAgent = DefaultUserAgent
 	}
+	c.hdrUA = []string{c.userAgent}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -93,7 +98,11 @@ func (c *Client) Site() string { return c.site }
 func (c *Client) Email() string { return c.email }
 
 // CloseIdleConnections closes pooled connections, for config unloads.
-func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+func (c *Client) CloseIdleConnections() {
+	if ci, ok := c.rt.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
 
 // Response is Zulip's answer, kept raw so a proxy can pass it through
 // unchanged.
@@ -156,17 +165,24 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 		}
 	}
 	h := req.Header
-	h["User-Agent"] = []string{c.userAgent}
-	h["Accept"] = []string{"application/json"}
-	if r.ctype != "" {
+	h["User-Agent"] = c.hdrUA
+	h["Accept"] = hdrAccept
+	switch r.ctype {
+	case "":
+	case formType:
+		h["Content-Type"] = hdrForm
+	default:
 		h["Content-Type"] = []string{r.ctype}
 	}
 	if r.auth == authBasic {
-		h["Authorization"] = []string{c.basicAuth}
+		h["Authorization"] = c.hdrAuth
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		return nil, transportError(ctx, r.endpoint, err)
+	}
+	if resp.Body == nil {
+		resp.Body = http.NoBody
 	}
 	defer resp.Body.Close()
 	body, err := readCapped(resp)
@@ -232,11 +248,8 @@ func decode(endpoint string, resp *Response, dst enveloped) error {
 		}
 		return bad("redirect")
 	}
-	if ctype != "" {
-		mt, _, err := mime.ParseMediaType(ctype)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return bad("content type " + ctype + ", not JSON")
-		}
+	if ctype != "" && !isJSONType(ctype) {
+		return bad("content type " + ctype + ", not JSON")
 	}
 	if err := json.Unmarshal(resp.Body, dst); err != nil {
 		// A success body whose fields have the wrong types is as broken
@@ -258,6 +271,15 @@ func decode(endpoint string, resp *Response, dst enveloped) error {
 		return newError(endpoint, resp, *env)
 	}
 	return bad(`no "result" in answer`)
+}
+
+// isJSONType checks a Content-Type without mime.ParseMediaType, which
+// allocates a map on the hot path.
+func isJSONType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	return strings.EqualFold(mt, "application/json") ||
+		(len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json"))
 }
 
 func peekEnvelope(body []byte) (envelope, bool) {

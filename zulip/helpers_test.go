@@ -1,9 +1,11 @@
 package zulip_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net/http"
 	"os"
 	"testing"
@@ -68,4 +70,23 @@ func streamID(t testing.TB, srv *emulator.Server, name string) int64 {
 
 func tlsConfig(pool *x509.CertPool) *tls.Config {
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// cannedTransport answers every request with a fixed send success.
+type cannedTransport struct{}
+
+var cannedBody = []byte(`{"result":"success","msg":"","id":42}`)
+
+func (cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode:    200,
+		Header:        http.Header{"Content-Type": {"application/json"}},
+		Body:          io.NopCloser(bytes.NewReader(cannedBody)),
+		ContentLength: int64(len(cannedBody)),
+		Request:       r,
+	}, nil
 }

@@ -1,0 +1,49 @@
+package zulip_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
+)
+
+// BenchmarkSendMessage is one send through the client to the emulator
+// on loopback: the proxy's hot path. Allocations include the emulator's
+// side, which shares the process; see BenchmarkSendMessageClientOnly.
+func BenchmarkSendMessage(b *testing.B) {
+	srv := emulator.NewServer(b, emulator.WithRateLimit(0, 0), emulator.WithMaxMessages(1000), emulator.WithMaxLogEntries(1000))
+	c, err := zulip.NewClient(zulip.Config{Site: srv.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	general, _ := srv.StreamByName(emulator.DemoStream)
+	m := zulip.SendMessage{StreamID: general.ID, Topic: "bench", Content: "scan 42 finished: 1.2 GB written"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.SendMessage(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSendMessageClientOnly measures the client's own share: the
+// same call against a canned answer, without the emulator's work.
+func BenchmarkSendMessageClientOnly(b *testing.B) {
+	c, err := zulip.NewClient(zulip.Config{Site: "http://zulip.invalid", Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey,
+		Transport: cannedTransport{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := zulip.SendMessage{StreamID: 1, Topic: "bench", Content: "scan 42 finished: 1.2 GB written"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.SendMessage(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
