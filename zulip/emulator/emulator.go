@@ -201,11 +201,11 @@ type user struct {
 
 // Stream is a Zulip stream (channel) as tests see it.
 type Stream struct {
-	ID          int64
-	Name        string
-	InviteOnly  bool
-	Description string
-	Subscribers []int64
+	ID          int64   `json:"id"`
+	Name        string  `json:"name"`
+	InviteOnly  bool    `json:"invite_only"`
+	Description string  `json:"description,omitempty"`
+	Subscribers []int64 `json:"subscribers"`
 }
 
 type stream struct {

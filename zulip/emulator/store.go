@@ -8,40 +8,40 @@ import (
 
 // Message is a stored message as tests see it.
 type Message struct {
-	ID          int64
-	SenderID    int64
-	SenderEmail string
+	ID          int64  `json:"id"`
+	SenderID    int64  `json:"sender_id"`
+	SenderEmail string `json:"sender_email"`
 	// Type is "stream" or "private".
-	Type     string
-	StreamID int64
-	Topic    string
+	Type     string `json:"type"`
+	StreamID int64  `json:"stream_id,omitempty"`
+	Topic    string `json:"topic"`
 	// Content is the raw Markdown as Zulip stored it (normalized and
 	// truncated as Zulip does).
-	Content string
+	Content string `json:"content"`
 	// Recipients are the user ids of a direct message (sender included).
-	Recipients []int64
-	Timestamp  time.Time
+	Recipients []int64   `json:"recipients,omitempty"`
+	Timestamp  time.Time `json:"timestamp"`
 	// Client is what Zulip derives from the User-Agent.
-	Client string
+	Client string `json:"client"`
 	// Edits lists the edit history, oldest first.
-	Edits []Edit
+	Edits []Edit `json:"edits,omitempty"`
 	// LastEdit and LastMoved are zero if never edited or moved.
-	LastEdit  time.Time
-	LastMoved time.Time
+	LastEdit  time.Time `json:"last_edit,omitzero"`
+	LastMoved time.Time `json:"last_moved,omitzero"`
 }
 
 // Edit is one entry of a message's edit history.
 type Edit struct {
-	UserID      int64
-	Timestamp   time.Time
-	PrevContent string `json:",omitempty"`
-	PrevTopic   string `json:",omitempty"`
-	Topic       string `json:",omitempty"`
-	PrevStream  int64  `json:",omitempty"`
-	Stream      int64  `json:",omitempty"`
+	UserID      int64     `json:"user_id"`
+	Timestamp   time.Time `json:"timestamp"`
+	PrevContent string    `json:"prev_content,omitempty"`
+	PrevTopic   string    `json:"prev_topic,omitempty"`
+	Topic       string    `json:"topic,omitempty"`
+	PrevStream  int64     `json:"prev_stream,omitempty"`
+	Stream      int64     `json:"stream,omitempty"`
 	// TopicChanged distinguishes a move to the empty topic from no move.
-	TopicChanged   bool `json:",omitempty"`
-	ContentChanged bool `json:",omitempty"`
+	TopicChanged   bool `json:"topic_changed,omitempty"`
+	ContentChanged bool `json:"content_changed,omitempty"`
 }
 
 type message struct {
