@@ -46,7 +46,7 @@ func (c *Client) Webhook(ctx context.Context, w WebhookCall) (*Response, error) 
 		method = "POST"
 	}
 	switch method {
-	case "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD":
+	case "GET", "POST", "PUT", "PATCH", "DELETE":
 	default:
 		return nil, fmt.Errorf("zulip: webhook: unsupported method %q", method)
 	}

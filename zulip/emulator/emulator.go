@@ -460,8 +460,9 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Handles reports whether path belongs to the emulator; the Caddy module
-// passes other paths to the next handler.
+// passes other paths to the next handler. (Zulip's API is all under
+// /api/v1/; the proxy's own /api/... endpoints are left alone.)
 func Handles(path string) bool {
-	return strings.HasPrefix(path, "/api/") || path == "/api" ||
+	return strings.HasPrefix(path, "/api/v1/") ||
 		strings.HasPrefix(path, "/user_uploads/") || strings.HasPrefix(path, controlPrefix)
 }

@@ -171,7 +171,6 @@ func (x *exchange) applyFault(f Fault) bool {
 	case f.Drop:
 		names = append(names, "drop")
 		x.rec.Status = 0
-		x.dropped = true
 		conn, _, err := http.NewResponseController(x.w).Hijack()
 		if err != nil {
 			// HTTP/2 cannot hijack; aborting the handler resets the
@@ -189,7 +188,8 @@ func (x *exchange) applyFault(f Fault) bool {
 	case f.RateLimited:
 		names = append(names, "rate_limited")
 		setMark("rate_limited")
-		x.writeError(errRateLimited(f.RetryAfter, x.e.cfg.rateLimit))
+		limit, _ := x.e.rateLimit()
+		x.writeError(errRateLimited(f.RetryAfter, limit))
 		return true
 	case f.Status != 0:
 		names = append(names, "status "+strconv.Itoa(f.Status))

@@ -122,16 +122,15 @@ func errRateLimited(secs float64, limit int) *apiError {
 
 // exchange is one request being answered.
 type exchange struct {
-	e       *Emulator
-	w       http.ResponseWriter
-	r       *http.Request
-	rec     *Request
-	p       *params
-	user    *user
-	now     time.Time
-	method  string
-	rate    *rateResult
-	dropped bool
+	e      *Emulator
+	w      http.ResponseWriter
+	r      *http.Request
+	rec    *Request
+	p      *params
+	user   *user
+	now    time.Time
+	method string
+	rate   *rateResult
 }
 
 func (x *exchange) setRateHeaders() {
