@@ -1,0 +1,139 @@
+package zulipproxy
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// Bot is a real Zulip bot whose credentials the proxy uses on behalf of
+// scoped keys. Give either site, email and api_key, or a zuliprc file.
+type Bot struct {
+	// Site is the Zulip server's base URL, for example
+	// `https://chat.example.org`. Placeholders such as `{env.ZULIP_SITE}`
+	// are replaced when the config loads.
+	Site string `json:"site,omitempty"`
+
+	// Email is the bot's Zulip email address. Placeholders are replaced.
+	Email string `json:"email,omitempty"`
+
+	// APIKey is the bot's Zulip API key. Use a placeholder such as
+	// `{env.ZULIP_BOT_API_KEY}` to keep it out of the config file.
+	APIKey string `json:"api_key,omitempty"`
+
+	// Zuliprc is the path of a zuliprc file (Zulip's INI format, section
+	// `[api]` with `email`, `key` and `site`), as Zulip offers for download
+	// in a bot's settings. Exclusive with site, email and api_key.
+	Zuliprc string `json:"zuliprc,omitempty"`
+}
+
+// bot is a configured bot ready to serve: its client, and what the proxy
+// learns from Zulip about it (its user id, its streams' ids), cached so the
+// request path asks Zulip once.
+type bot struct {
+	name   string
+	client *zulip.Client
+
+	// userID is the bot's Zulip user id, 0 until first learned.
+	userID atomic.Int64
+	// streamIDs maps a stream name to its id; read on every send, written
+	// rarely, which is what sync.Map is for.
+	streamIDs sync.Map
+}
+
+// resolveBot turns a bot's config into credentials, replacing global
+// placeholders (env variables) so secrets can stay outside the config.
+func resolveBot(name string, b *Bot) (zulip.Config, error) {
+	if b == nil {
+		return zulip.Config{}, fmt.Errorf("bot %q: empty definition", name)
+	}
+	repl := caddy.NewReplacer()
+	expand := func(field, v string) (string, error) {
+		out, err := repl.ReplaceOrErr(v, true, true)
+		if err != nil {
+			return "", fmt.Errorf("bot %q: %s: %w", name, field, err)
+		}
+		return out, nil
+	}
+	if b.Zuliprc != "" {
+		if b.Site != "" || b.Email != "" || b.APIKey != "" {
+			return zulip.Config{}, fmt.Errorf("bot %q: zuliprc cannot be combined with site, email or api_key", name)
+		}
+		path, err := expand("zuliprc", b.Zuliprc)
+		if err != nil {
+			return zulip.Config{}, err
+		}
+		cfg, err := zulip.LoadZuliprc(path)
+		if err != nil {
+			return zulip.Config{}, fmt.Errorf("bot %q: %w", name, err)
+		}
+		return cfg, nil
+	}
+	var cfg zulip.Config
+	var err error
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *string
+	}{
+		{"site", b.Site, &cfg.Site},
+		{"email", b.Email, &cfg.Email},
+		{"api_key", b.APIKey, &cfg.APIKey},
+	} {
+		if f.in == "" {
+			return zulip.Config{}, fmt.Errorf("bot %q: missing %s (or give a zuliprc file)", name, f.name)
+		}
+		if *f.out, err = expand(f.name, f.in); err != nil {
+			return zulip.Config{}, err
+		}
+	}
+	return cfg, nil
+}
+
+// provisionBots builds a client for every configured bot and picks the one
+// used by keys that name no bot.
+func provisionBots(cfgs map[string]*Bot) (map[string]*bot, string, error) {
+	if len(cfgs) == 0 {
+		return nil, "", fmt.Errorf("zulip_proxy: no bot configured; add a `bot default { ... }` block")
+	}
+	names := make([]string, 0, len(cfgs))
+	for name := range cfgs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	bots := make(map[string]*bot, len(cfgs))
+	for _, name := range names {
+		cfg, err := resolveBot(name, cfgs[name])
+		if err != nil {
+			return nil, "", err
+		}
+		cfg.UserAgent = userAgent
+		c, err := zulip.NewClient(cfg)
+		if err != nil {
+			return nil, "", fmt.Errorf("bot %q: %w", name, err)
+		}
+		bots[name] = &bot{name: name, client: c}
+	}
+	def := ""
+	if _, ok := bots[defaultBotName]; ok {
+		def = defaultBotName
+	} else if len(bots) == 1 {
+		def = names[0]
+	}
+	return bots, def, nil
+}
+
+// botFor returns the bot a key speaks as.
+func (h *Handler) botFor(e *Entry) (*bot, bool) {
+	name := e.Bot
+	if name == "" {
+		name = h.defaultBot
+	}
+	b, ok := h.bots[name]
+	return b, ok
+}

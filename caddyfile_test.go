@@ -1,0 +1,121 @@
+package zulipproxy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	good := []struct {
+		name  string
+		input string
+		check func(t *testing.T, h *Handler)
+	}{
+		{
+			name: "full",
+			input: `zulip_proxy {
+				bot default {
+					site https://chat.example.org
+					email {env.ZULIP_BOT_EMAIL}
+					api_key {env.ZULIP_BOT_API_KEY}
+				}
+				bot alerts {
+					zuliprc /etc/zwop/alerts.zuliprc
+				}
+				store /var/lib/zwop/clients.json
+				max_upload 10MiB
+				timeout 90s
+				stream_template "proposal {proposal_no}"
+				allow_propagate
+			}`,
+			check: func(t *testing.T, h *Handler) {
+				if len(h.Bots) != 2 {
+					t.Fatalf("bots: %d", len(h.Bots))
+				}
+				d := h.Bots["default"]
+				if d.Site != "https://chat.example.org" || d.Email != "{env.ZULIP_BOT_EMAIL}" || d.APIKey != "{env.ZULIP_BOT_API_KEY}" {
+					t.Errorf("default bot: %+v", d)
+				}
+				if h.Bots["alerts"].Zuliprc != "/etc/zwop/alerts.zuliprc" {
+					t.Errorf("alerts bot: %+v", h.Bots["alerts"])
+				}
+				if h.Store != "/var/lib/zwop/clients.json" {
+					t.Errorf("store: %q", h.Store)
+				}
+				if h.MaxUpload != 10<<20 {
+					t.Errorf("max_upload: %d", h.MaxUpload)
+				}
+				if h.Timeout != caddy.Duration(90e9) {
+					t.Errorf("timeout: %v", h.Timeout)
+				}
+				if h.StreamTemplate != "proposal {proposal_no}" || !h.AllowPropagate {
+					t.Errorf("template %q propagate %v", h.StreamTemplate, h.AllowPropagate)
+				}
+			},
+		},
+		{
+			name:  "days in timeout and SI size",
+			input: "zulip_proxy {\n bot b {\n zuliprc rc\n }\n timeout 1d\n max_upload 5MB\n }",
+			check: func(t *testing.T, h *Handler) {
+				if h.Timeout != caddy.Duration(24*3600e9) || h.MaxUpload != 5e6 {
+					t.Errorf("timeout %v max_upload %d", h.Timeout, h.MaxUpload)
+				}
+			},
+		},
+	}
+	for _, tc := range good {
+		t.Run(tc.name, func(t *testing.T) {
+			h := new(Handler)
+			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input)); err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			tc.check(t, h)
+		})
+	}
+
+	bad := []struct {
+		name, input, want string
+	}{
+		{"argument on directive line", "zulip_proxy foo {\n}", "takes no arguments"},
+		{"unknown subdirective", "zulip_proxy {\n stor /x\n}", "unrecognized subdirective 'stor'"},
+		{"store without path", "zulip_proxy {\n store\n}", "wrong argument count"},
+		{"store twice", "zulip_proxy {\n store a\n store b\n}", "duplicate subdirective 'store'"},
+		{"bad size", "zulip_proxy {\n max_upload lots\n}", "max_upload: bad size 'lots'"},
+		{"zero size", "zulip_proxy {\n max_upload 0\n}", "out of range"},
+		{"bad duration", "zulip_proxy {\n timeout soon\n}", "timeout: bad duration 'soon'"},
+		{"negative duration", "zulip_proxy {\n timeout -5s\n}", "timeout must be positive"},
+		{"template without placeholder", "zulip_proxy {\n stream_template fixed\n}", "must contain {proposal_no}"},
+		{"allow_propagate with argument", "zulip_proxy {\n allow_propagate yes\n}", "wrong argument count"},
+		{"bot without name", "zulip_proxy {\n bot {\n site x\n }\n}", "bot needs a name"},
+		{"bot without block", "zulip_proxy {\n bot default\n}", "needs a block"},
+		{"bot twice", "zulip_proxy {\n bot a {\n zuliprc x\n }\n bot a {\n zuliprc y\n }\n}", "bot 'a' defined twice"},
+		{"bot missing email", "zulip_proxy {\n bot a {\n site https://x\n api_key k\n }\n}", "bot 'a': missing email"},
+		{"bot missing key", "zulip_proxy {\n bot a {\n site https://x\n email e@x\n }\n}", "bot 'a': missing api_key"},
+		{"bot unknown field", "zulip_proxy {\n bot a {\n sitee https://x\n }\n}", "unrecognized setting 'sitee'"},
+		{"bot field twice", "zulip_proxy {\n bot a {\n zuliprc x\n zuliprc y\n }\n}", "duplicate 'zuliprc'"},
+		{"zuliprc and inline", "zulip_proxy {\n bot a {\n zuliprc x\n email e@x\n }\n}", "cannot be combined"},
+		{"bot field without value", "zulip_proxy {\n bot a {\n site\n }\n}", "wrong argument count"},
+		{"site without scheme", "zulip_proxy {\n bot a {\n site chat.example.org\n email e@x\n api_key k\n }\n}", "must start with https://"},
+		{"site without host", "zulip_proxy {\n bot a {\n site https://\n email e@x\n api_key k\n }\n}", "has no host"},
+		{"bot field two values", "zulip_proxy {\n bot a {\n email a b\n }\n}", "wrong argument count"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			h := new(Handler)
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil {
+				t.Fatalf("expected an error containing %q, got none", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			// Errors from the dispenser name file and line.
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Errorf("error %q does not name the file and line", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,194 @@
+package caddytest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+func TestHealth(t *testing.T) {
+	start(t, config{store: newStore(t)})
+	for _, p := range []string{"/health", "/api/health"} {
+		r := request(t, "GET", p, nil)
+		if r.Status != 200 {
+			t.Fatalf("%s: %d %s", p, r.Status, r.Body)
+		}
+		m := r.JSON(t)
+		if m["status"] != "OK" || m["version"] == "" || m["version"] == nil {
+			t.Errorf("%s: %s", p, r.Body)
+		}
+	}
+}
+
+func TestUnknownKeyIsRefused(t *testing.T) {
+	store := newStore(t)
+	start(t, config{store: store})
+	mark := zulipMark()
+	for name, hdr := range map[string][]string{
+		"no key":      nil,
+		"unknown key": {withKey("zwop_notakeyatall")},
+		"empty key":   {"X-API-key:"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := request(t, "GET", "/me", nil, hdr...)
+			assertError(t, r, 401, "")
+			if r.Header.Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+		})
+	}
+	assertNothingReachedZulip(t, mark)
+}
+
+func TestMeWithCLIKey(t *testing.T) {
+	store := newStore(t)
+	start(t, config{store: store})
+	key, id := scopedKey(t, store, "general", "--name", "beamline 3", "--proposal", "1234")
+	admin, adminID := adminKey(t, store)
+
+	// The CLI wrote the file; the running server picks it up.
+	var r reply
+	eventually(t, 5*time.Second, "new key accepted", func() bool {
+		r = request(t, "GET", "/me", nil, withKey(key))
+		return r.Status == 200
+	})
+	m := r.JSON(t)
+	if m["id"] != id || m["stream"] != "general" || m["name"] != "beamline 3" || m["proposal_no"] != float64(1234) || m["admin"] != false {
+		t.Errorf("/me: %s", r.Body)
+	}
+	if strings.Contains(r.Body, key) || strings.Contains(r.Body, "hash") {
+		t.Errorf("/me shows the key or its hash: %s", r.Body)
+	}
+	r = request(t, "GET", "/api/me", nil, withKey(admin))
+	if m := r.JSON(t); r.Status != 200 || m["id"] != adminID || m["admin"] != true || m["stream"] != nil {
+		t.Errorf("admin /me: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestRevokedKeyFailsWithinFiveSeconds(t *testing.T) {
+	store := newStore(t)
+	start(t, config{store: store})
+	key, id := scopedKey(t, store, "general")
+	eventually(t, 5*time.Second, "key accepted", func() bool {
+		return request(t, "GET", "/me", nil, withKey(key)).Status == 200
+	})
+	if out, errOut, err := cli(t, "revoke", "--store", store, id); err != nil || !strings.Contains(out, "revoked "+id) {
+		t.Fatalf("revoke: %v %s %s", err, out, errOut)
+	}
+	revokedAt := time.Now()
+	eventually(t, 5*time.Second, "revoked key refused", func() bool {
+		return request(t, "GET", "/me", nil, withKey(key)).Status == 401
+	})
+	t.Logf("revocation took effect after %s", time.Since(revokedAt).Round(10*time.Millisecond))
+	assertError(t, request(t, "GET", "/me", nil, withKey(key)), 401, "revoked")
+}
+
+func TestExpiredKeyIsRefused(t *testing.T) {
+	store := newStore(t)
+	start(t, config{store: store})
+	key, _ := scopedKey(t, store, "general", "--expires", "1s")
+	time.Sleep(1100 * time.Millisecond)
+	eventually(t, 5*time.Second, "store reloaded", func() bool {
+		return request(t, "GET", "/me", nil, withKey(key)).Status == 401
+	})
+	assertError(t, request(t, "GET", "/me", nil, withKey(key)), 401, "expired")
+}
+
+// A reload (as `caddy reload` does) keeps the store and every key, and
+// does not drop requests in flight.
+func TestReloadKeepsKeys(t *testing.T) {
+	store := newStore(t)
+	start(t, config{store: store})
+	var keys []string
+	for range 5 {
+		k, _ := scopedKey(t, store, "general")
+		keys = append(keys, k)
+	}
+	eventually(t, 5*time.Second, "keys accepted", func() bool {
+		return request(t, "GET", "/me", nil, withKey(keys[4])).Status == 200
+	})
+
+	var stop atomic.Bool
+	var failures, done atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				r := request(t, "GET", "/me", nil, withKey(keys[(w+i)%len(keys)]))
+				if r.Status != 200 {
+					failures.Add(1)
+					t.Errorf("during reload: %d %s", r.Status, r.Body)
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	for i := range 3 {
+		start(t, config{store: store, extra: "timeout " + []string{"20s", "25s", "30s"}[i]})
+	}
+	time.Sleep(200 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if done.Load() == 0 {
+		t.Fatal("no request ran during the reloads")
+	}
+	t.Logf("%d requests during 3 reloads, %d failed", done.Load(), failures.Load())
+	for _, k := range keys {
+		if r := request(t, "GET", "/me", nil, withKey(k)); r.Status != 200 {
+			t.Errorf("after reload: %d %s", r.Status, r.Body)
+		}
+	}
+}
+
+func TestCaddyfileTypoNamesTheLine(t *testing.T) {
+	cfg := config{store: newStore(t), extra: "stor /tmp/x"}.String()
+	line := 0
+	for i, l := range strings.Split(cfg, "\n") {
+		if strings.Contains(l, "stor /tmp/x") {
+			line = i + 1
+		}
+	}
+	caddytest.AssertLoadError(t, cfg, "caddyfile", "zulip_proxy: unrecognized subdirective 'stor', at Caddyfile:"+itoa(line))
+}
+
+func TestUnknownPathAndWrongMethod(t *testing.T) {
+	store := newStore(t)
+	start(t, config{store: store})
+	key, _ := scopedKey(t, store, "general")
+	mark := zulipMark()
+	assertError(t, request(t, "GET", "/nothing_here", nil, withKey(key)), 404, "no such endpoint")
+	assertError(t, request(t, "GET", "/api/v2/messages", nil, withKey(key)), 404, "no such endpoint")
+	r := request(t, "GET", "/send_message?topic=x", nil, withKey(key))
+	assertError(t, r, 405, "POST")
+	if r.Header.Get("Allow") != "POST" {
+		t.Errorf("Allow: %q", r.Header.Get("Allow"))
+	}
+	assertNothingReachedZulip(t, mark)
+}
+
+// The CLI finds the store through the config, as the server does.
+func TestCLIFindsStoreInConfig(t *testing.T) {
+	store := newStore(t)
+	cfg := config{store: store}
+	start(t, cfg)
+	cfgFile := filepath.Join(filepath.Dir(store), "Caddyfile")
+	if err := os.WriteFile(cfgFile, []byte(cfg.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, id := mustKey(t, "add-client", "--config", cfgFile, "--stream", "general")
+	eventually(t, 5*time.Second, "key made through --config accepted", func() bool {
+		return request(t, "GET", "/me", nil, withKey(key)).Status == 200
+	})
+	out, _, err := cli(t, "list", "--store", store)
+	if err != nil || !strings.Contains(out, id) || strings.Contains(out, key) {
+		t.Errorf("list: %v\n%s", err, out)
+	}
+}

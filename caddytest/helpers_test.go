@@ -1,0 +1,253 @@
+package caddytest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
+)
+
+const base = "http://localhost:9080"
+
+// botKeyEnv holds the emulator bot's key, so configs use a placeholder
+// the way the README tells operators to.
+const botKeyEnv = "ZWOP_TEST_BOT_KEY"
+
+func init() {
+	os.Setenv(botKeyEnv, emulator.DemoBotKey)
+}
+
+// config is a proxy in front of the emulator. extra goes inside the
+// zulip_proxy block, sites after the proxy's site.
+type config struct {
+	store string
+	extra string
+	sites string
+}
+
+func (c config) String() string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	skip_install_trust
+	persist_config off
+	log {
+		output file %[1]s
+		level DEBUG
+	}
+}
+
+http://localhost:9080 {
+	log {
+		output file %[1]s
+		format filter {
+			wrap json
+			request>headers>X-Api-Key delete
+			request>uri query {
+				delete api_key
+			}
+		}
+	}
+	zulip_proxy {
+		bot default {
+			site %[2]s
+			email %[3]s
+			api_key {env.%[4]s}
+		}
+		store %[5]s
+		%[6]s
+	}
+}
+%[7]s`, env.logFile, env.emu.URL, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites)
+}
+
+// start loads cfg into the test process's Caddy.
+func start(t *testing.T, cfg config) *caddytest.Tester {
+	t.Helper()
+	tc := caddytest.NewTester(t)
+	tc.InitServer(cfg.String(), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return tc
+}
+
+// newStore returns a fresh store path in the run's folder.
+func newStore(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp(env.dir, "store-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(d, "clients.json")
+}
+
+// cli runs `caddy zulip-proxy args...` in process, through the command
+// Caddy registered.
+func cli(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	def, ok := caddycmd.Commands()["zulip-proxy"]
+	if !ok {
+		t.Fatal("zulip-proxy command not registered")
+	}
+	c := &cobra.Command{Use: "zulip-proxy", SilenceUsage: true, SilenceErrors: true}
+	def.CobraFunc(c)
+	var out, errb bytes.Buffer
+	c.SetOut(&out)
+	c.SetErr(&errb)
+	c.SetArgs(args)
+	err = c.Execute()
+	return out.String(), errb.String(), err
+}
+
+var (
+	keyLine = regexp.MustCompile(`(?m)^key:\s+(\S+)$`)
+	idLine  = regexp.MustCompile(`(?m)^id:\s+(\S+)$`)
+)
+
+// mustKey creates a key with the CLI and returns it and its id.
+func mustKey(t *testing.T, args ...string) (key, id string) {
+	t.Helper()
+	out, errOut, err := cli(t, args...)
+	if err != nil {
+		t.Fatalf("zulip-proxy %v: %v\n%s", args, err, errOut)
+	}
+	k, i := keyLine.FindStringSubmatch(out), idLine.FindStringSubmatch(out)
+	if k == nil || i == nil {
+		t.Fatalf("no key or id in output:\n%s", out)
+	}
+	addSecret(k[1])
+	return k[1], i[1]
+}
+
+// scopedKey makes a key for stream on store.
+func scopedKey(t *testing.T, store, stream string, more ...string) (key, id string) {
+	t.Helper()
+	return mustKey(t, append([]string{"add-client", "--store", store, "--stream", stream}, more...)...)
+}
+
+func adminKey(t *testing.T, store string) (key, id string) {
+	t.Helper()
+	return mustKey(t, "add-admin", "--store", store)
+}
+
+// reply is an answer as tests read it.
+type reply struct {
+	Status int
+	Header http.Header
+	Body   string
+}
+
+// JSON decodes the body as an object.
+func (r reply) JSON(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(r.Body), &m); err != nil {
+		t.Fatalf("body is not a JSON object: %v\n%s", err, r.Body)
+	}
+	return m
+}
+
+var client = &http.Client{Timeout: 60 * time.Second}
+
+// request sends one request; header pairs follow as "Name: value".
+func request(t *testing.T, method, path string, body io.Reader, headers ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+}
+
+func withKey(key string) string { return "X-API-key: " + key }
+
+// form encodes an urlencoded body.
+func form(pairs ...string) (io.Reader, string) {
+	var b strings.Builder
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(url.QueryEscape(pairs[i]) + "=" + url.QueryEscape(pairs[i+1]))
+	}
+	return strings.NewReader(b.String()), "Content-Type: application/x-www-form-urlencoded"
+}
+
+// assertError checks the combined error shape and status.
+func assertError(t *testing.T, r reply, status int, msgPart string) map[string]any {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	m := r.JSON(t)
+	if m["result"] != "error" || m["msg"] == "" || m["code"] == nil || m["detail"] != m["msg"] {
+		t.Errorf("not the error shape: %s", r.Body)
+	}
+	if msg, _ := m["msg"].(string); !strings.Contains(msg, msgPart) {
+		t.Errorf("msg %q does not contain %q", msg, msgPart)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	return m
+}
+
+// zulipMark remembers where the emulator's request log stands, so a test
+// can check what reached Zulip after it.
+func zulipMark() uint64 { return env.emu.LastSeq() }
+
+// assertNothingReachedZulip fails if Zulip received any request since mark.
+func assertNothingReachedZulip(t *testing.T, mark uint64) {
+	t.Helper()
+	if reqs := env.emu.RequestsAfter(mark); len(reqs) > 0 {
+		var lines []string
+		for _, r := range reqs {
+			lines = append(lines, r.Method+" "+r.Path+"?"+r.Query)
+		}
+		t.Errorf("Zulip received %d request(s) it should not have:\n%s", len(reqs), strings.Join(lines, "\n"))
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }

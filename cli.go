@@ -1,0 +1,303 @@
+package zulipproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "zulip-proxy",
+		Usage: "<add-client|add-admin|list|revoke|import-legacy> [--store <file> | --config <file> [--adapter <name>]]",
+		Short: "Manages the Zulip proxy's scoped keys",
+		Long: `
+Creates, lists and revokes the keys of the zulip_proxy handler, on the same
+store the server uses. A running server picks up changes within 5 seconds.
+
+Name the store with --store FILE, or let the command find it in your config
+with --config FILE (and --adapter, inferred from the file name as 'caddy run'
+does). When the config's zulip_proxy has no 'store', the keys live in Caddy's
+configured storage, and the command uses that storage too.
+
+Keys are printed once, when created; only their SHA-256 is stored.
+`,
+		CobraFunc: configureCLI,
+	})
+}
+
+// configureCLI builds the `zulip-proxy` command tree on cmd. Tests build the
+// same tree to run the commands without a Caddy binary.
+func configureCLI(cmd *cobra.Command) {
+	pf := cmd.PersistentFlags()
+	pf.String("store", "", "path of the key store file")
+	pf.StringP("config", "c", "", "Caddy config file in which to find the store")
+	pf.StringP("adapter", "a", "", "name of the config adapter (inferred from the file name when empty)")
+
+	addClient := &cobra.Command{
+		Use:   "add-client --stream <stream> [--name <name>] [--proposal <n>] [--bot <bot>] [--expires <duration>]",
+		Short: "Creates a key that may write to one stream, and prints it once",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			f := c.Flags()
+			stream, _ := f.GetString("stream")
+			name, _ := f.GetString("name")
+			proposal, _ := f.GetInt64("proposal")
+			botName, _ := f.GetString("bot")
+			expires, _ := f.GetString("expires")
+			if strings.TrimSpace(stream) == "" {
+				return errors.New("--stream is required: the one stream this key may write to")
+			}
+			if proposal < 0 {
+				return errors.New("--proposal must be a positive number")
+			}
+			if name == "" && proposal > 0 {
+				name = "proposal " + strconv.FormatInt(proposal, 10)
+			}
+			n := NewEntry{Name: name, ProposalNo: proposal, Stream: strings.TrimSpace(stream), Bot: botName}
+			return runAdd(c, n, expires)
+		},
+	}
+	addClient.Flags().String("stream", "", "the Zulip stream the key may write to (required)")
+	addClient.Flags().String("name", "", "free text shown in lists and logs, e.g. 'beamline 3 monitor'")
+	addClient.Flags().Int64("proposal", 0, "proposal number (upstream compatibility)")
+	addClient.Flags().String("bot", "", "name of the configured bot the key speaks as (default: the default bot)")
+	addClient.Flags().String("expires", "", "lifetime, e.g. 90d or 12h (default: never expires)")
+
+	addAdmin := &cobra.Command{
+		Use:   "add-admin [--name <name>] [--expires <duration>]",
+		Short: "Creates an admin key, which manages keys and never posts, and prints it once",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			name, _ := c.Flags().GetString("name")
+			expires, _ := c.Flags().GetString("expires")
+			return runAdd(c, NewEntry{Name: name, Admin: true}, expires)
+		},
+	}
+	addAdmin.Flags().String("name", "", "free text shown in lists and logs")
+	addAdmin.Flags().String("expires", "", "lifetime, e.g. 90d or 12h (default: never expires)")
+
+	list := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "Lists keys (never the keys themselves)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			asJSON, _ := c.Flags().GetBool("json")
+			return withStore(c, func(_ context.Context, s *Store, _ *storeLocation) error {
+				return printList(c.OutOrStdout(), s.List(), asJSON, time.Now())
+			})
+		},
+	}
+	list.Flags().Bool("json", false, "print JSON instead of a table")
+
+	revoke := &cobra.Command{
+		Use:   "revoke <id>",
+		Short: "Revokes a key; a running server refuses it within 5 seconds",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return withStore(c, func(ctx context.Context, s *Store, _ *storeLocation) error {
+				e, err := s.Revoke(ctx, args[0])
+				if errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("no key with id %q in %s (see 'caddy zulip-proxy list')", args[0], s)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.OutOrStdout(), "revoked %s (%s) at %s\n", e.ID, describe(&e), e.RevokedAt.Format(time.RFC3339))
+				return nil
+			})
+		},
+	}
+
+	importLegacy := &cobra.Command{
+		Use:   "import-legacy <file>",
+		Short: "Imports the upstream service's plain-key clients.json; the old keys keep working",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return fmt.Errorf("opening legacy file: %w", err)
+			}
+			defer f.Close()
+			return withStore(c, func(ctx context.Context, s *Store, _ *storeLocation) error {
+				imported, skipped, err := s.ImportLegacy(ctx, f, cliActor())
+				if err != nil {
+					return fmt.Errorf("importing %s: %w", args[0], err)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "imported %d keys, skipped %d already present, into %s\n", imported, skipped, s)
+				if imported > 0 {
+					fmt.Fprintln(c.ErrOrStderr(), "The legacy file still holds the keys in plain text: delete it once the import is checked.")
+				}
+				return nil
+			})
+		},
+	}
+
+	cmd.AddCommand(addClient, addAdmin, list, revoke, importLegacy)
+}
+
+// runAdd creates a key and prints it: the only time anyone sees it.
+func runAdd(c *cobra.Command, n NewEntry, expires string) error {
+	if expires != "" {
+		d, err := caddy.ParseDuration(expires)
+		if err != nil {
+			return fmt.Errorf("--expires: %w", err)
+		}
+		if d <= 0 {
+			return fmt.Errorf("--expires must be positive, got %q", expires)
+		}
+		t := time.Now().Add(d).UTC()
+		n.ExpiresAt = &t
+	}
+	n.CreatedBy = cliActor()
+	return withStore(c, func(ctx context.Context, s *Store, loc *storeLocation) error {
+		if n.Bot != "" && loc.bots != nil && !loc.bots[n.Bot] {
+			return fmt.Errorf("--bot %q is not configured in %s", n.Bot, loc.config)
+		}
+		key, e, err := s.Add(ctx, n)
+		if err != nil {
+			return err
+		}
+		out := c.OutOrStdout()
+		fmt.Fprintf(out, "id:     %s\n", e.ID)
+		if e.Admin {
+			fmt.Fprintf(out, "admin:  true\n")
+		} else {
+			fmt.Fprintf(out, "stream: %s\n", e.Stream)
+		}
+		if e.ExpiresAt != nil {
+			fmt.Fprintf(out, "expires: %s\n", e.ExpiresAt.Format(time.RFC3339))
+		}
+		fmt.Fprintf(out, "key:    %s\n", key)
+		fmt.Fprintln(c.ErrOrStderr(), "The key is shown only this once; only its hash is stored.")
+		return nil
+	})
+}
+
+// withStore opens the store the flags name, runs fn, and closes it.
+func withStore(c *cobra.Command, fn func(context.Context, *Store, *storeLocation) error) error {
+	storePath, _ := c.Flags().GetString("store")
+	configFile, _ := c.Flags().GetString("config")
+	adapter, _ := c.Flags().GetString("adapter")
+	loc, err := locateStore(storePath, configFile, adapter)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context(), 2*time.Minute)
+	defer cancel()
+	s, closeFn, err := loc.open()
+	if err != nil {
+		return err
+	}
+	err = fn(ctx, s, loc)
+	if cerr := closeFn(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
+}
+
+// cliActor records who made a change from the command line.
+func cliActor() string {
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	if name == "" {
+		name = "unknown"
+	}
+	if host != "" {
+		name += "@" + host
+	}
+	return "cli:" + name
+}
+
+func describe(e *Entry) string {
+	switch {
+	case e.Admin && e.Name != "":
+		return "admin key " + strconv.Quote(e.Name)
+	case e.Admin:
+		return "admin key"
+	case e.Name != "":
+		return strconv.Quote(e.Name) + " for stream " + strconv.Quote(e.Stream)
+	}
+	return "key for stream " + strconv.Quote(e.Stream)
+}
+
+// listEntry is one row of `list --json`: the entry without its hash.
+type listEntry struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name,omitempty"`
+	ProposalNo int64      `json:"proposal_no,omitempty"`
+	Stream     string     `json:"stream,omitempty"`
+	Bot        string     `json:"bot,omitempty"`
+	Admin      bool       `json:"admin"`
+	Legacy     bool       `json:"legacy,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by,omitempty"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+func printList(w io.Writer, entries []Entry, asJSON bool, now time.Time) error {
+	if asJSON {
+		rows := make([]listEntry, len(entries))
+		for i, e := range entries {
+			rows[i] = listEntry{ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
+				Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
+				ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED")
+	for _, e := range entries {
+		bot := e.Bot
+		if bot == "" && !e.Admin {
+			bot = "(default)"
+		}
+		admin := "no"
+		if e.Admin {
+			admin = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, dash(e.Name), dash(e.Stream), dash(bot), admin,
+			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func timeCell(t *time.Time, now time.Time, expiry bool) string {
+	if t == nil {
+		if expiry {
+			return "never"
+		}
+		return "-"
+	}
+	s := t.Local().Format("2006-01-02 15:04")
+	if expiry && !t.After(now) {
+		s += " (expired)"
+	}
+	return s
+}

@@ -1,0 +1,129 @@
+package zulipproxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+type createdBody struct {
+	Result string `json:"result"`
+	Msg    string `json:"msg"`
+	// Key is shown this once; only its hash is kept.
+	Key string `json:"key"`
+	entryView
+}
+
+// serveCreateClient makes a scoped key. The stream comes from the request
+// or, for a proposal number alone, from the configured stream template.
+func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	var n NewEntry
+	var vals [5]string
+	for i, name := range []string{"proposal_no", "name", "stream", "bot", "expires_in"} {
+		v, _, aerr := single(q, name)
+		if aerr != nil {
+			return aerr
+		}
+		vals[i] = strings.TrimSpace(v)
+	}
+	proposal, name, stream, botName, expiresIn := vals[0], vals[1], vals[2], vals[3], vals[4]
+	if proposal != "" {
+		p, aerr := parseInt64Param("proposal_no", proposal)
+		if aerr != nil {
+			return aerr
+		}
+		if p <= 0 {
+			return errBadParam("proposal_no", "parameter 'proposal_no' must be a positive integer")
+		}
+		n.ProposalNo = p
+	}
+	if stream == "" && n.ProposalNo != 0 && h.StreamTemplate != "" {
+		stream = strings.ReplaceAll(h.StreamTemplate, "{proposal_no}", strconv.FormatInt(n.ProposalNo, 10))
+	}
+	if stream == "" {
+		if h.StreamTemplate != "" {
+			return errMissingParam("stream").withMsg("missing 'stream' argument (or give 'proposal_no' to use the stream template)")
+		}
+		return errMissingParam("stream")
+	}
+	n.Stream = stream
+	n.Name = name
+	if n.Name == "" && n.ProposalNo != 0 {
+		n.Name = "proposal " + strconv.FormatInt(n.ProposalNo, 10)
+	}
+	if botName != "" {
+		if _, ok := h.bots[botName]; !ok {
+			return errBadParam("bot", "unknown bot '"+botName+"'")
+		}
+		n.Bot = botName
+	}
+	b, ok := h.botFor(&Entry{Bot: n.Bot})
+	if !ok {
+		return errBadParam("bot", "no default bot is configured; name one with 'bot'")
+	}
+	if expiresIn != "" {
+		d, err := caddy.ParseDuration(expiresIn)
+		if err != nil || d <= 0 {
+			return errBadParam("expires_in", "parameter 'expires_in' must be a positive duration such as 90d or 12h")
+		}
+		t := time.Now().Add(d).UTC()
+		n.ExpiresAt = &t
+	}
+	// Ask Zulip now, so a typo in the stream fails here rather than on the
+	// bot's first message.
+	if _, err := h.streamID(r.Context(), b, stream); err != nil {
+		return err
+	}
+	n.CreatedBy = "admin:" + c.entry.ID
+	key, e, err := h.store.Add(r.Context(), n)
+	if err != nil {
+		return err
+	}
+	h.logger.Info("key created", zap.String("key_id", e.ID), zap.String("stream", e.Stream), zap.String("by", n.CreatedBy))
+	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: h.viewOf(&e)})
+	return nil
+}
+
+type clientsBody struct {
+	Result  string      `json:"result"`
+	Msg     string      `json:"msg"`
+	Clients []entryView `json:"clients"`
+}
+
+func (h *Handler) serveListClients(w http.ResponseWriter, _ *http.Request, _ *call) error {
+	entries := h.store.List()
+	views := make([]entryView, len(entries))
+	for i := range entries {
+		views[i] = h.viewOf(&entries[i])
+	}
+	writeJSON(w, http.StatusOK, clientsBody{Result: "success", Clients: views})
+	return nil
+}
+
+type revokedBody struct {
+	Result string    `json:"result"`
+	Msg    string    `json:"msg"`
+	Client entryView `json:"client"`
+}
+
+func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *call) error {
+	e, err := h.store.Revoke(r.Context(), c.arg)
+	if errors.Is(err, ErrNotFound) {
+		return newError(http.StatusNotFound, codeNotFound, "no client with id '"+c.arg+"'")
+	}
+	if err != nil {
+		return err
+	}
+	h.logger.Info("key revoked", zap.String("key_id", e.ID), zap.String("by", "admin:"+c.entry.ID))
+	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: h.viewOf(&e)})
+	return nil
+}

@@ -1,0 +1,459 @@
+package zulipproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// serveSendMessage sends to the key's stream, with an optional file that
+// is streamed to Zulip while it is read and linked at the end of content.
+func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := onlyParams(q, "query parameter", "topic"); aerr != nil {
+		return aerr
+	}
+	topic, aerr := topicParam(q.Get("topic"), q.Has("topic"), true)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := h.limitBody(w, r); aerr != nil {
+		return aerr
+	}
+	var content string
+	var haveContent bool
+	switch mediaType(r) {
+	case mtMultipart:
+		var link string
+		var err error
+		content, haveContent, link, err = h.readMessageParts(r, c)
+		if err != nil {
+			return err
+		}
+		if link != "" {
+			content += "\n\n" + link
+		}
+	case mtForm, "":
+		form, aerr := h.readForm(r, "content")
+		if aerr != nil {
+			return aerr
+		}
+		content, haveContent = form.Get("content"), form.Has("content")
+	default:
+		return errUnsupportedBody("content must be sent as a form (application/x-www-form-urlencoded or multipart/form-data)")
+	}
+	if !haveContent {
+		return errMissingParam("content")
+	}
+	if strings.TrimSpace(content) == "" {
+		return errBadParam("content", "'content' must not be empty")
+	}
+	if aerr := checkText("content", content, maxContentRunes); aerr != nil {
+		return aerr
+	}
+	var res *zulip.SendResult
+	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+		ctx, cancel := h.callCtx(r.Context())
+		defer cancel()
+		var err error
+		res, err = c.bot.client.SendMessage(ctx, zulip.SendMessage{StreamID: id, Topic: topic, Content: content})
+		return c.record(resultStatus(res, err), err)
+	})
+	if err != nil {
+		return err
+	}
+	writeUpstream(w, res.Raw)
+	return nil
+}
+
+// readMessageParts reads send_message's multipart body in order: a file
+// goes to Zulip as it arrives, so memory does not depend on its size.
+func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, haveContent bool, link string, err error) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return "", false, "", newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+	}
+	haveImage := false
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return content, haveContent, link, nil
+		}
+		if err != nil {
+			return "", false, "", h.multipartError(err)
+		}
+		switch name := p.FormName(); name {
+		case "content":
+			if haveContent {
+				return "", false, "", errBadParam(name, "form field 'content' given more than once")
+			}
+			var aerr *apiError
+			if content, aerr = h.readTextPart(p); aerr != nil {
+				return "", false, "", aerr
+			}
+			haveContent = true
+		case "image":
+			if haveImage {
+				return "", false, "", errBadParam(name, "form field 'image' given more than once")
+			}
+			haveImage = true
+			up, err := h.uploadPart(r.Context(), c, p)
+			if err != nil {
+				return "", false, "", err
+			}
+			link = markdownLink(p.FileName(), up.URI)
+		default:
+			return "", false, "", errBadParam(name, "unexpected form field '"+name+"'")
+		}
+	}
+}
+
+// serveUploadFile uploads one file and answers Zulip's JSON (uri, url).
+func (h *Handler) serveUploadFile(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := onlyParams(q, "query parameter"); aerr != nil {
+		return aerr
+	}
+	if aerr := h.limitBody(w, r); aerr != nil {
+		return aerr
+	}
+	if mediaType(r) != mtMultipart {
+		return errUnsupportedBody("upload_file takes a multipart/form-data body with the file in field 'file'")
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+	}
+	var up *zulip.UploadResult
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return h.multipartError(err)
+		}
+		if name := p.FormName(); name != "file" {
+			return errBadParam(name, "unexpected form field '"+name+"'")
+		}
+		if up != nil {
+			return errBadParam("file", "form field 'file' given more than once")
+		}
+		if up, err = h.uploadPart(r.Context(), c, p); err != nil {
+			return err
+		}
+	}
+	if up == nil {
+		return errMissingParam("file")
+	}
+	writeUpstream(w, up.Raw)
+	return nil
+}
+
+// uploadTimeout bounds an upload, which streams the client's body and so
+// also waits for a slow client.
+func (h *Handler) uploadTimeout() time.Duration {
+	return max(10*time.Duration(h.Timeout), 5*time.Minute)
+}
+
+// uploadPart streams one file part to Zulip.
+func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*zulip.UploadResult, error) {
+	name := p.FileName()
+	if name == "" {
+		return nil, errBadParam(p.FormName(), "form field '"+p.FormName()+"' must be a file (with a filename)")
+	}
+	ctype := p.Header.Get("Content-Type")
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.uploadTimeout())
+	defer cancel()
+	body := &recordingReader{r: p}
+	up, err := c.bot.client.UploadFile(ctx, name, ctype, body)
+	if body.err != nil {
+		return nil, h.bodyError(body.err)
+	}
+	if err = c.record(uploadStatus(up, err), err); err != nil {
+		return nil, err
+	}
+	return up, nil
+}
+
+// markdownLink links an uploaded file the way the upstream service did,
+// keeping the file name from breaking the Markdown.
+func markdownLink(filename, uri string) string {
+	r := strings.NewReplacer("\r", " ", "\n", " ", "[", "\\[", "]", "\\]")
+	return "[" + r.Replace(filename) + "](" + uri + ")"
+}
+
+func (h *Handler) multipartError(err error) *apiError {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errTooLarge(h.MaxUpload)
+	}
+	return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+}
+
+// serveStreamTopics lists the topics of the key's stream.
+func (h *Handler) serveStreamTopics(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := onlyParams(q, "query parameter"); aerr != nil {
+		return aerr
+	}
+	var resp *zulip.Response
+	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+		ctx, cancel := h.callCtx(r.Context())
+		defer cancel()
+		var err error
+		resp, err = c.bot.client.StreamTopics(ctx, id)
+		return c.record(respStatus(resp, err), err)
+	})
+	if err != nil {
+		return err
+	}
+	writeUpstream(w, resp)
+	return nil
+}
+
+var propagateModes = map[string]bool{"change_one": true, "change_later": true, "change_all": true}
+
+// serveUpdateMessage edits a message this key's bot sent in this key's
+// stream. Zulip would let the bot move anyone's message, so ownership is
+// checked here, with Zulip, before anything is changed.
+func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := onlyParams(q, "query parameter", "message_id", "topic", "propagate_mode"); aerr != nil {
+		return aerr
+	}
+	if !q.Has("message_id") {
+		return errMissingParam("message_id")
+	}
+	msgID, aerr := parseInt64Param("message_id", q.Get("message_id"))
+	if aerr != nil {
+		return aerr
+	}
+	if msgID <= 0 {
+		return errBadParam("message_id", "parameter 'message_id' must be a positive integer")
+	}
+	var u zulip.UpdateMessage
+	if q.Has("topic") {
+		topic, aerr := topicParam(q.Get("topic"), true, true)
+		if aerr != nil {
+			return aerr
+		}
+		u.Topic = &topic
+	}
+	if mode := q.Get("propagate_mode"); q.Has("propagate_mode") {
+		if !propagateModes[mode] {
+			return errBadParam("propagate_mode", "'propagate_mode' must be change_one, change_later or change_all")
+		}
+		if mode != "change_one" && !h.AllowPropagate {
+			return newError(http.StatusForbidden, codeForbidden,
+				"propagate_mode '"+mode+"' is disabled on this server: it would also move messages other people sent to the topic")
+		}
+		u.PropagateMode = mode
+	}
+	if aerr := h.limitBody(w, r); aerr != nil {
+		return aerr
+	}
+	content, aerr := h.readEditContent(r)
+	if aerr != nil {
+		return aerr
+	}
+	if content != "" {
+		if aerr := checkText("content", content, maxContentRunes); aerr != nil {
+			return aerr
+		}
+		u.Content = &content
+	}
+	if u.Content == nil && u.Topic == nil {
+		return newError(http.StatusBadRequest, codeBadRequest,
+			"either content (new message text, in the body) or topic (rename the message's topic) must be given")
+	}
+	if u.Topic != nil && u.PropagateMode == "" {
+		u.PropagateMode = "change_one"
+	}
+	if err := h.checkOwnMessage(r.Context(), c, msgID); err != nil {
+		return err
+	}
+	ctx, cancel := h.callCtx(r.Context())
+	defer cancel()
+	resp, err := c.bot.client.UpdateMessage(ctx, msgID, u)
+	if err := c.record(respStatus(resp, err), err); err != nil {
+		return err
+	}
+	writeUpstream(w, resp)
+	return nil
+}
+
+// readEditContent reads update_message's new content: the raw body as the
+// upstream service took it (text/plain), or a form field `content`.
+func (h *Handler) readEditContent(r *http.Request) (string, *apiError) {
+	switch mt := mediaType(r); {
+	case mt == mtForm:
+		form, aerr := h.readForm(r, "content")
+		if aerr != nil {
+			return "", aerr
+		}
+		return form.Get("content"), nil
+	case mt == mtMultipart:
+		mr, err := r.MultipartReader()
+		if err != nil {
+			return "", newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+		}
+		content, seen := "", false
+		for {
+			p, err := mr.NextPart()
+			if err == io.EOF {
+				return content, nil
+			}
+			if err != nil {
+				return "", h.multipartError(err)
+			}
+			if p.FormName() != "content" {
+				return "", errBadParam(p.FormName(), "unexpected form field '"+p.FormName()+"'")
+			}
+			if seen {
+				return "", errBadParam("content", "form field 'content' given more than once")
+			}
+			seen = true
+			var aerr *apiError
+			if content, aerr = h.readTextPart(p); aerr != nil {
+				return "", aerr
+			}
+		}
+	case mt == "" || strings.HasPrefix(mt, "text/"):
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxFieldBytes))
+		if err != nil {
+			return "", h.bodyError(err)
+		}
+		if len(b) == maxFieldBytes {
+			return "", errBadParam("content", "'content' is longer than Zulip's limit of "+itoa(maxContentRunes)+" characters")
+		}
+		return string(b), nil
+	default:
+		return "", errUnsupportedBody("the new content must be text/plain, or a form field 'content'")
+	}
+}
+
+// checkOwnMessage lets an edit through only for a stream message that the
+// key's bot sent in the key's stream.
+func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64) error {
+	uid, err := h.botUserID(ctx, c.bot)
+	if err != nil {
+		return c.record(errStatus(err), err)
+	}
+	cctx, cancel := h.callCtx(ctx)
+	msg, _, err := c.bot.client.GetMessage(cctx, msgID)
+	cancel()
+	if err != nil {
+		return c.record(errStatus(err), err)
+	}
+	sid, err := h.streamID(ctx, c.bot, c.entry.Stream)
+	if err != nil {
+		return c.record(errStatus(err), err)
+	}
+	if msg.StreamID != sid && msg.Type == "stream" {
+		// The stream may have been made again under the same name.
+		c.bot.streamIDs.CompareAndDelete(c.entry.Stream, sid)
+		if sid, err = h.streamID(ctx, c.bot, c.entry.Stream); err != nil {
+			return c.record(errStatus(err), err)
+		}
+	}
+	if msg.Type != "stream" || msg.StreamID != sid || msg.SenderID != uid {
+		return newError(http.StatusForbidden, codeForbidden,
+			"message "+strconv.FormatInt(msgID, 10)+" is not a message this key sent in its stream")
+	}
+	return nil
+}
+
+// serveGetMessages returns the bot's own messages in the key's stream. The
+// narrow is built here; a client's narrow is never passed on.
+func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := onlyParams(q, "query parameter", "num_before", "anchor"); aerr != nil {
+		return aerr
+	}
+	numBefore := 100
+	if q.Has("num_before") {
+		n, err := strconv.Atoi(q.Get("num_before"))
+		if err != nil || n < 0 || n > 1000 {
+			return errBadParam("num_before", "'num_before' must be an integer from 0 to 1000")
+		}
+		numBefore = n
+	}
+	anchor := "newest"
+	if q.Has("anchor") {
+		anchor = q.Get("anchor")
+		if _, err := strconv.ParseUint(anchor, 10, 63); err != nil && anchor != "newest" && anchor != "oldest" && anchor != "first_unread" {
+			return errBadParam("anchor", "'anchor' must be a message id, newest, oldest or first_unread")
+		}
+	}
+	uid, err := h.botUserID(r.Context(), c.bot)
+	if err != nil {
+		return c.record(errStatus(err), err)
+	}
+	var resp *zulip.Response
+	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+		ctx, cancel := h.callCtx(r.Context())
+		defer cancel()
+		var err error
+		resp, err = c.bot.client.GetMessages(ctx, zulip.GetMessages{
+			Anchor:    anchor,
+			NumBefore: numBefore,
+			Narrow: []zulip.NarrowTerm{
+				{Operator: "channel", Operand: id},
+				{Operator: "sender", Operand: uid},
+			},
+		})
+		return c.record(respStatus(resp, err), err)
+	})
+	if err != nil {
+		return err
+	}
+	writeUpstream(w, resp)
+	return nil
+}
+
+// topicParam checks a topic as Zulip will see it.
+func topicParam(topic string, present, required bool) (string, *apiError) {
+	if !present {
+		if required {
+			return "", errMissingParam("topic")
+		}
+		return "", nil
+	}
+	if strings.TrimSpace(topic) == "" {
+		return "", errBadParam("topic", "'topic' must not be empty")
+	}
+	if aerr := checkText("topic", topic, maxTopicRunes); aerr != nil {
+		return "", aerr
+	}
+	return topic, nil
+}
+
+func errUnsupportedBody(msg string) *apiError {
+	return newError(http.StatusUnsupportedMediaType, codeBadRequest, msg)
+}

@@ -1,0 +1,66 @@
+package zulipproxy
+
+import (
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// entryView is what the API shows of a key's entry: never the key, never
+// its hash.
+type entryView struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name,omitempty"`
+	ProposalNo int64      `json:"proposal_no,omitempty"`
+	Stream     string     `json:"stream,omitempty"`
+	Bot        string     `json:"bot,omitempty"`
+	Admin      bool       `json:"admin"`
+	Legacy     bool       `json:"legacy,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by,omitempty"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+func (h *Handler) viewOf(e *Entry) entryView {
+	v := entryView{
+		ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
+		Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
+		ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt,
+	}
+	if !e.Admin && v.Bot == "" {
+		v.Bot = h.defaultBot
+	}
+	return v
+}
+
+type healthBody struct {
+	Status  string `json:"status"`
+	Version string `json:"version"`
+	Msg     string `json:"msg,omitempty"`
+}
+
+// serveHealth is for load balancers: 503 when the key store cannot be read,
+// so traffic moves to an instance that can check keys.
+func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) error {
+	if err := h.store.Healthy(); err != nil {
+		h.logger.Warn("health check failing: key store unreadable", zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: Version, Msg: "key store cannot be read"})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, healthBody{Status: "OK", Version: Version})
+	return nil
+}
+
+type meBody struct {
+	Result string `json:"result"`
+	Msg    string `json:"msg"`
+	entryView
+}
+
+func (h *Handler) serveMe(w http.ResponseWriter, _ *http.Request, c *call) error {
+	writeJSON(w, http.StatusOK, meBody{Result: "success", entryView: h.viewOf(c.entry)})
+	return nil
+}

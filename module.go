@@ -1,0 +1,197 @@
+package zulipproxy
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+const (
+	defaultMaxUpload = 25 << 20 // Zulip 10's nginx caps /user_uploads at 25 MiB
+	defaultTimeout   = 30 * time.Second
+	defaultBotName   = "default"
+)
+
+// Handler is a write-only proxy to Zulip. It holds real Zulip bot
+// credentials and hands out scoped keys: each key may write to one stream
+// only (send, upload, edit its own messages, list that stream's topics) and
+// read nothing else. Admin keys create, list and revoke scoped keys.
+//
+// Caddyfile syntax:
+//
+//	zulip_proxy {
+//		bot <name> {
+//			site    <url>
+//			email   <bot email>
+//			api_key <bot api key>
+//			# or: zuliprc <file>
+//		}
+//		store           <file>
+//		max_upload      <size>
+//		timeout         <duration>
+//		stream_template <template>
+//		allow_propagate
+//	}
+type Handler struct {
+	// Bots are the real Zulip bots the proxy speaks as, by name. A key
+	// that names no bot uses the bot called "default" (or the only bot,
+	// when exactly one is configured). Credentials stay here and never go
+	// into the key store.
+	Bots map[string]*Bot `json:"bots,omitempty"`
+
+	// Store is the path of the JSON key store. When empty, the store is the
+	// document `zulip_proxy/clients.json` in Caddy's configured storage, so
+	// Caddy instances that share storage share keys.
+	Store string `json:"store,omitempty"`
+
+	// MaxUpload is the largest request body accepted, in bytes. Larger
+	// bodies are refused with 413, even part-way through a stream.
+	// Default: 25 MiB, Zulip's own upload limit.
+	MaxUpload int64 `json:"max_upload,omitempty"`
+
+	// Timeout bounds each call to Zulip; a slower answer gives 504.
+	// Default: 30s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// StreamTemplate is the stream of a key created with a proposal number
+	// and no stream; `{proposal_no}` is replaced by the number, for example
+	// "proposal {proposal_no}".
+	StreamTemplate string `json:"stream_template,omitempty"`
+
+	// AllowPropagate lets scoped keys rename a topic with propagate_mode
+	// change_later or change_all. Off by default: those modes also move
+	// messages that other people sent to that topic, which a write-only key
+	// should not be able to do.
+	AllowPropagate bool `json:"allow_propagate,omitempty"`
+
+	bots       map[string]*bot
+	defaultBot string
+	store      *Store
+	storeKey   string
+	logger     *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.zulip_proxy",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision resolves bot credentials and opens the shared key store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.MaxUpload == 0 {
+		h.MaxUpload = defaultMaxUpload
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(defaultTimeout)
+	}
+
+	bots, def, err := provisionBots(h.Bots)
+	if err != nil {
+		return err
+	}
+	h.bots, h.defaultBot = bots, def
+
+	if err := h.openStore(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// openStore takes the store from the package pool, so that a config reload
+// keeps the already-loaded index and its watcher instead of reading the
+// store again.
+func (h *Handler) openStore(ctx caddy.Context) error {
+	opt := StoreOptions{Logger: h.logger.Named("store")}
+	if h.Store != "" {
+		abs, err := filepath.Abs(h.Store)
+		if err != nil {
+			return fmt.Errorf("store %s: %w", h.Store, err)
+		}
+		h.storeKey = "file:" + abs
+		s, err := loadPooledStore(h.storeKey, func() (*Store, error) {
+			return startStore(OpenFileStore(abs, opt))
+		})
+		if err != nil {
+			h.storeKey = ""
+			return fmt.Errorf("opening key store: %w", err)
+		}
+		h.store = s
+		return nil
+	}
+	st := ctx.Storage()
+	h.storeKey = "storage:" + fmt.Sprint(st)
+	s, err := loadPooledStore(h.storeKey, func() (*Store, error) {
+		return startStore(OpenStorageStore(st, opt))
+	})
+	if err != nil {
+		h.storeKey = ""
+		return fmt.Errorf("opening key store in caddy storage: %w", err)
+	}
+	s.SetStorage(st)
+	h.store = s
+	return nil
+}
+
+// startStore starts the watcher of a store the server opened, so changes
+// made by the CLI or another instance reach this one.
+func startStore(s *Store, err error) (*Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	s.Start()
+	return s, nil
+}
+
+// Validate rejects a config that could not serve requests, so that a bad
+// reload fails as a whole and the running config stays.
+func (h *Handler) Validate() error {
+	if len(h.bots) == 0 {
+		return errors.New("zulip_proxy: at least one bot must be configured")
+	}
+	if h.MaxUpload < 0 {
+		return fmt.Errorf("zulip_proxy: max_upload must be positive, got %d", h.MaxUpload)
+	}
+	if h.Timeout < 0 {
+		return fmt.Errorf("zulip_proxy: timeout must be positive, got %s", time.Duration(h.Timeout))
+	}
+	if h.store == nil {
+		return errors.New("zulip_proxy: key store not opened")
+	}
+	if err := h.store.Healthy(); err != nil {
+		return fmt.Errorf("zulip_proxy: key store %s: %w", h.store, err)
+	}
+	return nil
+}
+
+// Cleanup releases this config's hold on the shared store; the last config
+// to let go closes it.
+func (h *Handler) Cleanup() error {
+	for _, b := range h.bots {
+		b.client.CloseIdleConnections()
+	}
+	if h.storeKey == "" {
+		return nil
+	}
+	return releasePooledStore(h.storeKey)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

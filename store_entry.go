@@ -1,0 +1,140 @@
+package zulipproxy
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Errors callers test for.
+var (
+	ErrKeyRevoked   = errors.New("key revoked")
+	ErrKeyExpired   = errors.New("key expired")
+	ErrNotFound     = errors.New("no such key")
+	ErrCorruptStore = errors.New("key store is corrupt")
+)
+
+// storeVersion is the version of the store document this code writes.
+const storeVersion = 1
+
+// Entry is one key's record. The key itself is never stored, only its hash.
+type Entry struct {
+	ID         string     `json:"id"`
+	KeyHash    string     `json:"key_hash"`
+	Name       string     `json:"name,omitempty"`
+	ProposalNo int64      `json:"proposal_no,omitempty"`
+	Stream     string     `json:"stream,omitempty"`
+	Bot        string     `json:"bot,omitempty"`
+	Admin      bool       `json:"admin,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by,omitempty"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	// Legacy marks a plain key imported from the upstream service.
+	Legacy bool `json:"legacy,omitempty"`
+}
+
+// Usable says whether the key may be used now.
+func (e *Entry) Usable(now time.Time) error {
+	if e.RevokedAt != nil {
+		return ErrKeyRevoked
+	}
+	if e.ExpiresAt != nil && !now.Before(*e.ExpiresAt) {
+		return ErrKeyExpired
+	}
+	return nil
+}
+
+// NewEntry describes a key to create.
+type NewEntry struct {
+	Name       string
+	ProposalNo int64
+	Stream     string
+	Bot        string
+	Admin      bool
+	CreatedBy  string
+	ExpiresAt  *time.Time
+}
+
+// document is the store file.
+type document struct {
+	Version int     `json:"version"`
+	Clients []Entry `json:"clients"`
+}
+
+// parseDocument reads a store document. Anything it does not understand
+// is an error: a store that is guessed at could lose keys when written back.
+func parseDocument(raw []byte) (document, error) {
+	if strings.TrimSpace(string(raw)) == "" {
+		return document{Version: storeVersion}, nil
+	}
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return document{}, fmt.Errorf("%w: %v", ErrCorruptStore, err)
+	}
+	if _, ok := probe["version"]; !ok {
+		if _, ok := probe["clients"]; !ok && len(probe) > 0 {
+			return document{}, fmt.Errorf("%w: no \"version\"; if this is the upstream service's plain-key file, import it with 'caddy zulip-proxy import-legacy'", ErrCorruptStore)
+		}
+		return document{}, fmt.Errorf("%w: no \"version\" field", ErrCorruptStore)
+	}
+	var doc document
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return document{}, fmt.Errorf("%w: %v", ErrCorruptStore, err)
+	}
+	if doc.Version != storeVersion {
+		return document{}, fmt.Errorf("%w: version %d is not supported (this build reads version %d); upgrade the proxy", ErrCorruptStore, doc.Version, storeVersion)
+	}
+	ids := make(map[string]bool, len(doc.Clients))
+	hashes := make(map[string]bool, len(doc.Clients))
+	for i, e := range doc.Clients {
+		if e.ID == "" || ids[e.ID] {
+			return document{}, fmt.Errorf("%w: entry %d has a missing or repeated id", ErrCorruptStore, i)
+		}
+		if b, err := hex.DecodeString(e.KeyHash); err != nil || len(b) != 32 || hashes[e.KeyHash] {
+			return document{}, fmt.Errorf("%w: entry %s has a bad or repeated key_hash", ErrCorruptStore, e.ID)
+		}
+		ids[e.ID], hashes[e.KeyHash] = true, true
+	}
+	return doc, nil
+}
+
+func (d *document) marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// index is an immutable view of the store for lookups without locks.
+type index struct {
+	entries []Entry // sorted by created_at, then id
+	byHash  map[[32]byte]*Entry
+}
+
+func newIndex(entries []Entry) *index {
+	idx := &index{entries: make([]Entry, len(entries)), byHash: make(map[[32]byte]*Entry, len(entries))}
+	copy(idx.entries, entries)
+	sort.SliceStable(idx.entries, func(i, j int) bool {
+		a, b := &idx.entries[i], &idx.entries[j]
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.ID < b.ID
+	})
+	for i := range idx.entries {
+		var h [32]byte
+		if _, err := hex.Decode(h[:], []byte(idx.entries[i].KeyHash)); err == nil {
+			idx.byHash[h] = &idx.entries[i]
+		}
+	}
+	return idx
+}

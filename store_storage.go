@@ -1,0 +1,75 @@
+package zulipproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// Keys of the store in Caddy's storage.
+const (
+	storageKey     = "zulip_proxy/clients.json"
+	storageLockKey = "zulip_proxy/clients"
+)
+
+// storageBackend keeps the store in Caddy's configured storage, so Caddy
+// instances that share storage share keys.
+type storageBackend struct {
+	st atomic.Pointer[storageRef]
+}
+
+type storageRef struct{ certmagic.Storage }
+
+// OpenStorageStore opens the store kept in a Caddy storage.
+func OpenStorageStore(st certmagic.Storage, opt StoreOptions) (*Store, error) {
+	b := &storageBackend{}
+	b.st.Store(&storageRef{st})
+	return openStore(b, opt)
+}
+
+// SetStorage points a storage store at a new storage value: after a config
+// reload, the old config's storage may be cleaned up while the pooled store
+// lives on. File stores ignore it.
+func (s *Store) SetStorage(st certmagic.Storage) {
+	if b, ok := s.b.(*storageBackend); ok && st != nil {
+		b.st.Store(&storageRef{st})
+	}
+}
+
+func (b *storageBackend) storage() certmagic.Storage { return b.st.Load().Storage }
+
+func (b *storageBackend) String() string {
+	return fmt.Sprintf("storage %v key %s", b.storage(), storageKey)
+}
+
+func (b *storageBackend) read(ctx context.Context) ([]byte, error) {
+	return b.storage().Load(ctx, storageKey)
+}
+
+func (b *storageBackend) stamp(ctx context.Context) (string, error) {
+	ki, err := b.storage().Stat(ctx, storageKey)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(ki.Modified.UnixNano(), 10) + "/" + strconv.FormatInt(ki.Size, 10), nil
+}
+
+func (b *storageBackend) lock(ctx context.Context) (func(), error) {
+	st := b.storage()
+	if err := st.Lock(ctx, storageLockKey); err != nil {
+		return nil, err
+	}
+	return func() { _ = st.Unlock(context.WithoutCancel(ctx), storageLockKey) }, nil
+}
+
+func (b *storageBackend) write(ctx context.Context, data []byte) error {
+	return b.storage().Store(ctx, storageKey, data)
+}
