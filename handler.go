@@ -82,6 +82,9 @@ func botEndpoint(path string) (ep endpoint, arg string, ok bool) {
 // answer here, unknown paths a JSON 404.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	path := r.URL.Path
+	if strings.HasPrefix(path, "/api/v1/") {
+		return h.serveZulipAPI(w, r)
+	}
 	if p, found := strings.CutPrefix(path, "/api"); found && strings.HasPrefix(p, "/") {
 		path = p
 	}
