@@ -104,12 +104,12 @@ func TestExpiredKeyIsRefused(t *testing.T) {
 // does not drop requests in flight.
 func TestReloadKeepsKeys(t *testing.T) {
 	store := newStore(t)
-	start(t, config{store: store})
 	var keys []string
 	for range 5 {
 		k, _ := scopedKey(t, store, "general")
 		keys = append(keys, k)
 	}
+	start(t, config{store: store, grace: "10s"})
 	eventually(t, 5*time.Second, "keys accepted", func() bool {
 		return request(t, "GET", "/me", nil, withKey(keys[4])).Status == 200
 	})
@@ -132,7 +132,8 @@ func TestReloadKeepsKeys(t *testing.T) {
 		}()
 	}
 	for i := range 3 {
-		start(t, config{store: store, extra: "timeout " + []string{"20s", "25s", "30s"}[i]})
+		// A real grace period, as in production: requests in flight finish.
+		start(t, config{store: store, grace: "10s", extra: "timeout " + []string{"20s", "25s", "30s"}[i]})
 	}
 	time.Sleep(200 * time.Millisecond)
 	stop.Store(true)

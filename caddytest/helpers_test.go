@@ -34,17 +34,23 @@ func init() {
 // config is a proxy in front of the emulator. extra goes inside the
 // zulip_proxy block, sites after the proxy's site.
 type config struct {
+	// grace is Caddy's grace_period; tests default to 1ns for speed.
+	grace string
 	store string
 	extra string
 	sites string
 }
 
 func (c config) String() string {
+	grace := c.grace
+	if grace == "" {
+		grace = "1ns"
+	}
 	return fmt.Sprintf(`{
 	admin localhost:2999
 	http_port 9080
 	https_port 9443
-	grace_period 1ns
+	grace_period %[8]s
 	skip_install_trust
 	persist_config off
 	log {
@@ -74,7 +80,7 @@ http://localhost:9080 {
 		%[6]s
 	}
 }
-%[7]s`, env.logFile, env.emu.URL, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites)
+%[7]s`, env.logFile, env.emu.URL, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace)
 }
 
 // start loads cfg into the test process's Caddy.

@@ -466,3 +466,24 @@ func Handles(path string) bool {
 	return strings.HasPrefix(path, "/api/v1/") ||
 		strings.HasPrefix(path, "/user_uploads/") || strings.HasPrefix(path, controlPrefix)
 }
+
+// DeleteStream archives a stream, as a Zulip administrator can: its
+// messages go with it, and its name and id stop resolving. A stream made
+// again under the same name gets a new id, which is what a proxy caching
+// stream ids must notice.
+func (e *Emulator) DeleteStream(id int64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.streams[id]
+	if !ok {
+		return fmt.Errorf("emulator: no stream %d", id)
+	}
+	delete(e.streams, id)
+	delete(e.streamsByKey, strings.ToLower(s.Name))
+	for _, m := range e.msgs {
+		if m.Type == "stream" && m.StreamID == id {
+			m.deleted = true
+		}
+	}
+	return nil
+}
