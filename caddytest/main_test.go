@@ -64,7 +64,12 @@ func run(m *testing.M) int {
 	env.emu = emulator.NewServer(tb, emulator.WithRateLimit(0, 0))
 	addSecret(emulator.DemoBotKey)
 	addSecret(emulator.DemoOwnerKey)
-	return m.Run()
+	code := m.Run()
+	if err := checkLogs(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	return code
 }
 
 // addSecret records a key or credential that must never appear in a log.

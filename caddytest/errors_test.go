@@ -1,0 +1,142 @@
+package caddytest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
+)
+
+// How Zulip's failures reach a bot: Zulip's own errors unchanged, an
+// unreachable or confused Zulip as 502, a slow one as 504.
+func TestZulipFailures(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	deadKey, _ := scopedKey(t, store, "general", "--bot", "dead")
+	start(t, config{store: store, extra: `timeout 1s
+		bot dead {
+			site http://127.0.0.1:1
+			email dead-bot@example.com
+			api_key {env.` + botKeyEnv + `}
+		}`})
+	send := func(k string) reply {
+		body, ct := form("content", "x")
+		return request(t, "POST", "/send_message?topic=faults", body, withKey(k), ct)
+	}
+	// Resolve and cache the stream id first, so each fault hits the send.
+	if r := send(key); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	t.Cleanup(env.emu.ClearFault)
+
+	cases := []struct {
+		name   string
+		fault  emulator.Fault
+		status int
+		check  func(t *testing.T, r reply)
+	}{
+		{"rate limited", emulator.Fault{RateLimited: true, RetryAfter: 2.5, Count: 1}, 429, func(t *testing.T, r reply) {
+			if r.Header.Get("Retry-After") != "2.5" || r.JSON(t)["code"] != "RATE_LIMIT_HIT" {
+				t.Errorf("not Zulip's 429: %v %s", r.Header, r.Body)
+			}
+		}},
+		{"Zulip's own 500", emulator.Fault{Status: 500, Count: 1}, 500, func(t *testing.T, r reply) {
+			if r.JSON(t)["result"] != "error" {
+				t.Errorf("%s", r.Body)
+			}
+		}},
+		{"nginx 502 page", emulator.Fault{Status: 502, Count: 1}, 502, func(t *testing.T, r reply) {
+			assertError(t, r, 502, "not Zulip's JSON")
+		}},
+		{"garbage", emulator.Fault{Garbage: true, Count: 1}, 502, func(t *testing.T, r reply) {
+			assertError(t, r, 502, "not Zulip's JSON")
+		}},
+		{"dropped connection", emulator.Fault{Drop: true, Count: 1}, 502, func(t *testing.T, r reply) {
+			assertError(t, r, 502, "")
+		}},
+		{"too slow", emulator.Fault{Delay: 3 * time.Second, Count: 1}, 504, func(t *testing.T, r reply) {
+			assertError(t, r, 504, "did not answer within 1s")
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := env.emu.SetFault(c.fault); err != nil {
+				t.Fatal(err)
+			}
+			defer env.emu.ClearFault()
+			r := send(key)
+			if r.Status != c.status {
+				t.Fatalf("%d, want %d: %s", r.Status, c.status, r.Body)
+			}
+			if strings.Contains(r.Body, "goroutine") || strings.Contains(r.Body, emulator.DemoBotKey) {
+				t.Errorf("leaks internals: %s", r.Body)
+			}
+			c.check(t, r)
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		assertError(t, send(deadKey), 502, "unreachable")
+	})
+	t.Run("Zulip's own error passes through", func(t *testing.T) {
+		gone, _ := scopedKey(t, store, "nowhere")
+		eventually(t, 5*time.Second, "key picked up", func() bool {
+			return request(t, "GET", "/me", nil, withKey(gone)).Status == 200
+		})
+		r := send(gone)
+		if m := r.JSON(t); r.Status != 400 || m["msg"] != "Invalid channel name 'nowhere'" || m["detail"] != nil {
+			t.Errorf("%d %s", r.Status, r.Body)
+		}
+	})
+}
+
+func TestUploadLimits(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store, extra: "max_upload 1MiB"})
+	big := make([]byte, 2<<20)
+	_, _ = rand.Read(big)
+
+	t.Run("declared too large", func(t *testing.T) {
+		mark := zulipMark()
+		body, ct := multipartBody(t, part{name: "file", filename: "big.bin", data: big})
+		assertError(t, request(t, "POST", "/upload_file", body, withKey(key), ct), 413, "1.0 MiB")
+		assertNothingReachedZulip(t, mark)
+	})
+	t.Run("streamed, found too large part-way", func(t *testing.T) {
+		before := len(env.emu.Messages())
+		pr, pw := io.Pipe()
+		mw := multipart.NewWriter(pw)
+		go func() {
+			_ = mw.WriteField("content", "with a huge image")
+			w, _ := mw.CreateFormFile("image", "huge.bin")
+			_, _ = io.Copy(w, bytes.NewReader(big))
+			_ = mw.Close()
+			_ = pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", base+"/send_message?topic=big", pr)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.Header.Set("X-API-key", key)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		assertError(t, reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}, 413, "max_upload")
+		if after := len(env.emu.Messages()); after != before {
+			t.Errorf("a message was sent anyway")
+		}
+	})
+	t.Run("within the limit", func(t *testing.T) {
+		body, ct := multipartBody(t, part{name: "file", filename: "ok.bin", data: big[:512<<10]})
+		if r := request(t, "POST", "/upload_file", body, withKey(key), ct); r.Status != 200 {
+			t.Errorf("%d %s", r.Status, r.Body)
+		}
+	})
+}
