@@ -36,12 +36,18 @@ func init() {
 type config struct {
 	// grace is Caddy's grace_period; tests default to 1ns for speed.
 	grace string
+	// site is the bot's Zulip; default the shared emulator.
+	site  string
 	store string
 	extra string
 	sites string
 }
 
 func (c config) String() string {
+	site := c.site
+	if site == "" {
+		site = env.emu.URL
+	}
 	grace := c.grace
 	if grace == "" {
 		grace = "1ns"
@@ -80,7 +86,7 @@ http://localhost:9080 {
 		%[6]s
 	}
 }
-%[7]s`, env.logFile, env.emu.URL, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace)
+%[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace)
 }
 
 // start loads cfg into the test process's Caddy.

@@ -18,8 +18,8 @@ func checkLogs() error {
 		return fmt.Errorf("reading the run's log: %w", err)
 	}
 	lines := strings.Count(string(raw), "\n")
-	if lines < 50 {
-		return fmt.Errorf("only %d log lines: logging is not set up as the test expects", lines)
+	if lines == 0 {
+		return fmt.Errorf("the run wrote no log line: logging is not set up as the test expects")
 	}
 	for _, s := range secrets() {
 		if i := strings.Index(string(raw), s); i >= 0 {

@@ -1,0 +1,136 @@
+package caddytest
+
+import (
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
+)
+
+// readmeBlock returns the code block after a `<!-- readme-test: NAME -->`
+// marker in README.md, so the examples users copy are the ones tested.
+func readmeBlock(t *testing.T, name string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("(?s)<!-- readme-test: " + regexp.QuoteMeta(name) + " -->\n```[a-z]*\n(.*?)```")
+	m := re.FindSubmatch(raw)
+	if m == nil {
+		t.Fatalf("README.md has no block marked %q", name)
+	}
+	return string(m[1])
+}
+
+// The README's examples, run word for word against the demo's setup: a
+// proxy in front of a fresh emulated Zulip (so the first message is 1, as
+// in the quick start). Only the ports differ.
+func TestReadmeExamples(t *testing.T) {
+	emu := emulator.NewServer(t, emulator.WithRateLimit(0, 0))
+	emuURL, _ := url.Parse(emu.URL)
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	admin, _ := adminKey(t, store)
+	cfg := config{store: store}
+	cfg.site = emu.URL
+	start(t, cfg)
+	work := t.TempDir()
+	ports := strings.NewReplacer("localhost:8080", "localhost:9080", "localhost:9991", emuURL.Host)
+	environ := append(os.Environ(), "ZWOP_KEY="+key, "ZWOP_ADMIN_KEY="+admin)
+
+	t.Run("curl", func(t *testing.T) {
+		if _, err := exec.LookPath("curl"); err != nil {
+			t.Fatal("curl is needed for the README's examples")
+		}
+		out := runScript(t, work, environ, "bash", "-euo", "pipefail", "-c", ports.Replace(readmeBlock(t, "curl")))
+		if n := strings.Count(out, `"result":"success"`); n != 8 {
+			t.Errorf("%d successful answers, want 8:\n%s", n, out)
+		}
+		if !strings.Contains(out, `unexpected form field 'to'`) {
+			t.Errorf("the out-of-scope example did not fail as the README says:\n%s", out)
+		}
+		m, ok := emu.Message(1)
+		if !ok || m.Topic != "renamed" || m.Content != "Corrected text" {
+			t.Errorf("message 1 after the README's edits: %+v", m)
+		}
+	})
+	t.Run("curl-admin", func(t *testing.T) {
+		block := readmeBlock(t, "curl-admin")
+		// The README revokes an example id; revoke the key it just made.
+		script := ports.Replace(block)
+		script = strings.Replace(script, "localhost:9080/clients/3f9a27c1e0b4",
+			`localhost:9080/clients/"$(cat created.json | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')"`, 1)
+		script = strings.Replace(script, `expires_in=90d"`, `expires_in=90d" | tee created.json`, 1)
+		out := runScript(t, work, environ, "bash", "-euo", "pipefail", "-c", script)
+		if n := strings.Count(out, `"result":"success"`); n != 3 || !strings.Contains(out, `"revoked_at"`) {
+			t.Errorf("admin examples:\n%s", out)
+		}
+		for _, k := range regexp.MustCompile(`zwop_[A-Za-z0-9_-]{43}`).FindAllString(out, -1) {
+			addSecret(k)
+		}
+	})
+	t.Run("python", func(t *testing.T) {
+		py := pythonWithRequests(t)
+		src := filepath.Join(work, "example.py")
+		if err := os.WriteFile(src, []byte(ports.Replace(readmeBlock(t, "python"))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		before := len(emu.Messages())
+		out := runScript(t, work, environ, py, src)
+		if !strings.Contains(out, "/user_uploads/") {
+			t.Errorf("python example output:\n%s", out)
+		}
+		if after := len(emu.Messages()); after != before+2 {
+			t.Errorf("python example sent %d messages, want 2", after-before)
+		}
+	})
+}
+
+func runScript(t *testing.T, dir string, environ []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = environ
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() {
+		out, err = cmd.CombinedOutput()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	return string(out)
+}
+
+// pythonWithRequests finds a Python 3 that has requests. CI installs
+// Debian's python3-requests and sets ZWOP_REQUIRE_PYTHON=1, so there a
+// missing one fails instead of skipping.
+func pythonWithRequests(t *testing.T) string {
+	t.Helper()
+	for _, py := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(py, "-c", "import requests").Run() == nil {
+			return py
+		}
+	}
+	msg := "no python3 with requests: install python3-requests (or pip install requests)"
+	if os.Getenv("ZWOP_REQUIRE_PYTHON") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
