@@ -194,6 +194,19 @@ func (s *Store) install(entries []Entry, stamp string) {
 	s.lastStamp = stamp
 }
 
+// freshDoc returns the document as it is now. Under the lock nobody else
+// writes, so when the document is unchanged since this process last read
+// or wrote it, the index already holds it and it is not parsed again.
+func (s *Store) freshDoc(ctx context.Context) (document, error) {
+	if st, err := s.b.stamp(ctx); err == nil && st != "" && st == s.lastStamp && s.Healthy() == nil {
+		idx := s.idx.Load()
+		entries := make([]Entry, len(idx.entries))
+		copy(entries, idx.entries)
+		return document{Version: storeVersion, Clients: entries}, nil
+	}
+	return s.readDoc(ctx)
+}
+
 // mutate changes the document: under this process's mutex and the
 // backend's lock, from the freshest document, so no writer loses another's
 // entries. A document that cannot be read is never written over.
@@ -205,7 +218,7 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 		return fmt.Errorf("locking key store %s: %w", s.b, err)
 	}
 	defer unlock()
-	doc, err := s.readDoc(ctx)
+	doc, err := s.freshDoc(ctx)
 	if err != nil {
 		s.setLoadErr(err)
 		return err

@@ -1,12 +1,12 @@
 package zulipproxy
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -70,27 +70,30 @@ type document struct {
 // parseDocument reads a store document. Anything it does not understand
 // is an error: a store that is guessed at could lose keys when written back.
 func parseDocument(raw []byte) (document, error) {
-	if strings.TrimSpace(string(raw)) == "" {
+	if len(bytes.TrimSpace(raw)) == 0 {
 		return document{Version: storeVersion}, nil
 	}
-	var probe map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return document{}, fmt.Errorf("%w: %v", ErrCorruptStore, err)
+	var doc struct {
+		Version *int    `json:"version"`
+		Clients []Entry `json:"clients"`
 	}
-	if _, ok := probe["version"]; !ok {
-		if _, ok := probe["clients"]; !ok && len(probe) > 0 {
-			return document{}, fmt.Errorf("%w: no \"version\"; if this is the upstream service's plain-key file, import it with 'caddy zulip-proxy import-legacy'", ErrCorruptStore)
-		}
-		return document{}, fmt.Errorf("%w: no \"version\" field", ErrCorruptStore)
-	}
-	var doc document
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
+		var probe map[string]json.RawMessage
+		if json.Unmarshal(raw, &probe) == nil && probe["version"] == nil && probe["clients"] == nil && len(probe) > 0 {
+			return document{}, fmt.Errorf("%w: no \"version\"; if this is the upstream service's plain-key file, import it with 'caddy zulip-proxy import-legacy'", ErrCorruptStore)
+		}
 		return document{}, fmt.Errorf("%w: %v", ErrCorruptStore, err)
 	}
-	if doc.Version != storeVersion {
-		return document{}, fmt.Errorf("%w: version %d is not supported (this build reads version %d); upgrade the proxy", ErrCorruptStore, doc.Version, storeVersion)
+	if dec.More() {
+		return document{}, fmt.Errorf("%w: data after the document", ErrCorruptStore)
+	}
+	if doc.Version == nil {
+		return document{}, fmt.Errorf("%w: no \"version\" field", ErrCorruptStore)
+	}
+	if *doc.Version != storeVersion {
+		return document{}, fmt.Errorf("%w: version %d is not supported (this build reads version %d); upgrade the proxy", ErrCorruptStore, *doc.Version, storeVersion)
 	}
 	ids := make(map[string]bool, len(doc.Clients))
 	hashes := make(map[string]bool, len(doc.Clients))
@@ -103,7 +106,7 @@ func parseDocument(raw []byte) (document, error) {
 		}
 		ids[e.ID], hashes[e.KeyHash] = true, true
 	}
-	return doc, nil
+	return document{Version: storeVersion, Clients: doc.Clients}, nil
 }
 
 func (d *document) marshal() ([]byte, error) {

@@ -71,8 +71,9 @@ func (f *fileBackend) write(_ context.Context, data []byte) (err error) {
 	if err != nil {
 		return err
 	}
+	crashed := false
 	defer func() {
-		if err != nil {
+		if err != nil && !crashed {
 			_ = os.Remove(tmp.Name())
 		}
 	}()
@@ -92,8 +93,9 @@ func (f *fileBackend) write(_ context.Context, data []byte) (err error) {
 		return err
 	}
 	if f.afterTempWrite != nil {
-		if herr := f.afterTempWrite(tmp.Name()); herr != nil {
-			return herr // leave the temp file, as a crash would
+		if err = f.afterTempWrite(tmp.Name()); err != nil {
+			crashed = true // leave the temp file, as a crash would
+			return err
 		}
 	}
 	if err = os.Rename(tmp.Name(), f.path); err != nil {

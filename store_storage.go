@@ -2,11 +2,14 @@ package zulipproxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -59,8 +62,24 @@ func (b *storageBackend) stamp(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return strconv.FormatInt(ki.Modified.UnixNano(), 10) + "/" + strconv.FormatInt(ki.Size, 10), nil
+	st := strconv.FormatInt(ki.Modified.UnixNano(), 10) + "/" + strconv.FormatInt(ki.Size, 10)
+	// Some storages keep modification times in whole seconds, so two
+	// writes of the same size within one look alike. While the document
+	// is that fresh, its content tells them apart.
+	if time.Since(ki.Modified) < recentWrite {
+		raw, err := b.storage().Load(ctx, storageKey)
+		if err != nil {
+			return "", err
+		}
+		sum := sha256.Sum256(raw)
+		st += "/" + hex.EncodeToString(sum[:8])
+	}
+	return st, nil
 }
+
+// recentWrite is how long after a write the storage stamp also hashes
+// the content: more than the coarsest modification time resolution.
+const recentWrite = 3 * time.Second
 
 func (b *storageBackend) lock(ctx context.Context) (func(), error) {
 	st := b.storage()

@@ -1,0 +1,69 @@
+package zulipproxy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// generated returns n entries with keys "key-0", "key-1", ...
+func generated(n int) []Entry {
+	entries := make([]Entry, n)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range entries {
+		entries[i] = Entry{
+			ID: fmt.Sprintf("%012x", i), KeyHash: HashKey(fmt.Sprint("key-", i)),
+			Name: fmt.Sprint("client ", i), Stream: "general", CreatedAt: t0.Add(time.Duration(i) * time.Second),
+		}
+	}
+	return entries
+}
+
+// BenchmarkLookup is the request path's key check; it should not depend
+// on the number of keys.
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range []int{10, 10_000, 1_000_000} {
+		b.Run(fmt.Sprint(n, "keys"), func(b *testing.B) {
+			s := &Store{}
+			s.idx.Store(newIndex(generated(n)))
+			key := fmt.Sprint("key-", n/2)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, ok := s.Lookup(key); !ok {
+					b.Fatal("not found")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAdd adds a key to a file store of 100,000 keys: a full
+// read-modify-write of the document under the lock, with fsyncs.
+func BenchmarkAdd(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "clients.json")
+	doc := document{Version: storeVersion, Clients: generated(100_000)}
+	raw, err := doc.marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	s, err := OpenFileStore(path, StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ReportMetric(float64(len(raw))/(1<<20), "MiB-doc")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := s.Add(context.Background(), NewEntry{Stream: "general"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
