@@ -233,6 +233,19 @@ func (h *Handler) serveStreamTopics(w http.ResponseWriter, r *http.Request, c *c
 
 var propagateModes = map[string]bool{"change_one": true, "change_later": true, "change_all": true}
 
+// checkPropagate allows change_later and change_all only when configured:
+// they also move other people's messages in the topic.
+func (h *Handler) checkPropagate(mode string) *apiError {
+	if !propagateModes[mode] {
+		return errBadParam("propagate_mode", "'propagate_mode' must be change_one, change_later or change_all")
+	}
+	if mode != "change_one" && !h.AllowPropagate {
+		return newError(http.StatusForbidden, codeForbidden,
+			"propagate_mode '"+mode+"' is disabled on this server: it would also move messages other people sent to the topic")
+	}
+	return nil
+}
+
 // serveUpdateMessage edits a message this key's bot sent in this key's
 // stream. Zulip would let the bot move anyone's message, so ownership is
 // checked here, with Zulip, before anything is changed.
@@ -263,12 +276,8 @@ func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 		u.Topic = &topic
 	}
 	if mode := q.Get("propagate_mode"); q.Has("propagate_mode") {
-		if !propagateModes[mode] {
-			return errBadParam("propagate_mode", "'propagate_mode' must be change_one, change_later or change_all")
-		}
-		if mode != "change_one" && !h.AllowPropagate {
-			return newError(http.StatusForbidden, codeForbidden,
-				"propagate_mode '"+mode+"' is disabled on this server: it would also move messages other people sent to the topic")
+		if aerr := h.checkPropagate(mode); aerr != nil {
+			return aerr
 		}
 		u.PropagateMode = mode
 	}
@@ -289,10 +298,16 @@ func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 		return newError(http.StatusBadRequest, codeBadRequest,
 			"either content (new message text, in the body) or topic (rename the message's topic) must be given")
 	}
+	return h.updateOwnMessage(w, r, c, msgID, u)
+}
+
+// updateOwnMessage checks that the message is the key's own, then edits
+// it, answering Zulip's reply.
+func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *call, msgID int64, u zulip.UpdateMessage) error {
 	if u.Topic != nil && u.PropagateMode == "" {
 		u.PropagateMode = "change_one"
 	}
-	if err := h.checkOwnMessage(r.Context(), c, msgID); err != nil {
+	if _, err := h.checkOwnMessage(r.Context(), c, msgID); err != nil {
 		return err
 	}
 	ctx, cancel := h.callCtx(r.Context())
@@ -355,35 +370,36 @@ func (h *Handler) readEditContent(r *http.Request) (string, *apiError) {
 	}
 }
 
-// checkOwnMessage lets an edit through only for a stream message that the
-// key's bot sent in the key's stream.
-func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64) error {
+// checkOwnMessage lets a message through only if it is a stream message
+// that the key's bot sent in the key's stream. It answers Zulip's reply
+// to fetching the message.
+func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64) (*zulip.Response, error) {
 	uid, err := h.botUserID(ctx, c.bot)
 	if err != nil {
-		return c.record(errStatus(err), err)
+		return nil, c.record(errStatus(err), err)
 	}
 	cctx, cancel := h.callCtx(ctx)
-	msg, _, err := c.bot.client.GetMessage(cctx, msgID)
+	msg, resp, err := c.bot.client.GetMessage(cctx, msgID)
 	cancel()
 	if err != nil {
-		return c.record(errStatus(err), err)
+		return nil, c.record(errStatus(err), err)
 	}
 	sid, err := h.streamID(ctx, c.bot, c.entry.Stream)
 	if err != nil {
-		return c.record(errStatus(err), err)
+		return nil, c.record(errStatus(err), err)
 	}
 	if msg.StreamID != sid && msg.Type == "stream" {
 		// The stream may have been made again under the same name.
 		c.bot.streamIDs.CompareAndDelete(c.entry.Stream, sid)
 		if sid, err = h.streamID(ctx, c.bot, c.entry.Stream); err != nil {
-			return c.record(errStatus(err), err)
+			return nil, c.record(errStatus(err), err)
 		}
 	}
 	if msg.Type != "stream" || msg.StreamID != sid || msg.SenderID != uid {
-		return newError(http.StatusForbidden, codeForbidden,
+		return nil, newError(http.StatusForbidden, codeForbidden,
 			"message "+strconv.FormatInt(msgID, 10)+" is not a message this key sent in its stream")
 	}
-	return nil
+	return resp, nil
 }
 
 // serveGetMessages returns the bot's own messages in the key's stream. The

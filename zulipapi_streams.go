@@ -1,0 +1,143 @@
+package zulipproxy
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// zulipUploadFile is POST /api/v1/user_uploads: the first file of a
+// multipart body, streamed to Zulip.
+func (h *Handler) zulipUploadFile(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := onlyParams(q, "query parameter"); aerr != nil {
+		return aerr
+	}
+	if aerr := h.limitBody(w, r); aerr != nil {
+		return aerr
+	}
+	if mediaType(r) != mtMultipart {
+		return errUnsupportedBody("user_uploads takes a multipart/form-data body with one file")
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+	}
+	var up *zulip.UploadResult
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return h.multipartError(err)
+		}
+		if p.FileName() == "" {
+			return errBadParam(p.FormName(), "unexpected form field '"+p.FormName()+"': user_uploads takes one file")
+		}
+		if up != nil {
+			return errBadParam(p.FormName(), "user_uploads takes one file")
+		}
+		if up, err = h.uploadPart(r.Context(), c, p); err != nil {
+			return err
+		}
+	}
+	if up == nil {
+		return newError(http.StatusBadRequest, codeBadRequest, "You must specify a file to upload")
+	}
+	writeUpstream(w, up.Raw)
+	return nil
+}
+
+// zulipGetStreamID is GET /api/v1/get_stream_id, for the key's own stream.
+func (h *Handler) zulipGetStreamID(w http.ResponseWriter, r *http.Request, c *call) error {
+	p, err := h.zulipParams(w, r, "stream")
+	if err != nil {
+		return err
+	}
+	if !p.Has("stream") {
+		return errMissingParam("stream")
+	}
+	if !sameStreamName(p.Get("stream"), c.entry.Stream) {
+		return errNotYourStream(c.entry.Stream)
+	}
+	id, err := h.streamID(r.Context(), c.bot, c.entry.Stream)
+	if err != nil {
+		return c.record(errStatus(err), err)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Result   string `json:"result"`
+		Msg      string `json:"msg"`
+		StreamID int64  `json:"stream_id"`
+	}{"success", "", id})
+	return nil
+}
+
+// zulipStreamTopics is GET /api/v1/users/me/{stream_id}/topics, for the
+// key's own stream.
+func (h *Handler) zulipStreamTopics(w http.ResponseWriter, r *http.Request, c *call) error {
+	if _, err := h.zulipParams(w, r, "allow_empty_topic_name"); err != nil {
+		return err
+	}
+	want, err := strconv.ParseInt(c.arg, 10, 64)
+	if err != nil {
+		return errBadParam("stream_id", "invalid stream id")
+	}
+	var resp *zulip.Response
+	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+		if id != want {
+			return errNotYourStream(c.entry.Stream)
+		}
+		ctx, cancel := h.callCtx(r.Context())
+		defer cancel()
+		var err error
+		resp, err = c.bot.client.StreamTopics(ctx, id)
+		return c.record(respStatus(resp, err), err)
+	})
+	if err != nil {
+		return err
+	}
+	writeUpstream(w, resp)
+	return nil
+}
+
+// zulipMe is GET /api/v1/users/me: the bot's profile, since the key
+// speaks as the bot.
+func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error {
+	if _, err := h.zulipParams(w, r); err != nil {
+		return err
+	}
+	ctx, cancel := h.callCtx(r.Context())
+	defer cancel()
+	_, resp, err := c.bot.client.Me(ctx)
+	if err := c.record(respStatus(resp, err), err); err != nil {
+		return err
+	}
+	writeUpstream(w, resp)
+	return nil
+}
+
+// zulipServerSettings is Zulip's public server description, which the
+// official clients read first. It needs no key.
+func (h *Handler) zulipServerSettings(w http.ResponseWriter, r *http.Request, _ *call) error {
+	b, ok := h.bots[h.defaultBot]
+	if !ok {
+		for _, other := range h.bots {
+			b = other
+			break
+		}
+	}
+	ctx, cancel := h.callCtx(r.Context())
+	defer cancel()
+	resp, err := b.client.ServerSettings(ctx)
+	if err != nil {
+		return err
+	}
+	writeUpstream(w, resp)
+	return nil
+}
