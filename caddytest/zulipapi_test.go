@@ -1,0 +1,232 @@
+package caddytest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
+)
+
+// zreq sends a request to the Zulip-compatible API with HTTP Basic, as
+// Zulip's clients do.
+func zreq(t *testing.T, method, path, key, body string, headers ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.SetBasicAuth("anyone@example.com", key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+}
+
+// Our own Zulip client, pointed at the proxy with a scoped key, works as
+// against Zulip for everything on the allow-list.
+func TestZulipAPIWithAZulipClient(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store})
+	c, err := zulip.NewClient(zulip.Config{Site: base, Email: "whoever@example.com", APIKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	gen := streamID(t, "general")
+
+	id, _, err := c.GetStreamID(ctx, " General ")
+	if err != nil || id != gen {
+		t.Fatalf("get_stream_id: %d %v", id, err)
+	}
+	sent, err := c.SendMessage(ctx, zulip.SendMessage{StreamID: gen, Topic: "zulip api", Content: "via the Zulip API"})
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if m, _ := env.emu.Message(sent.ID); m.StreamID != gen || m.Content != "via the Zulip API" || m.SenderEmail != emulator.DemoBotEmail {
+		t.Errorf("stored: %+v", m)
+	}
+	if _, err := c.StreamTopics(ctx, gen); err != nil {
+		t.Errorf("topics: %v", err)
+	}
+	msg, _, err := c.GetMessage(ctx, sent.ID)
+	if err != nil || msg.ID != sent.ID {
+		t.Errorf("get message: %v %+v", err, msg)
+	}
+	topic, content := "zulip api renamed", "edited via the Zulip API"
+	if _, err := c.UpdateMessage(ctx, sent.ID, zulip.UpdateMessage{Topic: &topic, Content: &content}); err != nil {
+		t.Errorf("update: %v", err)
+	}
+	if m, _ := env.emu.Message(sent.ID); m.Topic != topic || m.Content != content {
+		t.Errorf("after update: %+v", m)
+	}
+	resp, err := c.GetMessages(ctx, zulip.GetMessages{Anchor: "newest", NumBefore: 50,
+		Narrow: []zulip.NarrowTerm{{Operator: "stream", Operand: "general"}, {Operator: "topic", Operand: topic}}})
+	if err != nil || !strings.Contains(string(resp.Body), "edited via the Zulip API") {
+		t.Errorf("get messages: %v %s", err, resp.Body)
+	}
+	me, _, err := c.Me(ctx)
+	if err != nil || me.Email != emulator.DemoBotEmail {
+		t.Errorf("users/me: %v %+v", err, me)
+	}
+	up, err := c.UploadFile(ctx, "notes.txt", "text/plain", strings.NewReader("notes"))
+	if err != nil || !strings.HasPrefix(up.URI, "/user_uploads/") {
+		t.Errorf("upload: %v %+v", err, up)
+	}
+	if _, err := c.ServerSettings(ctx); err != nil {
+		t.Errorf("server_settings: %v", err)
+	}
+}
+
+func TestZulipAPIAuthentication(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	admin, _ := adminKey(t, store)
+	start(t, config{store: store})
+	mark := zulipMark()
+	for name, r := range map[string]reply{
+		"no credentials":         zreq(t, "GET", "/api/v1/users/me", "", ""),
+		"unknown key":            zreq(t, "GET", "/api/v1/users/me", "zwop_nope", ""),
+		"X-API-key is not Basic": zreq(t, "GET", "/api/v1/users/me", "", "", withKey(key)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := assertError(t, r, 401, "")
+			if r.Header.Get("WWW-Authenticate") != `Basic realm="zulip"` || m["code"] != "UNAUTHORIZED" {
+				t.Errorf("not Zulip's 401: %v %s", r.Header, r.Body)
+			}
+		})
+	}
+	assertError(t, zreq(t, "POST", "/api/v1/messages", admin, "type=stream&to=general&topic=t&content=x"), 403, "admin keys")
+	assertNothingReachedZulip(t, mark)
+	if r := zreq(t, "GET", "/api/v1/server_settings", "", ""); r.Status != 200 || !strings.Contains(r.Body, "zulip_version") {
+		t.Errorf("server_settings without a key: %d %s", r.Status, r.Body)
+	}
+}
+
+// Every rule of the Zulip-compatible API, attacked: nothing reaches Zulip.
+func TestZulipAPIScope(t *testing.T) {
+	store := newStore(t)
+	// A key for "other" (id 2), so that `to=true` (stream id 1, general)
+	// is an attack.
+	key, _ := scopedKey(t, store, "other")
+	start(t, config{store: store})
+	gen, oth := streamID(t, "general"), streamID(t, "other")
+	if gen != 1 {
+		t.Fatalf("the test needs general to be stream 1, it is %d", gen)
+	}
+	send := func(to string) string {
+		return "type=stream&topic=t&content=x&to=" + url.QueryEscape(to)
+	}
+	// The proxy asks Zulip once for its own stream's id and its bot's
+	// user id, which it needs to compare ids; do that first, so that what
+	// follows proves no attack reaches Zulip at all.
+	if r := zreq(t, "POST", "/api/v1/messages", key, send("other")); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	if r := zreq(t, "GET", "/api/v1/messages?num_before=1", key, ""); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	attacks := []struct {
+		name, method, path, body string
+		status                   int
+	}{
+		{"another stream by name", "POST", "/api/v1/messages", send("general"), 403},
+		{"another stream by name, other case and spaces", "POST", "/api/v1/messages", send("  GENERAL "), 403},
+		{"another stream by id", "POST", "/api/v1/messages", send(fmt.Sprint(gen)), 403},
+		{"another stream as a JSON list of an id", "POST", "/api/v1/messages", send(fmt.Sprintf("[%d]", gen)), 403},
+		{"another stream as a JSON list of a name", "POST", "/api/v1/messages", send(`["general"]`), 403},
+		{"another stream as a JSON string", "POST", "/api/v1/messages", send(`"general"`), 403},
+		{"true, which Zulip reads as stream 1", "POST", "/api/v1/messages", send("true"), 403},
+		{"two streams", "POST", "/api/v1/messages", send(`["other","general"]`), 400},
+		{"private message", "POST", "/api/v1/messages", "type=private&to=%5B1%5D&content=x", 400},
+		{"direct message", "POST", "/api/v1/messages", "type=direct&to=%5B1%5D&content=x", 400},
+		{"method override in the body", "POST", "/api/v1/messages", send("other") + "&method=GET", 400},
+		{"method override in the query", "POST", "/api/v1/messages?method=DELETE", send("other"), 400},
+		{"topic twice", "POST", "/api/v1/messages?topic=u", send("other"), 400},
+		{"to twice", "POST", "/api/v1/messages?to=other", send("other"), 400},
+		{"topic with subject", "POST", "/api/v1/messages", send("other") + "&subject=s", 400},
+		{"stream_id on send", "POST", "/api/v1/messages", send("other") + "&stream_id=1", 400},
+		{"client narrow on another stream", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[{"operator":"channel","operand":"general"}]`), "", 403},
+		{"client narrow by id", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(fmt.Sprintf(`[{"operator":"stream","operand":%d}]`, gen)), "", 403},
+		{"client narrow with 'with'", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[{"operator":"with","operand":1}]`), "", 400},
+		{"client narrow, legacy pair form", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[["stream","general"]]`), "", 403},
+		{"client narrow on direct messages", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[{"operator":"is","operand":"dm"}]`), "", 400},
+		{"client narrow by another sender", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[{"operator":"sender","operand":"owner@zulip.example.com"}]`), "", 400},
+		{"client narrow, negated stream", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[{"operator":"channel","operand":"other","negated":true}]`), "", 403},
+		{"client narrow search", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[{"operator":"search","operand":"password"}]`), "", 400},
+		{"num_before too many", "GET", "/api/v1/messages?num_before=5000", "", 400},
+		{"subscribe, which creates streams", "POST", "/api/v1/users/me/subscriptions", "subscriptions=" + url.QueryEscape(`[{"name":"new"}]`), 404},
+		{"list subscriptions", "GET", "/api/v1/users/me/subscriptions", "", 404},
+		{"list streams", "GET", "/api/v1/streams", "", 404},
+		{"list users", "GET", "/api/v1/users", "", 404},
+		{"delete a message", "DELETE", "/api/v1/messages/1", "", 405},
+		{"move a message to another stream", "PATCH", "/api/v1/messages/1", "stream_id=1&topic=t", 403},
+		{"edit with change_all", "PATCH", "/api/v1/messages/1", "topic=t&propagate_mode=change_all", 403},
+		{"edit with a disagreeing message_id", "PATCH", "/api/v1/messages/1?message_id=2", "topic=t", 400},
+		{"another stream's id", "GET", "/api/v1/get_stream_id?stream=general", "", 403},
+		{"another stream's topics", "GET", fmt.Sprintf("/api/v1/users/me/%d/topics", gen), "", 403},
+		{"a body Zulip would not read as a form", "POST", "/api/v1/messages", "", 415},
+	}
+	for _, a := range attacks {
+		t.Run(a.name, func(t *testing.T) {
+			mark := zulipMark()
+			var hdrs []string
+			body := a.body
+			if a.status == 415 {
+				body = `{"type":"stream","to":"general"}`
+				hdrs = append(hdrs, "Content-Type: application/json")
+			}
+			r := zreq(t, a.method, a.path, key, body, hdrs...)
+			assertError(t, r, a.status, "")
+			assertNothingReachedZulip(t, mark)
+		})
+	}
+
+	accepted := []string{"other", " Other ", "OTHER", `"other"`, `["other"]`, fmt.Sprint(oth), fmt.Sprintf("[%d]", oth)}
+	for _, to := range accepted {
+		t.Run("own stream as "+to, func(t *testing.T) {
+			r := zreq(t, "POST", "/api/v1/messages", key, send(to))
+			if r.Status != 200 || lastMessage(t).StreamID != oth {
+				t.Errorf("%d %s", r.Status, r.Body)
+			}
+		})
+	}
+	t.Run("no to: the key's stream", func(t *testing.T) {
+		r := zreq(t, "POST", "/api/v1/messages", key, "type=channel&topic=t&content=no+to")
+		if m := lastMessage(t); r.Status != 200 || m.StreamID != oth || m.Content != "no to" {
+			t.Errorf("%d %s", r.Status, r.Body)
+		}
+	})
+	t.Run("someone else's message", func(t *testing.T) {
+		theirs := sendDirect(t, emulator.DemoOwnerEmail, emulator.DemoOwnerKey, "other", "theirs", "not yours")
+		for _, try := range []struct{ method, body string }{{"GET", ""}, {"PATCH", "content=mine+now"}, {"PATCH", "topic=moved"}} {
+			mark := zulipMark()
+			r := zreq(t, try.method, fmt.Sprintf("/api/v1/messages/%d", theirs), key, try.body)
+			assertError(t, r, 403, "not a message this key sent")
+			assertNoWriteReachedZulip(t, mark)
+		}
+		if m, _ := env.emu.Message(theirs); m.Content != "not yours" || m.Topic != "theirs" {
+			t.Errorf("changed: %+v", m)
+		}
+	})
+}
