@@ -61,6 +61,25 @@ func TestReadmeExamples(t *testing.T) {
 			t.Errorf("message 1 after the README's edits: %+v", m)
 		}
 	})
+	t.Run("curl-zulip", func(t *testing.T) {
+		before := len(emu.Messages())
+		out := runScript(t, work, environ, "bash", "-euo", "pipefail", "-c", ports.Replace(readmeBlock(t, "curl-zulip")))
+		if n := strings.Count(out, `"result":"success"`); n != 4 {
+			t.Errorf("%d successful answers, want 4:\n%s", n, out)
+		}
+		if !strings.Contains(out, `"result":"error"`) || !strings.Contains(out, "may only use the stream 'general'") {
+			t.Errorf("the refused example did not fail as the README says:\n%s", out)
+		}
+		msgs := emu.Messages()
+		if len(msgs) != before+3 {
+			t.Fatalf("%d messages reached Zulip, want 3", len(msgs)-before)
+		}
+		for _, m := range msgs[before:] {
+			if s, _ := emu.StreamByName("general"); m.StreamID != s.ID {
+				t.Errorf("a message outside the key's stream: %+v", m)
+			}
+		}
+	})
 	t.Run("curl-admin", func(t *testing.T) {
 		block := readmeBlock(t, "curl-admin")
 		// The README revokes an example id; revoke the key it just made.
