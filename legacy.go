@@ -29,6 +29,9 @@ func (s *Store) ImportLegacy(ctx context.Context, r io.Reader, createdBy string)
 	if err := dec.Decode(&raw); err != nil {
 		return 0, 0, fmt.Errorf("not a legacy clients.json (a JSON object of keys): %w", err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return 0, 0, errors.New("not a legacy clients.json: data after the JSON object")
+	}
 	if raw == nil {
 		return 0, 0, errors.New("not a legacy clients.json: expected a JSON object of keys")
 	}

@@ -57,6 +57,10 @@ type Store struct {
 	// kept out by the backend's lock.
 	mu        sync.Mutex
 	lastStamp string
+	// lastSum is the SHA-256 of the document the index was built from
+	// (zero when there was none). Writers compare content, not stamps:
+	// a modification time can be too coarse to tell two writes apart.
+	lastSum [32]byte
 
 	// usage holds last-used times (unix nanoseconds) not yet written, by id.
 	usage sync.Map
@@ -94,7 +98,16 @@ func (s *Store) String() string { return s.b.String() }
 // lookup on an immutable index, with no lock and no I/O. The entry is
 // shared and must not be modified.
 func (s *Store) Lookup(key string) (*Entry, bool) {
-	e, ok := s.idx.Load().byHash[sha256.Sum256([]byte(key))]
+	// []byte(key) alone would allocate: the compiler keeps only conversions
+	// of up to 32 bytes on the stack, and a key is 48.
+	var buf [128]byte
+	var b []byte
+	if len(key) <= len(buf) {
+		b = append(buf[:0], key...)
+	} else {
+		b = []byte(key)
+	}
+	e, ok := s.idx.Load().byHash[sha256.Sum256(b)]
 	return e, ok
 }
 
@@ -164,47 +177,46 @@ func (s *Store) reloadLocked(ctx context.Context) error {
 		s.setLoadErr(err)
 		return err
 	}
-	doc, err := s.readDoc(ctx)
+	doc, sum, err := s.readDoc(ctx)
 	if err != nil {
 		s.setLoadErr(err)
 		return err
 	}
-	s.install(doc.Clients, st)
+	s.install(doc.Clients, st, sum)
 	s.setLoadErr(nil)
 	return nil
 }
 
-func (s *Store) readDoc(ctx context.Context) (document, error) {
+// readDoc reads the document as it is now. A document identical to the
+// one the index was built from is not parsed again: at 100,000 keys,
+// parsing is most of the cost of a write.
+func (s *Store) readDoc(ctx context.Context) (document, [32]byte, error) {
 	raw, err := s.b.read(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
-		return document{Version: storeVersion}, nil
+		return document{Version: storeVersion}, [32]byte{}, nil
 	}
 	if err != nil {
-		return document{}, fmt.Errorf("reading key store %s: %w", s.b, err)
+		return document{}, [32]byte{}, fmt.Errorf("reading key store %s: %w", s.b, err)
 	}
-	doc, err := parseDocument(raw)
-	if err != nil {
-		return document{}, fmt.Errorf("reading key store %s: %w", s.b, err)
-	}
-	return doc, nil
-}
-
-func (s *Store) install(entries []Entry, stamp string) {
-	s.idx.Store(newIndex(entries))
-	s.lastStamp = stamp
-}
-
-// freshDoc returns the document as it is now. Under the lock nobody else
-// writes, so when the document is unchanged since this process last read
-// or wrote it, the index already holds it and it is not parsed again.
-func (s *Store) freshDoc(ctx context.Context) (document, error) {
-	if st, err := s.b.stamp(ctx); err == nil && st != "" && st == s.lastStamp && s.Healthy() == nil {
+	sum := sha256.Sum256(raw)
+	if sum == s.lastSum && s.Healthy() == nil {
 		idx := s.idx.Load()
 		entries := make([]Entry, len(idx.entries))
 		copy(entries, idx.entries)
-		return document{Version: storeVersion, Clients: entries}, nil
+		return document{Version: storeVersion, Clients: entries}, sum, nil
 	}
-	return s.readDoc(ctx)
+	doc, err := parseDocument(raw)
+	if err != nil {
+		return document{}, [32]byte{}, fmt.Errorf("reading key store %s: %w", s.b, err)
+	}
+	return doc, sum, nil
+}
+
+// install makes entries, read from or written as the document whose
+// stamp and checksum are given, the index that lookups see.
+func (s *Store) install(entries []Entry, stamp string, sum [32]byte) {
+	s.idx.Store(newIndex(entries))
+	s.lastStamp, s.lastSum = stamp, sum
 }
 
 // mutate changes the document: under this process's mutex and the
@@ -218,7 +230,7 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 		return fmt.Errorf("locking key store %s: %w", s.b, err)
 	}
 	defer unlock()
-	doc, err := s.freshDoc(ctx)
+	doc, sum, err := s.readDoc(ctx)
 	if err != nil {
 		s.setLoadErr(err)
 		return err
@@ -230,7 +242,7 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 			// Still worth knowing the freshest state.
 			st, serr := s.b.stamp(ctx)
 			if serr == nil {
-				s.install(doc.Clients, st)
+				s.install(doc.Clients, st, sum)
 				s.setLoadErr(nil)
 			}
 		}
@@ -253,7 +265,7 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 	if err != nil {
 		st = "" // the watcher reloads on its next look
 	}
-	s.install(doc.Clients, st)
+	s.install(doc.Clients, st, sha256.Sum256(data))
 	s.setLoadErr(nil)
 	return nil
 }
@@ -416,8 +428,10 @@ func (s *Store) poll() {
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		// stop is closed even if never started, so a Start after Close
+		// does not leave a watcher running.
+		close(s.stop)
 		if s.started.Load() {
-			close(s.stop)
 			<-s.done
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

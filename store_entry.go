@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 )
@@ -86,7 +87,8 @@ func parseDocument(raw []byte) (document, error) {
 		}
 		return document{}, fmt.Errorf("%w: %v", ErrCorruptStore, err)
 	}
-	if dec.More() {
+	// More() would let a stray '}' or ']' through.
+	if _, err := dec.Token(); err != io.EOF {
 		return document{}, fmt.Errorf("%w: data after the document", ErrCorruptStore)
 	}
 	if doc.Version == nil {
@@ -101,7 +103,10 @@ func parseDocument(raw []byte) (document, error) {
 		if e.ID == "" || ids[e.ID] {
 			return document{}, fmt.Errorf("%w: entry %d has a missing or repeated id", ErrCorruptStore, i)
 		}
-		if b, err := hex.DecodeString(e.KeyHash); err != nil || len(b) != 32 || hashes[e.KeyHash] {
+		// Only the lowercase form HashKey writes: an uppercase twin of a
+		// revoked entry's hash would be a second, unrevoked entry for the
+		// same key.
+		if b, err := hex.DecodeString(e.KeyHash); err != nil || len(b) != 32 || hex.EncodeToString(b) != e.KeyHash || hashes[e.KeyHash] {
 			return document{}, fmt.Errorf("%w: entry %s has a bad or repeated key_hash", ErrCorruptStore, e.ID)
 		}
 		ids[e.ID], hashes[e.KeyHash] = true, true
