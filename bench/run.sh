@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Load test: the proxy's send_message side by side with Caddy's own
+# reverse_proxy, Caddy answering by itself (respond) and the upstream
+# alone, in one run on loopback, with ratios. Needs wrk (Debian: apt-get
+# install wrk).
+#
+#	bash bench/run.sh [rounds] [seconds] [connections]
+#
+# Each round runs every target once, in turn; the table shows each
+# target's median over the rounds. Set ZWOP_BENCH_PROFILE=1 to also take a
+# 10 s CPU profile of the targets' Caddy while the proxy is under load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+secs=${2:-10}
+conns=${3:-32}
+threads=2
+
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
+work=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+export XDG_DATA_HOME="$work/data" XDG_CONFIG_HOME="$work/config"
+
+echo "building caddy..." >&2
+go build -o "$work/caddy" ./cmd/caddy
+
+export ZWOP_BENCH_STORE="$work/clients.json"
+"$work/caddy" run --config bench/upstream.Caddyfile >"$work/upstream.log" 2>&1 &
+pids+=($!)
+"$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
+pids+=($!)
+targets_pid=$!
+for port in 19991 18080 18081 18082; do
+	for _ in $(seq 100); do
+		curl -s -o /dev/null "localhost:$port/" && break
+		sleep 0.1
+	done
+done
+ZWOP_BENCH_KEY=$("$work/caddy" zulip-proxy add-client --store "$ZWOP_BENCH_STORE" --stream general 2>/dev/null | sed -n 's/^key: *//p')
+export ZWOP_BENCH_KEY
+sleep 1.5 # the running proxy picks the new key up within a second
+
+# A sanity check: each target answers success before it is measured.
+check() {
+	local out
+	out=$(curl -s "$@")
+	case "$out" in *'"result":"success"'*) ;; *) echo "target not ready: $* -> $out" >&2; exit 1 ;; esac
+}
+check -H "X-API-key: $ZWOP_BENCH_KEY" -d content=warm "localhost:18080/send_message?topic=bench"
+check -u demo-bot@zulip.example.com:demobotapikey0123456789abcdefghi -d type=stream -d to=1 -d topic=bench -d content=warm localhost:18081/api/v1/messages
+check -X POST localhost:18082/api/v1/messages
+check -u demo-bot@zulip.example.com:demobotapikey0123456789abcdefghi -d type=stream -d to=1 -d topic=bench -d content=warm localhost:19991/api/v1/messages
+
+declare -A url=(
+	[proxy]="http://127.0.0.1:18080"
+	[reverse_proxy]="http://127.0.0.1:18081"
+	[respond]="http://127.0.0.1:18082"
+	[upstream]="http://127.0.0.1:19991"
+)
+declare -A script=([proxy]=bench/proxy.lua [reverse_proxy]=bench/zulip.lua [respond]=bench/zulip.lua [upstream]=bench/zulip.lua)
+order=(proxy reverse_proxy respond upstream)
+
+for r in $(seq "$rounds"); do
+	for t in "${order[@]}"; do
+		wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]}" "${url[$t]}" >"$work/$t.$r" 2>&1
+		rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$t.$r")
+		p50=$(awk '$1=="50%" {print $2}' "$work/$t.$r")
+		p99=$(awk '$1=="99%" {print $2}' "$work/$t.$r")
+		errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$t.$r" | tr '\n' ' ')
+		echo "$t $rps $p50 $p99 $errs" >>"$work/results"
+		echo "round $r: $t ${rps} req/s p50 $p50 p99 $p99 $errs" >&2
+	done
+done
+
+if [ "${ZWOP_BENCH_PROFILE:-0}" = 1 ]; then
+	wrk -t"$threads" -c"$conns" -d15s -s bench/proxy.lua "${url[proxy]}" >/dev/null 2>&1 &
+	sleep 2
+	curl -s -o bench/proxy.cpu.pprof "localhost:12019/debug/pprof/profile?seconds=10"
+	wait $! || true
+	echo "CPU profile: bench/proxy.cpu.pprof (go tool pprof -top $work/caddy bench/proxy.cpu.pprof)" >&2
+	go tool pprof -top -nodecount=35 "$work/caddy" bench/proxy.cpu.pprof 2>/dev/null | head -45 >&2 || true
+fi
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+declare -A med
+for t in "${order[@]}"; do
+	med[$t]=$(awk -v t="$t" '$1==t {print $2}' "$work/results" | median)
+done
+echo
+echo "wrk -t$threads -c$conns -d${secs}s, $rounds rounds, median req/s ($(nproc) cores, $(date -u +%Y-%m-%d))"
+printf '%-14s %12s %10s %10s\n' target "req/s" "p50" "p99"
+for t in "${order[@]}"; do
+	line=$(awk -v t="$t" '$1==t' "$work/results" | sort -k2 -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
+	printf '%-14s %12s %10s %10s\n' "$t" "${med[$t]}" "$(echo "$line" | awk '{print $3}')" "$(echo "$line" | awk '{print $4}')"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+echo
+echo "proxy / reverse_proxy   $(ratio "${med[proxy]}" "${med[reverse_proxy]}")"
+echo "proxy / respond         $(ratio "${med[proxy]}" "${med[respond]}")"
+echo "reverse_proxy / respond $(ratio "${med[reverse_proxy]}" "${med[respond]}")"
+echo "proxy / upstream alone  $(ratio "${med[proxy]}" "${med[upstream]}")"

@@ -1,0 +1,58 @@
+package zulipproxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
+)
+
+// BenchmarkSendMessage is one send_message through the handler to an
+// emulated Zulip on loopback: the proxy's hot path, allocations included.
+func BenchmarkSendMessage(b *testing.B) {
+	emu := emulator.NewServer(b, emulator.WithRateLimit(0, 0), emulator.WithMaxMessages(1000), emulator.WithMaxLogEntries(1000))
+	store, err := OpenFileStore(filepath.Join(b.TempDir(), "clients.json"), StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	key, _, err := store.Add(context.Background(), NewEntry{Stream: "general"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := &Handler{
+		Bots:      map[string]*Bot{"default": {Site: emu.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey}},
+		MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
+		store: store, logger: zap.NewNop(),
+	}
+	if h.bots, h.defaultBot, err = provisionBots(h.Bots); err != nil {
+		b.Fatal(err)
+	}
+	send := func() int {
+		req := httptest.NewRequest("POST", "/send_message?topic=bench", strings.NewReader("content=hello+from+the+benchmark"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-API-key", key)
+		repl := caddy.NewReplacer()
+		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+		rec := httptest.NewRecorder()
+		_ = h.ServeHTTP(rec, req, nil)
+		return rec.Code
+	}
+	if code := send(); code != http.StatusOK {
+		b.Fatalf("status %d", code)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if code := send(); code != http.StatusOK {
+			b.Fatalf("status %d", code)
+		}
+	}
+}
