@@ -236,29 +236,11 @@ func describe(e *Entry) string {
 	return "key for stream " + strconv.Quote(e.Stream)
 }
 
-// listEntry is one row of `list --json`: the entry without its hash.
-type listEntry struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name,omitempty"`
-	ProposalNo int64      `json:"proposal_no,omitempty"`
-	Stream     string     `json:"stream,omitempty"`
-	Bot        string     `json:"bot,omitempty"`
-	Admin      bool       `json:"admin"`
-	Legacy     bool       `json:"legacy,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	CreatedBy  string     `json:"created_by,omitempty"`
-	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
-}
-
 func printList(w io.Writer, entries []Entry, asJSON bool, now time.Time) error {
 	if asJSON {
-		rows := make([]listEntry, len(entries))
-		for i, e := range entries {
-			rows[i] = listEntry{ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
-				Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
-				ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt}
+		rows := make([]entryView, len(entries))
+		for i := range entries {
+			rows[i] = viewOf(&entries[i])
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

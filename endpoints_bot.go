@@ -61,8 +61,17 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr := checkText("content", content, maxContentRunes); aerr != nil {
 		return aerr
 	}
+	return h.send(w, r, c, topic, content, nil)
+}
+
+// send posts to the key's stream, by its id. to, when given, is what the
+// client named as the destination; it must be the key's stream.
+func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, content string, to *streamRef) error {
 	var res *zulip.SendResult
 	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+		if to != nil && !to.is(c.entry.Stream, id) {
+			return errNotYourStream(c.entry.Stream)
+		}
 		ctx, cancel := h.callCtx(r.Context())
 		defer cancel()
 		var err error
@@ -120,6 +129,13 @@ func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, ha
 
 // serveUploadFile uploads one file and answers Zulip's JSON (uri, url).
 func (h *Handler) serveUploadFile(w http.ResponseWriter, r *http.Request, c *call) error {
+	return h.uploadOne(w, r, c, "file")
+}
+
+// uploadOne streams the one file of a multipart body to Zulip and answers
+// Zulip's JSON. field names the file's form field; "" takes any name, as
+// Zulip's own user_uploads does.
+func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, field string) error {
 	q, aerr := queryValues(r)
 	if aerr != nil {
 		return aerr
@@ -131,7 +147,7 @@ func (h *Handler) serveUploadFile(w http.ResponseWriter, r *http.Request, c *cal
 		return aerr
 	}
 	if mediaType(r) != mtMultipart {
-		return errUnsupportedBody("upload_file takes a multipart/form-data body with the file in field 'file'")
+		return errUnsupportedBody("the upload must be a multipart/form-data body with one file")
 	}
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -146,18 +162,22 @@ func (h *Handler) serveUploadFile(w http.ResponseWriter, r *http.Request, c *cal
 		if err != nil {
 			return h.multipartError(err)
 		}
-		if name := p.FormName(); name != "file" {
-			return errBadParam(name, "unexpected form field '"+name+"'")
+		name := p.FormName()
+		if (field != "" && name != field) || (field == "" && p.FileName() == "") {
+			return errBadParam(name, "unexpected form field '"+name+"': the body holds one file")
 		}
 		if up != nil {
-			return errBadParam("file", "form field 'file' given more than once")
+			return errBadParam(name, "only one file may be uploaded at a time")
 		}
 		if up, err = h.uploadPart(r.Context(), c, p); err != nil {
 			return err
 		}
 	}
 	if up == nil {
-		return errMissingParam("file")
+		if field == "" {
+			return newError(http.StatusBadRequest, codeBadRequest, "You must specify a file to upload")
+		}
+		return errMissingParam(field)
 	}
 	writeUpstream(w, up.Raw)
 	return nil

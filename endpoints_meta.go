@@ -24,12 +24,18 @@ type entryView struct {
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
-func (h *Handler) viewOf(e *Entry) entryView {
-	v := entryView{
+// viewOf is an entry as the HTTP API and `list --json` show it.
+func viewOf(e *Entry) entryView {
+	return entryView{
 		ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
 		Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
 		ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt,
 	}
+}
+
+// viewOf names the bot a key without one uses on this server.
+func (h *Handler) viewOf(e *Entry) entryView {
+	v := viewOf(e)
 	if !e.Admin && v.Bot == "" {
 		v.Bot = h.defaultBot
 	}

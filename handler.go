@@ -115,13 +115,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return nil
 		}
 		if ep.role == roleScoped {
-			b, ok := h.botFor(e)
-			if !ok {
-				h.logger.Error("key names a bot that is not configured", zap.String("key_id", e.ID), zap.String("bot", e.Bot))
-				writeError(w, newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server"))
+			if aerr := h.bindBot(c); aerr != nil {
+				writeError(w, aerr)
 				return nil
 			}
-			c.bot = b
 		}
 	}
 	err := ep.serve(h, w, r, c)
@@ -156,6 +153,17 @@ func (h *Handler) logCall(ep endpoint, c *call, err error) {
 		fields = append(fields, zap.String("error", err.Error()))
 	}
 	ce.Write(fields...)
+}
+
+// bindBot finds the bot a scoped key speaks as.
+func (h *Handler) bindBot(c *call) *apiError {
+	b, ok := h.botFor(c.entry)
+	if !ok {
+		h.logger.Error("key names a bot that is not configured", zap.String("key_id", c.entry.ID), zap.String("bot", c.entry.Bot))
+		return newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server")
+	}
+	c.bot = b
+	return nil
 }
 
 // writeCallError answers an endpoint's error. Our own errors carry their

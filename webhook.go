@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
@@ -92,12 +90,10 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integ
 	if e.Admin {
 		return newError(http.StatusForbidden, codeForbidden, "admin keys cannot post; use a scoped key")
 	}
-	b, ok := h.botFor(e)
-	if !ok {
-		h.logger.Error("key names a bot that is not configured", zap.String("key_id", e.ID), zap.String("bot", e.Bot))
-		return newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server")
+	if aerr := h.bindBot(c); aerr != nil {
+		return aerr
 	}
-	c.bot = b
+	b := c.bot
 
 	sid, err := h.streamID(r.Context(), b, e.Stream)
 	if err != nil {

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // The Zulip-compatible API answers a safe subset of Zulip's own API under
@@ -110,13 +108,10 @@ func (h *Handler) serveZulipAPI(w http.ResponseWriter, r *http.Request) error {
 		}
 		setAuthUser(r, e)
 		c.entry = e
-		b, ok := h.botFor(e)
-		if !ok {
-			h.logger.Error("key names a bot that is not configured", zap.String("key_id", e.ID), zap.String("bot", e.Bot))
-			writeError(w, newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server"))
+		if aerr := h.bindBot(c); aerr != nil {
+			writeError(w, aerr)
 			return nil
 		}
-		c.bot = b
 	}
 	ep := endpoint{name: rt.name, method: rt.method}
 	err := rt.serve(h, w, r, c)

@@ -47,22 +47,7 @@ func (h *Handler) zulipSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 		}
 		to = &ref
 	}
-	var res *zulip.SendResult
-	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
-		if to != nil && !to.is(c.entry.Stream, id) {
-			return errNotYourStream(c.entry.Stream)
-		}
-		ctx, cancel := h.callCtx(r.Context())
-		defer cancel()
-		var err error
-		res, err = c.bot.client.SendMessage(ctx, zulip.SendMessage{StreamID: id, Topic: topic, Content: content})
-		return c.record(resultStatus(res, err), err)
-	})
-	if err != nil {
-		return err
-	}
-	writeUpstream(w, res.Raw)
-	return nil
+	return h.send(w, r, c, topic, content, to)
 }
 
 // zulipGetMessages is GET /api/v1/messages: the bot's own messages in the

@@ -1,57 +1,16 @@
 package zulipproxy
 
 import (
-	"io"
 	"net/http"
 	"strconv"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
-// zulipUploadFile is POST /api/v1/user_uploads: the first file of a
-// multipart body, streamed to Zulip.
+// zulipUploadFile is POST /api/v1/user_uploads: one file, streamed to
+// Zulip.
 func (h *Handler) zulipUploadFile(w http.ResponseWriter, r *http.Request, c *call) error {
-	q, aerr := queryValues(r)
-	if aerr != nil {
-		return aerr
-	}
-	if aerr := onlyParams(q, "query parameter"); aerr != nil {
-		return aerr
-	}
-	if aerr := h.limitBody(w, r); aerr != nil {
-		return aerr
-	}
-	if mediaType(r) != mtMultipart {
-		return errUnsupportedBody("user_uploads takes a multipart/form-data body with one file")
-	}
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
-	}
-	var up *zulip.UploadResult
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return h.multipartError(err)
-		}
-		if p.FileName() == "" {
-			return errBadParam(p.FormName(), "unexpected form field '"+p.FormName()+"': user_uploads takes one file")
-		}
-		if up != nil {
-			return errBadParam(p.FormName(), "user_uploads takes one file")
-		}
-		if up, err = h.uploadPart(r.Context(), c, p); err != nil {
-			return err
-		}
-	}
-	if up == nil {
-		return newError(http.StatusBadRequest, codeBadRequest, "You must specify a file to upload")
-	}
-	writeUpstream(w, up.Raw)
-	return nil
+	return h.uploadOne(w, r, c, "")
 }
 
 // zulipGetStreamID is GET /api/v1/get_stream_id, for the key's own stream.
