@@ -236,8 +236,17 @@ func (h *Handler) serveStreamTopics(w http.ResponseWriter, r *http.Request, c *c
 	if aerr := onlyParams(q, "query parameter"); aerr != nil {
 		return aerr
 	}
+	return h.topics(w, r, c, 0)
+}
+
+// topics answers Zulip's topic list of the key's stream. want, when not
+// zero, is the stream id the client asked for; it must be the key's.
+func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want int64) error {
 	var resp *zulip.Response
 	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+		if want != 0 && id != want {
+			return errNotYourStream(c.entry.Stream)
+		}
 		ctx, cancel := h.callCtx(r.Context())
 		defer cancel()
 		var err error

@@ -3,8 +3,6 @@ package zulipproxy
 import (
 	"net/http"
 	"strconv"
-
-	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
 // zulipUploadFile is POST /api/v1/user_uploads: one file, streamed to
@@ -44,25 +42,10 @@ func (h *Handler) zulipStreamTopics(w http.ResponseWriter, r *http.Request, c *c
 		return err
 	}
 	want, err := strconv.ParseInt(c.arg, 10, 64)
-	if err != nil {
+	if err != nil || want <= 0 {
 		return errBadParam("stream_id", "invalid stream id")
 	}
-	var resp *zulip.Response
-	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
-		if id != want {
-			return errNotYourStream(c.entry.Stream)
-		}
-		ctx, cancel := h.callCtx(r.Context())
-		defer cancel()
-		var err error
-		resp, err = c.bot.client.StreamTopics(ctx, id)
-		return c.record(respStatus(resp, err), err)
-	})
-	if err != nil {
-		return err
-	}
-	writeUpstream(w, resp)
-	return nil
+	return h.topics(w, r, c, want)
 }
 
 // zulipMe is GET /api/v1/users/me: the bot's profile, since the key
