@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -335,6 +336,53 @@ func TestWebhookRejectsBadInput(t *testing.T) {
 	}
 	if len(r.Params) != 2 {
 		t.Errorf("params %+v", r.Params)
+	}
+}
+
+// A sender's event headers reach the integration; the headers the
+// client owns (credentials, framing, content type) cannot be set by them.
+func TestWebhookHeaders(t *testing.T) {
+	srv := emulator.NewServer(t)
+	c, _ := client(t, srv)
+	body := `{"zen": "ok"}`
+	_, err := c.Webhook(context.Background(), zulip.WebhookCall{
+		Integration: "github", Query: url.Values{"stream": {emulator.DemoStream}},
+		ContentType: "application/json", Body: strings.NewReader(body), ContentLength: int64(len(body)),
+		Header: http.Header{
+			"X-Github-Event":    {"ping"},
+			"x-event-key":       {"repo:push"},
+			"Authorization":     {"Basic b3duZXJAZXhhbXBsZS5jb206a2V5"},
+			"Cookie":            {"sessionid=stolen"},
+			"Content-Type":      {"application/x-www-form-urlencoded"},
+			"Content-Length":    {"1"},
+			"Transfer-Encoding": {"chunked"},
+			"User-Agent":        {"spoofed"},
+			"Host":              {"elsewhere.example"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := srv.Requests()[0]
+	for name, want := range map[string]string{
+		"X-Github-Event": "ping",
+		"X-Event-Key":    "repo:push",
+		"Content-Type":   "application/json",
+		"Cookie":         "",
+		"Authorization":  "",
+	} {
+		if got := r.Header.Get(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	if ua := r.Header.Get("User-Agent"); ua == "spoofed" {
+		t.Error("the sender's User-Agent replaced the client's")
+	}
+	if v, _, _ := r.Param("api_key"); v != emulator.DemoBotKey || r.User != emulator.DemoBotEmail {
+		t.Errorf("not authenticated as the bot: %q", r.User)
+	}
+	if r.Body != body {
+		t.Errorf("body %q", r.Body)
 	}
 }
 

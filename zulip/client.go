@@ -140,6 +140,9 @@ type request struct {
 	length   int64 // -1 unknown
 	auth     authMode
 	endpoint string // for errors: "POST /messages"
+	// header holds extra headers (a webhook sender's); the ones set
+	// below always win over them.
+	header http.Header
 }
 
 // do sends r and reads the answer. It returns a *Response for every
@@ -165,6 +168,9 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 		}
 	}
 	h := req.Header
+	for k, vs := range r.header {
+		h[k] = vs
+	}
 	h["User-Agent"] = c.hdrUA
 	h["Accept"] = hdrAccept
 	switch r.ctype {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"sort"
 )
@@ -32,6 +33,25 @@ type WebhookCall struct {
 	ContentType   string
 	Body          io.Reader
 	ContentLength int64
+	// Header holds the sender's headers that integrations read, such as
+	// X-GitHub-Event or X-Event-Key, already chosen by the caller. The
+	// client never lets it set what it owns: credentials, the body's
+	// framing and type, the User-Agent, Accept, Host, cookies and
+	// hop-by-hop headers: those are dropped from Header.
+	Header http.Header
+}
+
+// reservedWebhookHeader says whether a header (in canonical form) is the
+// client's own on a webhook call, so a WebhookCall's Header cannot set it.
+func reservedWebhookHeader(name string) bool {
+	switch name {
+	case "Authorization", "Proxy-Authorization", "Cookie", "Host",
+		"Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding",
+		"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Expect",
+		"User-Agent", "Accept", "Accept-Encoding":
+		return true
+	}
+	return false
 }
 
 // Webhook forwards w. The answer is returned raw; a Zulip error (for
@@ -76,6 +96,16 @@ func (c *Client) Webhook(ctx context.Context, w WebhookCall) (*Response, error) 
 	r := &request{
 		method: method, path: "/external/" + w.Integration, query: f.String(),
 		auth: auth, endpoint: endpoint,
+	}
+	for name, vs := range w.Header {
+		name = http.CanonicalHeaderKey(name)
+		if reservedWebhookHeader(name) || len(vs) == 0 {
+			continue
+		}
+		if r.header == nil {
+			r.header = make(http.Header, len(w.Header))
+		}
+		r.header[name] = vs
 	}
 	if w.Body != nil && w.ContentLength != 0 {
 		r.body, r.length, r.ctype = w.Body, w.ContentLength, w.ContentType

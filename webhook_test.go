@@ -1,0 +1,135 @@
+package zulipproxy
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+)
+
+func TestTeamcityPersonal(t *testing.T) {
+	cases := []struct {
+		name           string
+		body           string
+		personal, read bool
+	}{
+		{"ordinary build", `{"build":{"buildFullName":"x","teamcityProperties":[{"name":"env.BUILD_IS_PERSONAL","value":"false"}]}}`, false, true},
+		{"no properties", `{"build":{"buildFullName":"x"}}`, false, true},
+		{"no build: Zulip only tells the owner", `{"text":"slack format"}`, false, true},
+		{"personal build", `{"build":{"teamcityProperties":[{"name":"x","value":"y"},{"name":"env.BUILD_IS_PERSONAL","value":"true"}]}}`, true, true},
+		{"escaped name", `{"build":{"teamcityProperties":[{"name":"env.BUILD_IS_\u0050ERSONAL","value":"true"}]}}`, true, true},
+		{"repeated key, the last counts as in Zulip", `{"build":{"teamcityProperties":[]},"build":{"teamcityProperties":[{"name":"env.BUILD_IS_PERSONAL","value":"true"}]}}`, true, true},
+		{"other case is not Zulip's key", `{"Build":{"teamcityProperties":[{"name":"env.BUILD_IS_PERSONAL","value":"true"}]}}`, false, true},
+		{"any value but false counts", `{"build":{"teamcityProperties":[{"name":"env.BUILD_IS_PERSONAL","value":"True"}]}}`, true, true},
+		{"a null value counts", `{"build":{"teamcityProperties":[{"name":"env.BUILD_IS_PERSONAL","value":null}]}}`, true, true},
+		{"unreadable name", `{"build":{"teamcityProperties":[{"name":1,"value":"true"}]}}`, false, false},
+		{"properties not a list", `{"build":{"teamcityProperties":{"name":"env.BUILD_IS_PERSONAL"}}}`, false, false},
+		{"build not an object", `{"build":"x"}`, false, false},
+		{"not JSON", `build=x`, false, false},
+		{"empty", ``, false, false},
+	}
+	for _, c := range cases {
+		personal, read := teamcityPersonal([]byte(c.body))
+		if personal != c.personal || read != c.read {
+			t.Errorf("%s: personal %v read %v, want %v %v", c.name, personal, read, c.personal, c.read)
+		}
+	}
+}
+
+func TestWebhookStreamIs(t *testing.T) {
+	const name, id = "Beamline 3", int64(42)
+	cases := []struct {
+		v    string
+		want bool
+	}{
+		{"42", true},
+		{"Beamline 3", true},
+		{" beamline 3 ", true},
+		{"BEAMLINE 3", true},
+		{"4", false},
+		{"042", true}, // Python's int("042") is 42
+		{"other", false},
+		{"true", false},
+		{"[42]", false},
+		{"", false},
+		{"99999999999999999999", false},
+	}
+	for _, c := range cases {
+		if got := webhookStreamIs(c.v, name, id); got != c.want {
+			t.Errorf("%q: %v, want %v", c.v, got, c.want)
+		}
+	}
+}
+
+func TestParseFormOrdered(t *testing.T) {
+	got, err := parseFormOrdered("b=2&a=1&&c&d=x+y%21&b=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []webhookField{{"b", "2"}, {"a", "1"}, {"c", ""}, {"d", "x y!"}, {"b", "3"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%v, want %v", got, want)
+	}
+	if enc := encodeForm(want); enc != "b=2&a=1&c=&d=x+y%21&b=3" {
+		t.Errorf("encoded %q", enc)
+	}
+	for _, bad := range []string{"a=1;b=2", "a=%zz", "%zz=1"} {
+		if _, err := parseFormOrdered(bad); err == nil {
+			t.Errorf("%q was read", bad)
+		}
+	}
+}
+
+func TestWebhookParams(t *testing.T) {
+	cases := []struct {
+		name        string
+		integration string
+		in          []webhookField
+		out         []webhookField
+		streams     []string
+		status      int
+	}{
+		{"options pass, key and stream do not", "github",
+			[]webhookField{{"topic", "ci"}, {"api_key", "k"}, {"stream", "general"}, {"branches", "main"}},
+			[]webhookField{{"topic", "ci"}, {"branches", "main"}}, []string{"general"}, 0},
+		{"method", "github", []webhookField{{"method", "GET"}}, nil, nil, 400},
+		{"repeated", "github", []webhookField{{"topic", "a"}, {"topic", "b"}}, nil, nil, 400},
+		{"repeated stream", "github", []webhookField{{"stream", "a"}, {"stream", "a"}}, nil, nil, 400},
+		{"slack channels to streams", "slack", []webhookField{{"channels_map_to_topics", "0"}}, nil, nil, 403},
+		{"slack, unknown mapping", "slack", []webhookField{{"channels_map_to_topics", "2"}}, nil, nil, 403},
+		{"slack channels to topics", "slack", []webhookField{{"channels_map_to_topics", "1"}},
+			[]webhookField{{"channels_map_to_topics", "1"}}, nil, 0},
+		{"the option means nothing to others", "github", []webhookField{{"channels_map_to_topics", "0"}},
+			[]webhookField{{"channels_map_to_topics", "0"}}, nil, 0},
+	}
+	for _, c := range cases {
+		out, streams, aerr := webhookParams(c.integration, c.in)
+		if c.status != 0 {
+			if aerr == nil || aerr.Status != c.status {
+				t.Errorf("%s: %v, want status %d", c.name, aerr, c.status)
+			}
+			continue
+		}
+		if aerr != nil || !reflect.DeepEqual(out, c.out) || !reflect.DeepEqual(streams, c.streams) {
+			t.Errorf("%s: %v %v %v", c.name, out, streams, aerr)
+		}
+	}
+}
+
+func TestWebhookHeader(t *testing.T) {
+	in := http.Header{
+		"X-Github-Event":         {"push"},
+		"X-Event-Key":            {"repo:push"},
+		"Sentry-Hook-Resource":   {"issue"},
+		"X-Api-Key":              {"zwop_secret"},
+		"X-Forwarded-For":        {"10.0.0.1"},
+		"X-Forwarded-Proto":      {"https"},
+		"Forwarded":              {"for=10.0.0.1"},
+		"X-Real-Ip":              {"10.0.0.1"},
+		"X-Http-Method-Override": {"DELETE"},
+	}
+	got := webhookHeader(in)
+	want := http.Header{"X-Github-Event": {"push"}, "X-Event-Key": {"repo:push"}, "Sentry-Hook-Resource": {"issue"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%v, want %v", got, want)
+	}
+}
