@@ -114,7 +114,7 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integ
 			key, places = f.value, places+1
 		}
 	}
-	if places == 0 {
+	if places == 0 || key == "" {
 		return newError(http.StatusUnauthorized, codeUnauthorized,
 			"Missing api_key: put the scoped key in the webhook URL as api_key=...").withHeader("WWW-Authenticate", zulipAuthenticate)
 	}

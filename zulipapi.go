@@ -129,7 +129,7 @@ func (h *Handler) serveZulipAPI(w http.ResponseWriter, r *http.Request) error {
 // key alone says who is calling. Admin keys are refused: they never post.
 func (h *Handler) zulipAuthenticate(r *http.Request, now time.Time) (*Entry, *apiError) {
 	_, key, ok := r.BasicAuth()
-	if !ok {
+	if !ok || key == "" {
 		return nil, newError(http.StatusUnauthorized, codeUnauthorized,
 			"Missing 'Authorization' header: use HTTP Basic with any email and your scoped key").withHeader("WWW-Authenticate", zulipAuthenticate)
 	}

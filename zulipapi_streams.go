@@ -2,7 +2,9 @@ package zulipproxy
 
 import (
 	"net/http"
+	"sort"
 	"strconv"
+	"time"
 )
 
 // zulipUploadFile is POST /api/v1/user_uploads: one file, streamed to
@@ -65,21 +67,36 @@ func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error
 }
 
 // zulipServerSettings is Zulip's public server description, which the
-// official clients read first. It needs no key.
-func (h *Handler) zulipServerSettings(w http.ResponseWriter, r *http.Request, _ *call) error {
-	b, ok := h.bots[h.defaultBot]
-	if !ok {
-		for _, other := range h.bots {
-			b = other
-			break
-		}
-	}
+// official clients read first. It needs no key; when a usable scoped key
+// comes with it anyway, the answer is from that key's Zulip, else from
+// the default bot's (or the first bot's by name).
+func (h *Handler) zulipServerSettings(w http.ResponseWriter, r *http.Request, c *call) error {
+	b := h.serverSettingsBot(r)
 	ctx, cancel := h.callCtx(r.Context())
 	defer cancel()
 	resp, err := b.client.ServerSettings(ctx)
-	if err != nil {
+	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}
 	writeUpstream(w, resp)
 	return nil
+}
+
+func (h *Handler) serverSettingsBot(r *http.Request) *bot {
+	if _, key, ok := r.BasicAuth(); ok && key != "" {
+		if e, found := h.store.Lookup(key); found && !e.Admin && e.Usable(time.Now()) == nil {
+			if b, ok := h.botFor(e); ok {
+				return b
+			}
+		}
+	}
+	if b, ok := h.bots[h.defaultBot]; ok {
+		return b
+	}
+	names := make([]string, 0, len(h.bots))
+	for name := range h.bots {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return h.bots[names[0]]
 }

@@ -108,11 +108,15 @@ func TestZulipAPIAuthentication(t *testing.T) {
 		"no credentials":         zreq(t, "GET", "/api/v1/users/me", "", ""),
 		"unknown key":            zreq(t, "GET", "/api/v1/users/me", "zwop_nope", ""),
 		"X-API-key is not Basic": zreq(t, "GET", "/api/v1/users/me", "", "", withKey(key)),
+		"empty password":         zreq(t, "GET", "/api/v1/users/me", "", "", "Authorization: Basic YW55b25lQGV4YW1wbGUuY29tOg=="),
 	} {
 		t.Run(name, func(t *testing.T) {
 			m := assertError(t, r, 401, "")
 			if r.Header.Get("WWW-Authenticate") != `Basic realm="zulip"` || m["code"] != "UNAUTHORIZED" {
 				t.Errorf("not Zulip's 401: %v %s", r.Header, r.Body)
+			}
+			if strings.Contains(r.Body, "X-API-key header") {
+				t.Errorf("the Zulip API points to the bot API's header: %s", r.Body)
 			}
 		})
 	}
@@ -164,6 +168,10 @@ func TestZulipAPIScope(t *testing.T) {
 		{"method override in the query", "POST", "/api/v1/messages?method=DELETE", send("other"), 400},
 		{"topic twice", "POST", "/api/v1/messages?topic=u", send("other"), 400},
 		{"to twice", "POST", "/api/v1/messages?to=other", send("other"), 400},
+		{"to twice in the body", "POST", "/api/v1/messages", send("other") + "&to=general", 400},
+		{"to as a JSON object", "POST", "/api/v1/messages", send(`{"name":"general"}`), 400},
+		{"an unknown parameter", "POST", "/api/v1/messages", send("other") + "&sender=owner", 400},
+		{"stream_id in the query of an edit", "PATCH", "/api/v1/messages/1?stream_id=1", "topic=t", 403},
 		{"topic with subject", "POST", "/api/v1/messages", send("other") + "&subject=s", 400},
 		{"stream_id on send", "POST", "/api/v1/messages", send("other") + "&stream_id=1", 400},
 		{"client narrow on another stream", "GET", "/api/v1/messages?narrow=" + url.QueryEscape(`[{"operator":"channel","operand":"general"}]`), "", 403},
@@ -217,6 +225,16 @@ func TestZulipAPIScope(t *testing.T) {
 			t.Errorf("%d %s", r.Status, r.Body)
 		}
 	})
+	t.Run("multipart body naming another stream", func(t *testing.T) {
+		mark := zulipMark()
+		body, ctype := multipartString(t, part{name: "type", data: []byte("stream")}, part{name: "to", data: []byte("general")},
+			part{name: "topic", data: []byte("t")}, part{name: "content", data: []byte("x")})
+		assertError(t, zreq(t, "POST", "/api/v1/messages", key, body, ctype), 403, "may only use the stream 'other'")
+		body, ctype = multipartString(t, part{name: "to", data: []byte("other")}, part{name: "topic", data: []byte("t")},
+			part{name: "content", data: []byte("x")}, part{name: "method", data: []byte("DELETE")})
+		assertError(t, zreq(t, "POST", "/api/v1/messages", key, body, ctype), 400, "method")
+		assertNothingReachedZulip(t, mark)
+	})
 	t.Run("someone else's message", func(t *testing.T) {
 		theirs := sendDirect(t, emulator.DemoOwnerEmail, emulator.DemoOwnerKey, "other", "theirs", "not yours")
 		for _, try := range []struct{ method, body string }{{"GET", ""}, {"PATCH", "content=mine+now"}, {"PATCH", "topic=moved"}} {
@@ -229,4 +247,38 @@ func TestZulipAPIScope(t *testing.T) {
 			t.Errorf("changed: %+v", m)
 		}
 	})
+}
+
+// server_settings needs no key; with a scoped key it answers from that
+// key's Zulip, so a client of a second bot on another server learns the
+// right server.
+func TestZulipAPIServerSettingsPerBot(t *testing.T) {
+	second := emulator.NewServer(t, emulator.WithRateLimit(0, 0))
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general", "--bot", "second")
+	start(t, config{store: store, extra: `bot second {
+			site ` + second.URL + `
+			email ` + emulator.DemoBotEmail + `
+			api_key {env.` + botKeyEnv + `}
+		}`})
+	for _, tc := range []struct {
+		name, key string
+		second    bool
+	}{
+		{"no key: the default bot's Zulip", "", false},
+		{"a key of the second bot: its Zulip", key, true},
+		{"an unknown key is no error here", "zwop_nope", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, mark := len(second.Requests()), zulipMark()
+			r := zreq(t, "GET", "/api/v1/server_settings", tc.key, "")
+			if r.Status != 200 || !strings.Contains(r.Body, "zulip_version") {
+				t.Fatalf("%d %s", r.Status, r.Body)
+			}
+			toSecond, toFirst := len(second.Requests()) > before, len(zulipRequests(mark)) > 0
+			if toSecond != tc.second || toFirst == tc.second {
+				t.Errorf("asked the second Zulip %v, the first %v", toSecond, toFirst)
+			}
+		})
+	}
 }
