@@ -39,7 +39,7 @@ func TestLegacyImportUpstreamFile(t *testing.T) {
 	for _, k := range plain {
 		is.add(k)
 	}
-	legacy := `{"` + plain[0] + `": {"proposal_no": 1234, "stream": "S"}, "` + plain[1] + `": {"admin": true}, "` + plain[2] + `": {"proposal_no": "77", "stream": "T"}}`
+	legacy := `{"` + plain[0] + `": {"proposal_no": 1234, "stream": "S"}, "` + plain[1] + `": {"admin": true}, "` + plain[2] + `": {"proposal_no": "77", "stream": "T", "comment": "unknown fields are ignored"}}`
 	n, skipped, err := s.ImportLegacy(ctxT(t), strings.NewReader(legacy), "import-test")
 	if err != nil || n != 3 || skipped != 0 {
 		t.Fatalf("import: %d imported, %d skipped, %v", n, skipped, err)
@@ -101,23 +101,30 @@ func TestLegacyImportUpstreamFile(t *testing.T) {
 // A file that is not entirely understood imports nothing, so a half
 // import never has to be untangled.
 func TestLegacyImportRejectsBadShapes(t *testing.T) {
-	ok := `"good": {"proposal_no": 1, "stream": "S"}`
+	// The keys are secrets: no message may quote them.
+	const good, other = "Kq3-good-legacy-key", "Kq3-other-legacy-key"
+	ok := `"` + good + `": {"proposal_no": 1, "stream": "S"}`
 	bad := map[string]string{
+		"array":                 `["` + good + `"]`,
+		"not json":              good + `: S`,
+		"entry a string":        `{` + ok + `, "` + other + `": "S"}`,
+		"stream missing":        `{` + ok + `, "` + other + `": {"proposal_no": 5}}`,
+		"proposal a word":       `{` + ok + `, "` + other + `": {"stream": "S", "proposal_no": "five"}}`,
 		"null":                  `null`,
 		"string":                `"key"`,
 		"number":                `12`,
 		"empty":                 ``,
-		"truncated":             `{` + ok + `, "other": {"stream": `,
+		"truncated":             `{` + ok + `, "` + other + `": {"stream": `,
 		"data after the object": `{` + ok + `} {"more": {"admin": true}}`,
 		"stray brace":           `{` + ok + `}}`,
-		"stream empty":          `{` + ok + `, "other": {"stream": "  "}}`,
-		"stream not a string":   `{` + ok + `, "other": {"stream": 5}}`,
-		"stream null":           `{` + ok + `, "other": {"stream": null, "proposal_no": 2}}`,
-		"proposal negative":     `{` + ok + `, "other": {"stream": "S", "proposal_no": -4}}`,
-		"proposal a float":      `{` + ok + `, "other": {"stream": "S", "proposal_no": 4.5}}`,
-		"admin not a bool":      `{` + ok + `, "other": {"admin": "yes"}}`,
-		"entry an array":        `{` + ok + `, "other": ["S", 1]}`,
-		"entry null":            `{` + ok + `, "other": null}`,
+		"stream empty":          `{` + ok + `, "` + other + `": {"stream": "  "}}`,
+		"stream not a string":   `{` + ok + `, "` + other + `": {"stream": 5}}`,
+		"stream null":           `{` + ok + `, "` + other + `": {"stream": null, "proposal_no": 2}}`,
+		"proposal negative":     `{` + ok + `, "` + other + `": {"stream": "S", "proposal_no": -4}}`,
+		"proposal a float":      `{` + ok + `, "` + other + `": {"stream": "S", "proposal_no": 4.5}}`,
+		"admin not a bool":      `{` + ok + `, "` + other + `": {"admin": "yes"}}`,
+		"entry an array":        `{` + ok + `, "` + other + `": ["S", 1]}`,
+		"entry null":            `{` + ok + `, "` + other + `": null}`,
 		"blank key":             `{` + ok + `, " ": {"admin": true}}`,
 	}
 	for name, doc := range bad {
@@ -126,13 +133,17 @@ func TestLegacyImportRejectsBadShapes(t *testing.T) {
 			s := mustOpen(t, path, StoreOptions{})
 			mustAdd(t, s, NewEntry{Stream: "x"}, nil)
 			before, _ := os.ReadFile(path)
-			if _, _, err := s.ImportLegacy(ctxT(t), strings.NewReader(doc), "test"); err == nil {
+			_, _, err := s.ImportLegacy(ctxT(t), strings.NewReader(doc), "test")
+			if err == nil {
 				t.Fatal("accepted")
+			}
+			if strings.Contains(err.Error(), good) || strings.Contains(err.Error(), other) {
+				t.Errorf("the error quotes a key: %v", err)
 			}
 			if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
 				t.Error("a rejected import wrote the store")
 			}
-			if _, found := s.Lookup("good"); found {
+			if _, found := s.Lookup(good); found {
 				t.Error("a rejected import's good entry is served")
 			}
 		})

@@ -61,6 +61,11 @@ type Store struct {
 	// (zero when there was none). Writers compare content, not stamps:
 	// a modification time can be too coarse to tell two writes apart.
 	lastSum [32]byte
+	// held is set once the document at the backend's location has been
+	// seen with entries: from then on a missing document means one lost
+	// (deleted, or a storage answering "not found" by mistake), not a
+	// first run, and dropping every key for it would lock every bot out.
+	held atomic.Bool
 
 	// usage holds last-used times (unix nanoseconds) not yet written, by id.
 	usage sync.Map
@@ -119,7 +124,9 @@ func (s *Store) Len() int { return len(s.idx.Load().entries) }
 func (s *Store) List() []Entry {
 	idx := s.idx.Load()
 	out := make([]Entry, len(idx.entries))
-	copy(out, idx.entries)
+	for i := range idx.entries {
+		out[i] = idx.entries[i].clone()
+	}
 	for i := range out {
 		if v, ok := s.usage.Load(out[i].ID); ok {
 			t := time.Unix(0, v.(*atomic.Int64).Load()).UTC()
@@ -193,6 +200,9 @@ func (s *Store) reloadLocked(ctx context.Context) error {
 func (s *Store) readDoc(ctx context.Context) (document, [32]byte, error) {
 	raw, err := s.b.read(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
+		if s.held.Load() {
+			return document{}, [32]byte{}, fmt.Errorf("key store %s has disappeared; it held %d entries, which this instance keeps serving: restore the document, or restart to begin an empty store", s.b, s.Len())
+		}
 		return document{Version: storeVersion}, [32]byte{}, nil
 	}
 	if err != nil {
@@ -217,6 +227,9 @@ func (s *Store) readDoc(ctx context.Context) (document, [32]byte, error) {
 func (s *Store) install(entries []Entry, stamp string, sum [32]byte) {
 	s.idx.Store(newIndex(entries))
 	s.lastStamp, s.lastSum = stamp, sum
+	if len(entries) > 0 {
+		s.held.Store(true)
+	}
 }
 
 // mutate changes the document: under this process's mutex and the
@@ -282,6 +295,12 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 	if err != nil {
 		return "", Entry{}, err
 	}
+	// The caller keeps its pointer; the index must not change with it.
+	var expires *time.Time
+	if n.ExpiresAt != nil {
+		t := n.ExpiresAt.UTC()
+		expires = &t
+	}
 	var e Entry
 	err = s.mutate(ctx, func(doc *document) (bool, error) {
 		id, err := uniqueID(doc)
@@ -291,7 +310,7 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 		e = Entry{
 			ID: id, KeyHash: HashKey(key), Name: n.Name, ProposalNo: n.ProposalNo,
 			Stream: n.Stream, Bot: n.Bot, Admin: n.Admin,
-			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: n.ExpiresAt,
+			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: expires,
 		}
 		doc.Clients = append(doc.Clients, e)
 		return true, nil
@@ -299,7 +318,7 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 	if err != nil {
 		return "", Entry{}, err
 	}
-	return key, e, nil
+	return key, e.clone(), nil
 }
 
 func uniqueID(doc *document) (string, error) {
@@ -336,7 +355,7 @@ func (s *Store) Revoke(ctx context.Context, id string) (Entry, error) {
 				doc.Clients[i].RevokedAt = &t
 				changed = true
 			}
-			e = doc.Clients[i]
+			e = doc.Clients[i].clone()
 			return changed, nil
 		}
 		return false, ErrNotFound

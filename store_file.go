@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -49,7 +50,7 @@ func (f *fileBackend) stamp(context.Context) (string, error) {
 }
 
 func (f *fileBackend) lock(ctx context.Context) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+	if err := mkdirDurable(filepath.Dir(f.path)); err != nil {
 		return nil, err
 	}
 	fl := flock.New(f.path+".lock", flock.SetPermissions(0o600))
@@ -63,11 +64,55 @@ func (f *fileBackend) lock(ctx context.Context) (func(), error) {
 	return func() { _ = fl.Unlock() }, nil
 }
 
+// mkdirDurable creates dir and its missing parents (0700: the folder of a
+// key store is nobody else's business), syncing each parent so that a
+// power cut cannot take back the folder of a document already written.
+func mkdirDurable(dir string) error {
+	_, err := os.Stat(dir)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirDurable(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// tempPrefix starts the names of the temporary files a write goes through;
+// os.CreateTemp puts digits after it.
+func (f *fileBackend) tempPrefix() string { return "." + filepath.Base(f.path) + ".tmp-" }
+
+// removeStaleTemps deletes temporary files that a crashed write left. It
+// runs under the lock, and only writers holding the lock make temporary
+// files, so none of them is in use.
+func (f *fileBackend) removeStaleTemps() {
+	dir := filepath.Dir(f.path)
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	prefix := f.tempPrefix()
+	for _, de := range des {
+		rest, ok := strings.CutPrefix(de.Name(), prefix)
+		if ok && rest != "" && strings.Trim(rest, "0123456789") == "" && de.Type().IsRegular() {
+			_ = os.Remove(filepath.Join(dir, de.Name()))
+		}
+	}
+}
+
 // write replaces the file so that a crash at any point leaves either the
 // old document or the new one: temp file, fsync, rename, fsync the folder.
+// It runs under the lock.
 func (f *fileBackend) write(_ context.Context, data []byte) (err error) {
+	f.removeStaleTemps()
 	dir := filepath.Dir(f.path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.path)+".tmp-*")
+	tmp, err := os.CreateTemp(dir, f.tempPrefix()+"*")
 	if err != nil {
 		return err
 	}

@@ -3,19 +3,31 @@ package zulipproxy
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// More shapes than TestStoreRefusesCorruptFiles: each would otherwise be
-// guessed at and possibly written back without what it held.
-func TestStoreRefusesOddDocuments(t *testing.T) {
+// Every document the store does not entirely understand is refused, not
+// guessed at: a guess written back could lose what the document held.
+func TestStoreRefusesCorruptFiles(t *testing.T) {
 	hash := HashKey("k")
 	entry := `{"id":"aaaaaaaaaaaa","key_hash":"` + hash + `","created_at":"2026-01-01T00:00:00Z"}`
 	twin := strings.Replace(strings.Replace(entry, hash, strings.ToUpper(hash), 1), "aaaaaaaaaaaa", "bbbbbbbbbbbb", 1)
 	cases := map[string]string{
+		"garbage":                 "not json at all",
+		"truncated":               `{"version":1,"clients":[` + entry,
+		"unknown version":         `{"version":2,"clients":[]}`,
+		"no version":              `{"clients":[]}`,
+		"legacy format":           `{"somekey":{"stream":"s","proposal_no":1}}`,
+		"duplicate id":            `{"version":1,"clients":[` + entry + `,` + strings.Replace(entry, hash, HashKey("j"), 1) + `]}`,
+		"duplicate hash":          `{"version":1,"clients":[` + entry + `,` + strings.Replace(entry, "aaaaaaaaaaaa", "bbbbbbbbbbbb", 1) + `]}`,
+		"bad hash":                `{"version":1,"clients":[{"id":"a","key_hash":"xyz"}]}`,
+		"unknown field":           `{"version":1,"clients":[],"extra":true}`,
+		"clients not array":       `{"version":1,"clients":{}}`,
 		"unknown entry field":     `{"version":1,"clients":[` + strings.Replace(entry, `"id"`, `"secret":"x","id"`, 1) + `]}`,
 		"uppercase hash twin":     `{"version":1,"clients":[` + entry + `,` + twin + `]}`,
 		"short hash":              `{"version":1,"clients":[` + strings.Replace(entry, hash, hash[:62], 1) + `]}`,
@@ -35,13 +47,75 @@ func TestStoreRefusesOddDocuments(t *testing.T) {
 			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := OpenFileStore(path, StoreOptions{}); !errors.Is(err, ErrCorruptStore) {
+			_, err := OpenFileStore(path, StoreOptions{})
+			if !errors.Is(err, ErrCorruptStore) {
 				t.Fatalf("open: %v, want ErrCorruptStore", err)
+			}
+			if name == "legacy format" && !strings.Contains(err.Error(), "import-legacy") {
+				t.Errorf("no hint at import-legacy: %v", err)
 			}
 			if after, _ := os.ReadFile(path); string(after) != content {
 				t.Error("a corrupt store was changed")
 			}
 		})
+	}
+}
+
+// Error messages reach logs and /health, so the name of an unknown field,
+// which may be a plain key pasted in from the legacy file, is not quoted
+// unless it looks like a field name of ours.
+func TestStoreCorruptErrorNamesNoKey(t *testing.T) {
+	key, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, doc, want string }{
+		{"key as a field", `{"version":1,"clients":[],"` + key + `":{"admin":true}}`, "name not shown"},
+		{"key as an entry field", `{"version":1,"clients":[{"id":"a","` + key + `":{}}]}`, "name not shown"},
+		{"upstream key as a field", `{"version":1,"clients":[],"abcdefghijklmnopqrstuvwxyzabcdefgh":{}}`, "name not shown"},
+		{"legacy file", `{"` + key + `":{"stream":"s","proposal_no":1}}`, "import-legacy"},
+		{"plain field", `{"version":1,"clients":[],"created":true}`, `"created"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "clients.json")
+			if err := os.WriteFile(path, []byte(c.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := OpenFileStore(path, StoreOptions{})
+			if !errors.Is(err, ErrCorruptStore) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("open: %v, want ErrCorruptStore saying %s", err, c.want)
+			}
+			if strings.Contains(err.Error(), key) || strings.Contains(err.Error(), "abcdefghijklmnopqrstuvwxyzabcdefgh") {
+				t.Errorf("the error quotes a key: %v", err)
+			}
+		})
+	}
+}
+
+// A folder the store makes is the operator's alone, and the lock file
+// sits beside the document, private too.
+func TestStoreFileModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "var", "zwop")
+	path := filepath.Join(dir, "clients.json")
+	s := mustOpen(t, path, StoreOptions{})
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("opening made the folder before anything was written: %v", err)
+	}
+	mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	for p, want := range map[string]fs.FileMode{
+		filepath.Dir(dir): fs.ModeDir | 0o700,
+		dir:               fs.ModeDir | 0o700,
+		path:              0o600,
+		path + ".lock":    0o600,
+	} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The umask may take bits away, never add them.
+		if fi.Mode()&^want != 0 || fi.Mode().Type() != want.Type() {
+			t.Errorf("%s: mode %v, want at most %v", p, fi.Mode(), want)
+		}
 	}
 }
 
@@ -68,8 +142,46 @@ func TestStoreEmptyFileIsEmptyStore(t *testing.T) {
 	is.assertNoKeyIn(t, path)
 }
 
+// A crash after the temporary file is written but before the rename
+// leaves the old document in place.
+func TestStoreCrashBeforeRename(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	s := mustOpen(t, path, StoreOptions{})
+	k1, _ := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	before, _ := os.ReadFile(path)
+
+	fb := s.b.(*fileBackend)
+	var tmpName string
+	fb.afterTempWrite = func(tmp string) error {
+		tmpName = tmp
+		return errors.New("simulated crash")
+	}
+	if _, _, err := s.Add(ctxT(t), NewEntry{Stream: "b"}); err == nil {
+		t.Fatal("the interrupted write reported success")
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(before, after) {
+		t.Fatal("the store changed although the write never finished")
+	}
+	if _, err := os.Stat(tmpName); err != nil {
+		t.Fatalf("the simulated crash should leave its temp file: %v", err)
+	}
+	// A new process reads the old document, stale temp file or not, and
+	// writes on.
+	fb.afterTempWrite = nil
+	s2 := mustOpen(t, path, StoreOptions{})
+	if _, ok := s2.Lookup(k1); !ok || s2.Len() != 1 {
+		t.Fatalf("after the crash: %d entries", s2.Len())
+	}
+	mustAdd(t, s2, NewEntry{Stream: "c"}, nil)
+	if s3 := mustOpen(t, path, StoreOptions{}); s3.Len() != 2 {
+		t.Errorf("%d entries, want 2", s3.Len())
+	}
+}
+
 // Temp files that a crash left behind, whatever they hold, are neither
-// read nor in the way of the next write.
+// read nor in the way of the next write, which clears them away; files
+// that only look alike are left alone.
 func TestStoreIgnoresStaleTempFiles(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "clients.json")
@@ -84,11 +196,26 @@ func TestStoreIgnoresStaleTempFiles(t *testing.T) {
 		f.WriteString(junk)
 		f.Close()
 	}
+	keep := []string{".clients.json.tmp-notdigits", ".clients.json.tmp-", ".other.json.tmp-123", "clients.json.tmp-123"}
+	for _, name := range keep {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s2 := mustOpen(t, path, StoreOptions{})
 	if _, ok := s2.Lookup(k1); !ok || s2.Len() != 1 {
 		t.Fatalf("read with stale temp files around: %d entries", s2.Len())
 	}
 	k2, _ := mustAdd(t, s2, NewEntry{Stream: "b"}, &is)
+	stale, _ := filepath.Glob(filepath.Join(dir, ".clients.json.tmp-[0-9]*"))
+	if len(stale) != 0 {
+		t.Errorf("stale temp files left after a write: %v", stale)
+	}
+	for _, name := range keep {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("a file that is not a temp file of the store was touched: %v", err)
+		}
+	}
 	s3 := mustOpen(t, path, StoreOptions{})
 	for _, k := range []string{k1, k2} {
 		if _, ok := s3.Lookup(k); !ok {
@@ -131,4 +258,35 @@ func TestStoreFailedWriteChangesNothing(t *testing.T) {
 		}
 	}
 	is.assertNoKeyIn(t, path)
+}
+
+// The document is written one entry a line, so that grep and diff work
+// on it, and reads back as it was, empty or not.
+func TestStoreDocumentFormat(t *testing.T) {
+	exp := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	full := generated(3)
+	full[1].ExpiresAt, full[1].Name, full[1].Admin, full[1].Stream = &exp, "ops <&> team", true, ""
+	for _, entries := range [][]Entry{nil, full} {
+		doc := document{Version: storeVersion, Clients: entries}
+		raw, err := doc.marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := parseDocument(raw)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, raw)
+		}
+		if len(back.Clients) != len(entries) {
+			t.Fatalf("%d entries read back, want %d", len(back.Clients), len(entries))
+		}
+		for i := range entries {
+			a, b := entries[i], back.Clients[i]
+			if a.ID != b.ID || a.Name != b.Name || a.Admin != b.Admin || !a.CreatedAt.Equal(b.CreatedAt) || (a.ExpiresAt == nil) != (b.ExpiresAt == nil) {
+				t.Errorf("entry %d: %+v, want %+v", i, b, a)
+			}
+		}
+		if lines := strings.Count(string(raw), "\n"); lines != 4+len(entries)+min(len(entries), 1) {
+			t.Errorf("%d lines for %d entries:\n%s", lines, len(entries), raw)
+		}
+	}
 }

@@ -39,8 +39,15 @@ func OpenStorageStore(st certmagic.Storage, opt StoreOptions) (*Store, error) {
 // reload, the old config's storage may be cleaned up while the pooled store
 // lives on. File stores ignore it.
 func (s *Store) SetStorage(st certmagic.Storage) {
-	if b, ok := s.b.(*storageBackend); ok && st != nil {
-		b.st.Store(&storageRef{st})
+	b, ok := s.b.(*storageBackend)
+	if !ok || st == nil {
+		return
+	}
+	old := b.st.Swap(&storageRef{st})
+	// Another place holds another document: not finding one there is a
+	// first run, not a loss.
+	if fmt.Sprint(old.Storage) != fmt.Sprint(st) {
+		s.held.Store(false)
 	}
 }
 

@@ -76,6 +76,61 @@ func TestStorageStoreRoundTrip(t *testing.T) {
 	is.assertNoKeyIn(t, file)
 }
 
+// Writers sharing one storage value in one instance (requests at once)
+// all land, and another instance watching the storage sees every key.
+func TestStorageStoreConcurrentAdds(t *testing.T) {
+	root := t.TempDir()
+	st := fileStorage(t, root)
+	a := mustOpenStorage(t, st, StoreOptions{PollInterval: 20 * time.Millisecond})
+	a.Start()
+	b := mustOpenStorage(t, st, StoreOptions{})
+
+	var is issued
+	addConcurrently(t, 50, &is, b)
+	waitFor(t, 5*time.Second, "the other instance sees all keys", func() bool { return a.Len() == 50 })
+	is.assertServes(t, a)
+	is.assertNoKeyIn(t, filepath.Join(root, "zulip_proxy", "clients.json"))
+}
+
+// Two instances with their own storage values, as two Caddy processes
+// sharing storage would have, adding at once: the storage lock keeps
+// either from writing over the other's keys.
+func TestStorageStoreConcurrentInstances(t *testing.T) {
+	root := t.TempDir()
+	a := mustOpenStorage(t, fileStorage(t, root), StoreOptions{})
+	b := mustOpenStorage(t, fileStorage(t, root), StoreOptions{})
+	var is issued
+	addConcurrently(t, 6, &is, a, b)
+	is.assertServes(t, mustOpenStorage(t, fileStorage(t, root), StoreOptions{}))
+	is.assertNoKeyIn(t, filepath.Join(root, "zulip_proxy", "clients.json"))
+}
+
+// A corrupt document in storage is refused by an open and by a write, and
+// left as it was.
+func TestStorageStoreRefusesCorruptDocument(t *testing.T) {
+	root := t.TempDir()
+	file := filepath.Join(root, "zulip_proxy", "clients.json")
+	st := fileStorage(t, root)
+	s := mustOpenStorage(t, st, StoreOptions{})
+	k, e := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	const broken = `{"version":1,"clients":[`
+	if err := st.Store(ctxT(t), storageKey, []byte(broken)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStorageStore(fileStorage(t, root), StoreOptions{}); !errors.Is(err, ErrCorruptStore) {
+		t.Errorf("open: %v, want ErrCorruptStore", err)
+	}
+	if _, err := s.Revoke(ctxT(t), e.ID); !errors.Is(err, ErrCorruptStore) {
+		t.Errorf("revoke: %v, want ErrCorruptStore", err)
+	}
+	if raw, _ := os.ReadFile(file); string(raw) != broken {
+		t.Errorf("the corrupt document was written over: %q", raw)
+	}
+	if _, ok := s.Lookup(k); !ok || !errors.Is(s.Healthy(), ErrCorruptStore) {
+		t.Errorf("lookup %v, Healthy %v", ok, s.Healthy())
+	}
+}
+
 // After a reload the pooled store must write where the new config's
 // storage points, not through the old value.
 func TestStorageStoreSetStorage(t *testing.T) {
@@ -105,6 +160,19 @@ func TestStorageStoreSetStorage(t *testing.T) {
 	}
 	is.assertNoKeyIn(t, filepath.Join(oldRoot, "zulip_proxy", "clients.json"))
 	isNew.assertNoKeyIn(t, filepath.Join(newRoot, "zulip_proxy", "clients.json"))
+
+	// A reload hands over a new value of the same storage (how Provision
+	// pools stores): writes go on into the same document.
+	s.SetStorage(fileStorage(t, newRoot))
+	k3, _ := mustAdd(t, s, NewEntry{Stream: "c"}, &isNew)
+	if err := n.Reload(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{k2, k3} {
+		if _, ok := n.Lookup(k); !ok {
+			t.Error("a key added through a new value of the storage is missing")
+		}
+	}
 
 	// A file store has no storage to replace.
 	f := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), StoreOptions{})

@@ -1,14 +1,311 @@
 package zulipproxy
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
+
+// issued collects every key a store test hands out, so the tests can
+// prove no key ever reaches a store file.
+type issued struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (is *issued) add(k string) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.keys = append(is.keys, k)
+}
+
+// assertNoKeyIn fails if the file holds any issued key, and checks that
+// it holds their hashes instead.
+func (is *issued) assertNoKeyIn(t *testing.T, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if len(is.keys) == 0 {
+		t.Fatal("no key was issued")
+	}
+	for _, k := range is.keys {
+		if bytes.Contains(raw, []byte(k)) {
+			t.Fatalf("store file %s contains a key", path)
+		}
+		if !bytes.Contains(raw, []byte(HashKey(k))) {
+			t.Errorf("store file lacks the hash of an issued key")
+		}
+	}
+}
+
+// assertServes fails unless s holds the issued keys and no others.
+func (is *issued) assertServes(t *testing.T, s *Store) {
+	t.Helper()
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if s.Len() != len(is.keys) {
+		t.Fatalf("%d entries, want the %d keys issued", s.Len(), len(is.keys))
+	}
+	for _, k := range is.keys {
+		if _, ok := s.Lookup(k); !ok {
+			t.Fatal("an issued key is missing")
+		}
+	}
+}
+
+// addConcurrently adds each keys through every one of stores, all at once.
+func addConcurrently(t *testing.T, each int, is *issued, stores ...*Store) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		for i := range each {
+			wg.Go(func() {
+				k, _, err := s.Add(ctxT(t), NewEntry{Stream: fmt.Sprint("s", i)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				is.add(k)
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustOpen(t *testing.T, path string, opt StoreOptions) *Store {
+	t.Helper()
+	s, err := OpenFileStore(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustAdd(t *testing.T, s *Store, n NewEntry, is *issued) (string, Entry) {
+	t.Helper()
+	k, e, err := s.Add(ctxT(t), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if is != nil {
+		is.add(k)
+	}
+	return k, e
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nested", "clients.json")
+	var is issued
+	s := mustOpen(t, path, StoreOptions{})
+	if s.Len() != 0 || s.Healthy() != nil {
+		t.Fatalf("a missing store is not an empty one: %d entries, %v", s.Len(), s.Healthy())
+	}
+	k1, e1 := mustAdd(t, s, NewEntry{Name: "beamline", ProposalNo: 1234, Stream: "general", CreatedBy: "test"}, &is)
+	k2, e2 := mustAdd(t, s, NewEntry{Admin: true, Name: "ops"}, &is)
+	for _, k := range []string{k1, k2} {
+		if !strings.HasPrefix(k, "zwop_") || len(k) != len("zwop_")+43 {
+			t.Errorf("key %q is not zwop_ + 43 base64url characters", k)
+		}
+	}
+	if e1.ID == e2.ID || len(e1.ID) != 12 {
+		t.Errorf("ids %q %q", e1.ID, e2.ID)
+	}
+
+	// Reopened from disk, everything is there.
+	s2 := mustOpen(t, path, StoreOptions{})
+	got, ok := s2.Lookup(k1)
+	if !ok || got.ID != e1.ID || got.Stream != "general" || got.ProposalNo != 1234 || got.Name != "beamline" || got.CreatedBy != "test" || got.Admin {
+		t.Fatalf("lookup after reopen: %v %+v", ok, got)
+	}
+	if a, ok := s2.Lookup(k2); !ok || !a.Admin || a.Stream != "" {
+		t.Errorf("admin: %+v", a)
+	}
+	if _, ok := s2.Lookup("zwop_unknown"); ok {
+		t.Error("an unknown key was found")
+	}
+	if l := s2.List(); len(l) != 2 || l[0].ID != e1.ID || l[1].ID != e2.ID {
+		t.Errorf("list order: %+v", l)
+	}
+
+	// Revoke, twice: the first time stays.
+	r1, err := s2.Revoke(ctxT(t), e1.ID)
+	if err != nil || r1.RevokedAt == nil {
+		t.Fatalf("revoke: %v %+v", err, r1)
+	}
+	r2, err := s2.Revoke(ctxT(t), e1.ID)
+	if err != nil || !r2.RevokedAt.Equal(*r1.RevokedAt) {
+		t.Errorf("second revoke changed the time: %v %v", r1.RevokedAt, r2.RevokedAt)
+	}
+	if _, err := s2.Revoke(ctxT(t), "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("revoking an unknown id: %v", err)
+	}
+	got, _ = s2.Lookup(k1)
+	if !errors.Is(got.Usable(time.Now()), ErrKeyRevoked) {
+		t.Error("revoked key still usable")
+	}
+	is.assertNoKeyIn(t, path)
+}
+
+func TestEntryUsable(t *testing.T) {
+	now := time.Now()
+	past, future := now.Add(-time.Second), now.Add(time.Hour)
+	cases := []struct {
+		e    Entry
+		want error
+	}{
+		{Entry{}, nil},
+		{Entry{ExpiresAt: &future}, nil},
+		{Entry{ExpiresAt: &past}, ErrKeyExpired},
+		{Entry{ExpiresAt: &now}, ErrKeyExpired},
+		{Entry{RevokedAt: &past, ExpiresAt: &future}, ErrKeyRevoked},
+	}
+	for i, c := range cases {
+		if err := c.e.Usable(now); !errors.Is(err, c.want) || (c.want == nil && err != nil) {
+			t.Errorf("%d: %v, want %v", i, err, c.want)
+		}
+	}
+}
+
+// A key made to expire stops working when its time comes, and its expiry
+// survives a reopening.
+func TestStoreExpiredKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	var is issued
+	s := mustOpen(t, path, StoreOptions{})
+	past, future := time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
+	kPast, _ := mustAdd(t, s, NewEntry{Stream: "a", ExpiresAt: &past}, &is)
+	kFuture, _ := mustAdd(t, s, NewEntry{Stream: "b", ExpiresAt: &future}, &is)
+
+	r := mustOpen(t, path, StoreOptions{})
+	if e, ok := r.Lookup(kPast); !ok || !errors.Is(e.Usable(time.Now()), ErrKeyExpired) {
+		t.Errorf("expired key: %v %+v", ok, e)
+	}
+	e, ok := r.Lookup(kFuture)
+	if !ok || e.ExpiresAt == nil || !e.ExpiresAt.Equal(future) {
+		t.Fatalf("expiry not kept: %v %+v", ok, e)
+	}
+	if err := e.Usable(time.Now()); err != nil {
+		t.Errorf("key before its expiry: %v", err)
+	}
+	if err := e.Usable(future.Add(time.Second)); !errors.Is(err, ErrKeyExpired) {
+		t.Errorf("key after its expiry: %v", err)
+	}
+	is.assertNoKeyIn(t, path)
+}
+
+// What callers get back is theirs to change: the index that lookups share
+// must not change with it, nor with the time a caller passed in.
+func TestStoreEntriesAreCopies(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), StoreOptions{})
+	exp := time.Now().Add(time.Hour).UTC()
+	want := exp
+	k, added := mustAdd(t, s, NewEntry{Stream: "a", ExpiresAt: &exp}, nil)
+	exp = time.Time{}
+	*added.ExpiresAt = time.Time{}
+	revoked, err := s.Revoke(ctxT(t), added.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRevoked := *revoked.RevokedAt
+	*revoked.RevokedAt, *revoked.ExpiresAt = time.Time{}, time.Time{}
+	l := s.List()
+	*l[0].RevokedAt, *l[0].ExpiresAt = time.Time{}, time.Time{}
+
+	e, _ := s.Lookup(k)
+	if e.ExpiresAt == nil || !e.ExpiresAt.Equal(want) {
+		t.Errorf("expiry in the index: %v, want %v", e.ExpiresAt, want)
+	}
+	if e.RevokedAt == nil || !e.RevokedAt.Equal(wantRevoked) {
+		t.Errorf("revocation in the index: %v, want %v", e.RevokedAt, wantRevoked)
+	}
+}
+
+// A store whose document vanishes after holding keys keeps serving them,
+// says why, and will not begin a new document in its place: a deleted
+// file, or a storage wrongly answering "not found", must neither lock
+// every bot out nor let the next write drop every key.
+func TestStoreDisappeared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	var is issued
+	s := mustOpen(t, path, StoreOptions{PollInterval: 20 * time.Millisecond})
+	k, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
+	good, _ := os.ReadFile(path)
+	s.Start()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "unhealthy", func() bool { return s.Healthy() != nil })
+	if !strings.Contains(s.Healthy().Error(), "disappeared") {
+		t.Errorf("Healthy: %v", s.Healthy())
+	}
+	if _, ok := s.Lookup(k); !ok {
+		t.Error("the last good keys are no longer served")
+	}
+	if _, _, err := s.Add(ctxT(t), NewEntry{Stream: "b"}); err == nil {
+		t.Error("a key was added to a store that disappeared")
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a new document was begun in place of the lost one: %v", err)
+	}
+	// A restart is a first run: the operator's way to begin again.
+	if n := mustOpen(t, path, StoreOptions{}); n.Len() != 0 || n.Healthy() != nil {
+		t.Errorf("a fresh open of a missing store: %d entries, %v", n.Len(), n.Healthy())
+	}
+
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "healthy again", func() bool { return s.Healthy() == nil })
+	mustAdd(t, s, NewEntry{Stream: "c"}, &is)
+	if r := mustOpen(t, path, StoreOptions{}); r.Len() != 2 {
+		t.Errorf("%d entries once restored, want 2", r.Len())
+	}
+	is.assertNoKeyIn(t, path)
+}
+
+func TestStoreAddValidates(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "c.json"), StoreOptions{})
+	if _, _, err := s.Add(ctxT(t), NewEntry{Stream: " "}); err == nil {
+		t.Error("a scoped key without a stream was made")
+	}
+	if _, _, err := s.Add(ctxT(t), NewEntry{Admin: true, Stream: "x"}); err == nil {
+		t.Error("an admin key with a stream was made")
+	}
+}
 
 // The request path must not allocate per key check, and real keys are
 // longer than the 32 bytes the compiler converts on the stack.
@@ -36,6 +333,36 @@ func TestStoreLookupDoesNotAllocate(t *testing.T) {
 	s.idx.Store(newIndex(entries))
 	if e, ok := s.Lookup(long); !ok || e.ID != entries[5].ID {
 		t.Error("a long key in the store was not found")
+	}
+}
+
+func TestStoreConcurrentAdds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	var is issued
+	addConcurrently(t, 200, &is, mustOpen(t, path, StoreOptions{}))
+	is.assertServes(t, mustOpen(t, path, StoreOptions{}))
+	is.assertNoKeyIn(t, path)
+}
+
+func TestStorePicksUpExternalChanges(t *testing.T) {
+	for _, poll := range []time.Duration{50 * time.Millisecond, 0} {
+		t.Run(fmt.Sprint("poll ", poll), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "clients.json")
+			server := mustOpen(t, path, StoreOptions{PollInterval: poll})
+			server.Start()
+			cli := mustOpen(t, path, StoreOptions{})
+			k, e := mustAdd(t, cli, NewEntry{Stream: "general"}, nil)
+			start := time.Now()
+			waitFor(t, 5*time.Second, "added key seen", func() bool { _, ok := server.Lookup(k); return ok })
+			if _, err := cli.Revoke(ctxT(t), e.ID); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "revocation seen", func() bool {
+				got, _ := server.Lookup(k)
+				return got.RevokedAt != nil
+			})
+			t.Logf("changes picked up in %s", time.Since(start).Round(time.Millisecond))
+		})
 	}
 }
 
@@ -102,6 +429,36 @@ func TestStoreWriteKeepsChangeTheStampMissed(t *testing.T) {
 	is.assertNoKeyIn(t, path)
 }
 
+// A store that breaks while running keeps serving the last good keys,
+// reports itself unhealthy, refuses writes, and recovers when fixed.
+func TestStoreCorruptedWhileRunning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	s := mustOpen(t, path, StoreOptions{PollInterval: 20 * time.Millisecond})
+	k, _ := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
+	good, _ := os.ReadFile(path)
+	s.Start()
+	if err := os.WriteFile(path, []byte(`{"version":1,"clients":[{`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "unhealthy", func() bool { return s.Healthy() != nil })
+	if !errors.Is(s.Healthy(), ErrCorruptStore) {
+		t.Errorf("Healthy: %v", s.Healthy())
+	}
+	if _, ok := s.Lookup(k); !ok {
+		t.Error("the last good keys are no longer served")
+	}
+	if _, _, err := s.Add(ctxT(t), NewEntry{Stream: "x"}); !errors.Is(err, ErrCorruptStore) {
+		t.Errorf("add on a corrupt store: %v", err)
+	}
+	if raw, _ := os.ReadFile(path); string(raw) != `{"version":1,"clients":[{` {
+		t.Error("the corrupt store was written over")
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "healthy again", func() bool { return s.Healthy() == nil })
+}
+
 // The CLI opens a store without starting it; when the file breaks under
 // it, its writes fail and leave the file alone, and it recovers once the
 // file is fixed.
@@ -148,24 +505,46 @@ func TestStoreUnstartedRefusesCorruptFile(t *testing.T) {
 	}
 }
 
-// Closing a store that was never started must not let a later Start
-// leave a watcher running.
-func TestStoreStartAfterClose(t *testing.T) {
-	s, err := OpenFileStore(filepath.Join(t.TempDir(), "clients.json"), StoreOptions{PollInterval: time.Millisecond})
+// Entries are never deleted: a change that would lose some is refused.
+func TestStoreNeverShrinks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	s := mustOpen(t, path, StoreOptions{})
+	mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	before, _ := os.ReadFile(path)
+	err := s.mutate(ctxT(t), func(doc *document) (bool, error) {
+		doc.Clients = nil
+		return true, nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Fatalf("an emptying write was not refused: %v", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("the store was emptied")
+	}
+}
+
+func TestStoreLastUsed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	s, err := OpenFileStore(path, StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	k, _ := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	before, _ := os.ReadFile(path)
+	e, _ := s.Lookup(k)
+	s.Touch(e)
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("Touch wrote the store")
+	}
+	if l := s.List(); l[0].LastUsedAt == nil {
+		t.Error("List does not show the unwritten last use")
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s.Start()
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the watcher of a closed store is still running")
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("second close: %v", err)
+	s2 := mustOpen(t, path, StoreOptions{})
+	if e2, _ := s2.Lookup(k); e2.LastUsedAt == nil || time.Since(*e2.LastUsedAt) > time.Minute {
+		t.Errorf("last use not written on close: %+v", e2)
 	}
 }
 
@@ -193,4 +572,104 @@ func TestStoreLastUsedFlushKeepsOthersChanges(t *testing.T) {
 		t.Errorf("the flush lost another process's entry or revocation: %+v", got)
 	}
 	is.assertNoKeyIn(t, path)
+}
+
+// Two instances that saw one key used keep the later use, whichever
+// writes last.
+func TestStoreLastUsedKeepsTheNewerTime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	early, err := OpenFileStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := mustAdd(t, early, NewEntry{Stream: "a"}, nil)
+	late, err := OpenFileStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := early.Lookup(k)
+	early.Touch(e)
+	touched := time.Now()
+	for !time.Now().After(touched) {
+	}
+	e, _ = late.Lookup(k)
+	late.Touch(e)
+	if err := late.Close(); err != nil {
+		t.Fatal(err)
+	}
+	written, _ := mustOpen(t, path, StoreOptions{}).Lookup(k)
+	if written.LastUsedAt == nil {
+		t.Fatal("last use not written")
+	}
+	want := *written.LastUsedAt
+	if err := early.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := mustOpen(t, path, StoreOptions{}).Lookup(k)
+	if got.LastUsedAt == nil || !got.LastUsedAt.Equal(want) {
+		t.Errorf("last use %v, want the later %v", got.LastUsedAt, want)
+	}
+}
+
+// Closing a store that was never started must not let a later Start
+// leave a watcher running.
+func TestStoreStartAfterClose(t *testing.T) {
+	s, err := OpenFileStore(filepath.Join(t.TempDir(), "clients.json"), StoreOptions{PollInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher of a closed store is still running")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+}
+
+// Configs that use one store share it; the last to let go closes it.
+func TestStorePool(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	opens := 0
+	open := func() (*Store, error) {
+		opens++
+		s, err := OpenFileStore(path, StoreOptions{})
+		if err == nil {
+			s.Start()
+		}
+		return s, err
+	}
+	key := "file:" + path
+	s1, err := loadPooledStore(key, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := loadPooledStore(key, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1 != s2 || opens != 1 {
+		t.Fatalf("two loads gave different stores (%d opens)", opens)
+	}
+	if err := releasePooledStore(key); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s1.done:
+		t.Fatal("the store closed while still in use")
+	default:
+	}
+	if err := releasePooledStore(key); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s1.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the last release did not close the store")
+	}
 }
