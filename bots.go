@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -96,8 +97,9 @@ func resolveBot(name string, b *Bot) (zulip.Config, error) {
 }
 
 // provisionBots builds a client for every configured bot and picks the one
-// used by keys that name no bot.
-func provisionBots(cfgs map[string]*Bot) (map[string]*bot, string, error) {
+// used by keys that name no bot. timeout bounds each call to Zulip (but
+// uploads, which set their own).
+func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (map[string]*bot, string, error) {
 	if len(cfgs) == 0 {
 		return nil, "", fmt.Errorf("zulip_proxy: no bot configured; add a `bot default { ... }` block")
 	}
@@ -113,6 +115,7 @@ func provisionBots(cfgs map[string]*Bot) (map[string]*bot, string, error) {
 			return nil, "", err
 		}
 		cfg.UserAgent = userAgent
+		cfg.Timeout = timeout
 		c, err := zulip.NewClient(cfg)
 		if err != nil {
 			return nil, "", fmt.Errorf("bot %q: %w", name, err)

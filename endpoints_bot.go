@@ -72,8 +72,7 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, c
 		if to != nil && !to.is(c.entry.Stream, id) {
 			return errNotYourStream(c.entry.Stream)
 		}
-		ctx, cancel := h.callCtx(r.Context())
-		defer cancel()
+		ctx := r.Context()
 		var err error
 		res, err = c.bot.client.SendMessage(ctx, zulip.SendMessage{StreamID: id, Topic: topic, Content: content})
 		return c.record(resultStatus(res, err), err)
@@ -247,8 +246,7 @@ func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want i
 		if want != 0 && id != want {
 			return errNotYourStream(c.entry.Stream)
 		}
-		ctx, cancel := h.callCtx(r.Context())
-		defer cancel()
+		ctx := r.Context()
 		var err error
 		resp, err = c.bot.client.StreamTopics(ctx, id)
 		return c.record(respStatus(resp, err), err)
@@ -339,8 +337,7 @@ func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if _, err := h.checkOwnMessage(r.Context(), c, msgID); err != nil {
 		return err
 	}
-	ctx, cancel := h.callCtx(r.Context())
-	defer cancel()
+	ctx := r.Context()
 	resp, err := c.bot.client.UpdateMessage(ctx, msgID, u)
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
@@ -407,9 +404,7 @@ func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64) (*z
 	if err != nil {
 		return nil, c.record(errStatus(err), err)
 	}
-	cctx, cancel := h.callCtx(ctx)
-	msg, resp, err := c.bot.client.GetMessage(cctx, msgID)
-	cancel()
+	msg, resp, err := c.bot.client.GetMessage(ctx, msgID)
 	if err != nil {
 		return nil, c.record(errStatus(err), err)
 	}
@@ -462,8 +457,7 @@ func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	}
 	var resp *zulip.Response
 	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
-		ctx, cancel := h.callCtx(r.Context())
-		defer cancel()
+		ctx := r.Context()
 		var err error
 		resp, err = c.bot.client.GetMessages(ctx, zulip.GetMessages{
 			Anchor:    anchor,

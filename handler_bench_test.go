@@ -32,7 +32,7 @@ func BenchmarkSendMessage(b *testing.B) {
 		MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
 		store: store, logger: zap.NewNop(),
 	}
-	if h.bots, h.defaultBot, err = provisionBots(h.Bots); err != nil {
+	if h.bots, h.defaultBot, err = provisionBots(h.Bots, defaultTimeout); err != nil {
 		b.Fatal(err)
 	}
 	send := func() int {

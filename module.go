@@ -98,7 +98,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Timeout = caddy.Duration(defaultTimeout)
 	}
 
-	bots, def, err := provisionBots(h.Bots)
+	bots, def, err := provisionBots(h.Bots, time.Duration(h.Timeout))
 	if err != nil {
 		return err
 	}

@@ -13,16 +13,18 @@ import (
 )
 
 // upstreamHeaders are the headers of a Zulip answer worth passing on: the
-// rate limit state lets a well-behaved client slow down by itself.
-var upstreamHeaders = []string{"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+// rate limit state lets a well-behaved client slow down by itself. The
+// names are canonical, as zulip.Response keeps them, so they are read and
+// set without case folding.
+var upstreamHeaders = []string{"Retry-After", "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"}
 
 // writeUpstream passes Zulip's answer through unchanged: status, body and
 // rate limit headers.
 func writeUpstream(w http.ResponseWriter, resp *zulip.Response) {
 	hdr := w.Header()
 	for _, k := range upstreamHeaders {
-		if v := resp.Header.Get(k); v != "" {
-			hdr.Set(k, v)
+		if v := resp.Header[k]; len(v) > 0 && v[0] != "" {
+			hdr[k] = v[:1:1]
 		}
 	}
 	writeRawJSON(w, resp.Status, resp.Body)
@@ -79,8 +81,6 @@ func (h *Handler) streamID(ctx context.Context, b *bot, name string) (int64, err
 	if id, ok := b.streamIDs.Load(name); ok {
 		return id.(int64), nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
-	defer cancel()
 	id, _, err := b.client.GetStreamID(ctx, name)
 	if err != nil {
 		return 0, err
@@ -117,19 +117,12 @@ func (h *Handler) botUserID(ctx context.Context, b *bot) (int64, error) {
 	if id := b.userID.Load(); id != 0 {
 		return id, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
-	defer cancel()
 	u, _, err := b.client.Me(ctx)
 	if err != nil {
 		return 0, err
 	}
 	b.userID.Store(u.UserID)
 	return u.UserID, nil
-}
-
-// callCtx bounds one call to Zulip.
-func (h *Handler) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, time.Duration(h.Timeout))
 }
 
 // Status helpers pick the HTTP status Zulip answered with from a call's

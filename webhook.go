@@ -214,8 +214,7 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integ
 	case mt != "" || r.ContentLength != 0:
 		call.ContentType, call.Body, call.ContentLength = r.Header.Get("Content-Type"), r.Body, r.ContentLength
 	}
-	ctx, cancel := h.callCtx(r.Context())
-	defer cancel()
+	ctx := r.Context()
 	body := &recordingReader{r: call.Body}
 	if call.Body != nil {
 		call.Body = body

@@ -97,8 +97,7 @@ func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 			{Operator: "channel", Operand: id},
 			{Operator: "sender", Operand: uid},
 		}, extra...)
-		ctx, cancel := h.callCtx(r.Context())
-		defer cancel()
+		ctx := r.Context()
 		var err error
 		resp, err = c.bot.client.GetMessages(ctx, q)
 		return c.record(respStatus(resp, err), err)

@@ -33,6 +33,7 @@ go build -o "$work/caddy" ./cmd/caddy
 export ZWOP_BENCH_STORE="$work/clients.json"
 "$work/caddy" run --config bench/upstream.Caddyfile >"$work/upstream.log" 2>&1 &
 pids+=($!)
+upstream_pid=$!
 "$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
 pids+=($!)
 targets_pid=$!
@@ -66,15 +67,26 @@ declare -A url=(
 declare -A script=([proxy]=bench/proxy.lua [reverse_proxy]=bench/zulip.lua [respond]=bench/zulip.lua [upstream]=bench/zulip.lua)
 order=(proxy reverse_proxy respond upstream)
 
+# cpu PID: the process's user+system CPU so far, in clock ticks. Divided
+# by the requests served, it says what each request cost each process,
+# a figure that holds on a shared, noisy machine where req/s wanders.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+per_req() { awk -v d="$1" -v n="$2" -v hz="$hz" 'BEGIN {printf "%.1f", (n > 0 ? d / hz / n * 1e6 : 0)}'; }
+
 for r in $(seq "$rounds"); do
 	for t in "${order[@]}"; do
+		c0=$(cpu "$targets_pid") u0=$(cpu "$upstream_pid")
 		wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]}" "${url[$t]}" >"$work/$t.$r" 2>&1
+		c1=$(cpu "$targets_pid") u1=$(cpu "$upstream_pid")
+		n=$(awk '/requests in/ {print $1}' "$work/$t.$r")
 		rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$t.$r")
 		p50=$(awk '$1=="50%" {print $2}' "$work/$t.$r")
 		p99=$(awk '$1=="99%" {print $2}' "$work/$t.$r")
 		errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$t.$r" | tr '\n' ' ')
-		echo "$t $rps $p50 $p99 $errs" >>"$work/results"
-		echo "round $r: $t ${rps} req/s p50 $p50 p99 $p99 $errs" >&2
+		cus=$(per_req $((c1 - c0)) "$n") uus=$(per_req $((u1 - u0)) "$n")
+		echo "$t $rps $p50 $p99 $cus $uus $errs" >>"$work/results"
+		echo "round $r: $t ${rps} req/s p50 $p50 p99 $p99 caddy ${cus}us/req upstream ${uus}us/req $errs" >&2
 	done
 done
 
@@ -94,10 +106,14 @@ for t in "${order[@]}"; do
 done
 echo
 echo "wrk -t$threads -c$conns -d${secs}s, $rounds rounds, median req/s ($(nproc) cores, $(date -u +%Y-%m-%d))"
-printf '%-14s %12s %10s %10s\n' target "req/s" "p50" "p99"
+echo "CPU columns: microseconds of CPU per request in the targets' Caddy and in the upstream's (median)"
+printf '%-14s %12s %10s %10s %12s %12s\n' target "req/s" "p50" "p99" "caddy us/req" "upstr us/req"
 for t in "${order[@]}"; do
 	line=$(awk -v t="$t" '$1==t' "$work/results" | sort -k2 -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}')
-	printf '%-14s %12s %10s %10s\n' "$t" "${med[$t]}" "$(echo "$line" | awk '{print $3}')" "$(echo "$line" | awk '{print $4}')"
+	ccpu=$(awk -v t="$t" '$1==t {print $5}' "$work/results" | median)
+	ucpu=$(awk -v t="$t" '$1==t {print $6}' "$work/results" | median)
+	[ "$t" = upstream ] && ccpu=-
+	printf '%-14s %12s %10s %10s %12s %12s\n' "$t" "${med[$t]}" "$(echo "$line" | awk '{print $3}')" "$(echo "$line" | awk '{print $4}')" "$ccpu" "$ucpu"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo

@@ -2,6 +2,7 @@ package zulip_test
 
 import (
 	"context"
+	"net/http"
 	"testing"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
@@ -9,23 +10,35 @@ import (
 )
 
 // BenchmarkSendMessage is one send through the client to the emulator
-// on loopback: the proxy's hot path. Allocations include the emulator's
-// side, which shares the process; see BenchmarkSendMessageClientOnly.
+// on loopback: the proxy's hot path, side by side over the client's own
+// HTTP/1.1 code ("wire", what a plain-HTTP site gets) and over net/http
+// (what https gets, and every site before wire.go). Allocations include
+// the emulator's side, which shares the process; see
+// BenchmarkSendMessageClientOnly.
 func BenchmarkSendMessage(b *testing.B) {
 	srv := emulator.NewServer(b, emulator.WithRateLimit(0, 0), emulator.WithMaxMessages(1000), emulator.WithMaxLogEntries(1000))
-	c, err := zulip.NewClient(zulip.Config{Site: srv.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey})
-	if err != nil {
-		b.Fatal(err)
-	}
 	general, _ := srv.StreamByName(emulator.DemoStream)
 	m := zulip.SendMessage{StreamID: general.ID, Topic: "bench", Content: "scan 42 finished: 1.2 GB written"}
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := c.SendMessage(ctx, m); err != nil {
-			b.Fatal(err)
-		}
+	for _, path := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"wire", nil},
+		{"net-http", &http.Transport{MaxIdleConnsPerHost: 64}},
+	} {
+		b.Run(path.name, func(b *testing.B) {
+			c, err := zulip.NewClient(zulip.Config{Site: srv.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey, Transport: path.rt})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.SendMessage(ctx, m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -2,6 +2,7 @@ package zulip_test
 
 import (
 	"context"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -27,6 +28,54 @@ func TestOpenAPIValidation(t *testing.T) {
 	if v == nil {
 		t.Fatal("no validating transport although the description loaded")
 	}
+	bad := func(t *testing.T) (*zulip.Client, checker) {
+		return clientAs(t, srv, emulator.DemoBotEmail, strings.Repeat("x", 32))
+	}
+	openAPICalls(t, srv, c, v, bad)
+}
+
+// TestOpenAPIValidationOnTheWire runs the same calls through the client's
+// default path, which for a plain-HTTP Zulip is its own HTTP/1.1 code,
+// and validates each request as the emulator received it.
+func TestOpenAPIValidationOnTheWire(t *testing.T) {
+	spec := zulipspec.Load(t)
+	srv := emulator.NewServer(t)
+	h := &zulipspec.Handler{Spec: spec, Next: srv.Emulator, TB: t}
+	front := httptest.NewServer(h)
+	t.Cleanup(front.Close)
+	c, err := zulip.NewClient(zulip.Config{Site: front.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !zulip.UsesWire(c) {
+		t.Fatal("a plain-HTTP site does not use the client's own HTTP/1.1 path")
+	}
+	bad := func(t *testing.T) (*zulip.Client, checker) {
+		b, err := zulip.NewClient(zulip.Config{Site: front.URL, Email: emulator.DemoBotEmail, APIKey: strings.Repeat("x", 32)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, &countFrom{h: h, base: h.CheckedCount()}
+	}
+	openAPICalls(t, srv, c, h, bad)
+	if h.Seen() < 20 {
+		t.Errorf("the validating front saw %d requests", h.Seen())
+	}
+}
+
+type checker interface{ CheckedCount() int }
+
+// countFrom counts a shared checker's answers from a starting point.
+type countFrom struct {
+	h    checker
+	base int
+}
+
+func (c *countFrom) CheckedCount() int { return c.h.CheckedCount() - c.base }
+
+// openAPICalls makes every client call against srv (through c) and
+// expects v to have checked each answer against a documented schema.
+func openAPICalls(t *testing.T, srv *emulator.Server, c *zulip.Client, v checker, badClient func(*testing.T) (*zulip.Client, checker)) {
 	ctx := context.Background()
 	general := streamID(t, srv, emulator.DemoStream)
 	first := send(t, c, zulip.SendMessage{StreamID: general, Topic: "t", Content: "hello"})
@@ -109,7 +158,7 @@ func TestOpenAPIValidation(t *testing.T) {
 
 	// Errors every endpoint can give, checked against the components.
 	t.Run("401", func(t *testing.T) {
-		bad, v := clientAs(t, srv, emulator.DemoBotEmail, strings.Repeat("x", 32))
+		bad, v := badClient(t)
 		_, _, err := bad.Me(ctx)
 		if err := wantZulipError(err, "UNAUTHORIZED"); err != nil {
 			t.Fatal(err)

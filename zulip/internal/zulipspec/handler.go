@@ -1,0 +1,67 @@
+package zulipspec
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+)
+
+// Handler validates, on the server side, every request a client sends
+// and every answer Next gives, reporting mismatches as test errors. It
+// checks what went over the wire whatever built it: the client's own
+// lean HTTP/1.1 path never passes through an http.RoundTripper that
+// Transport could wrap.
+type Handler struct {
+	Spec *Spec
+	Next http.Handler
+	TB   testing.TB
+
+	mu sync.Mutex
+	// checked counts exchanges whose answer was checked against a
+	// documented schema; seen counts requests.
+	checked, seen int
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	h.seen++
+	h.mu.Unlock()
+	x, err := h.Spec.ValidateRequest(r)
+	if err != nil {
+		h.TB.Errorf("openapi (as received): %v", err)
+	}
+	rec := httptest.NewRecorder()
+	h.Next.ServeHTTP(rec, r)
+	for k, vs := range rec.Header() {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(rec.Code)
+	body := rec.Body.Bytes()
+	_, _ = w.Write(body)
+	if x == nil || x.Undocumented || !isJSON(rec.Header().Get("Content-Type")) || rec.Header().Get("X-Emulator-Fault") == "garbage" {
+		return
+	}
+	if err := h.Spec.ValidateResponse(x, rec.Code, rec.Header(), body); err != nil {
+		h.TB.Errorf("openapi (as answered): %v\nbody: %s", err, body)
+	} else if h.Spec.Documents(x, rec.Code) {
+		h.mu.Lock()
+		h.checked++
+		h.mu.Unlock()
+	}
+}
+
+// CheckedCount is how many answers were checked against a documented
+// schema.
+func (h *Handler) CheckedCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.checked
+}
+
+// Seen is how many requests arrived.
+func (h *Handler) Seen() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seen
+}
