@@ -177,7 +177,7 @@ func (x *exchange) applyFault(f Fault) bool {
 			// stream. (Deferred calls still log the request.)
 			panic(http.ErrAbortHandler)
 		}
-		conn.Close()
+		x.dropped = conn
 		return true
 	case f.Garbage:
 		names = append(names, "garbage")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -131,6 +132,9 @@ type exchange struct {
 	now    time.Time
 	method string
 	rate   *rateResult
+	// dropped is a hijacked connection to close once the request is
+	// logged (the drop fault).
+	dropped io.Closer
 }
 
 func (x *exchange) setRateHeaders() {

@@ -129,10 +129,16 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request) {
 		ContentType:     r.Header.Get("Content-Type"),
 		Header:          r.Header.Clone(),
 	}
-	// Deferred, so a request is logged however it ends (even a dropped
-	// connection's panic).
-	defer e.log.add(rec)
 	x := &exchange{e: e, w: &statusRecorder{ResponseWriter: w, rec: rec}, r: r, rec: rec, now: rec.Time, method: r.Method}
+	// Deferred, so a request is logged however it ends (even a dropped
+	// connection's panic), and before a dropped connection is closed:
+	// a client that sees the drop finds the request in the log.
+	defer func() {
+		e.log.add(rec)
+		if x.dropped != nil {
+			x.dropped.Close()
+		}
+	}()
 
 	p, err := readParams(r, e.cfg.maxUpload, rec)
 	x.p = p
