@@ -403,3 +403,38 @@ func TestWireOnlyForPlainHTTP(t *testing.T) {
 		}
 	}
 }
+
+// The pool drops what the server has likely closed by now: a connection
+// idle past wireIdleTimeout is closed when the next one comes back, and
+// the pool never holds more than wireMaxIdle.
+func TestWirePoolBounds(t *testing.T) {
+	w := &wire{}
+	newConn := func(usedAt time.Time) (*wireConn, net.Conn) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return &wireConn{conn: a, br: bufio.NewReader(a), usedAt: usedAt}, b
+	}
+	old, oldPeer := newConn(time.Now().Add(-2 * wireIdleTimeout))
+	w.idle = append(w.idle, old)
+	fresh, _ := newConn(time.Time{})
+	w.put(fresh)
+	if len(w.idle) != 1 || w.idle[0] != fresh {
+		t.Fatalf("pool after put: %d connections", len(w.idle))
+	}
+	_ = oldPeer.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := oldPeer.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the expired connection was not closed: %v", err)
+	}
+
+	for range wireMaxIdle + 5 {
+		c, _ := newConn(time.Time{})
+		w.put(c)
+	}
+	if len(w.idle) != wireMaxIdle {
+		t.Errorf("pool holds %d connections, want at most %d", len(w.idle), wireMaxIdle)
+	}
+	w.closeIdle()
+	if len(w.idle) != 0 {
+		t.Errorf("%d connections left after closeIdle", len(w.idle))
+	}
+}
