@@ -62,10 +62,18 @@ func run(m *testing.M) int {
 	// Zulip's rate limit is off unless a test turns it on: the suite sends
 	// more than 200 requests a minute.
 	env.emu = emulator.NewServer(tb, emulator.WithRateLimit(0, 0))
+	if err := startZulipCheck(tb); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
 	addSecret(emulator.DemoBotKey)
 	addSecret(emulator.DemoOwnerKey)
 	code := m.Run()
 	if err := checkLogs(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	if err := zulipCheckResult(); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
 	}

@@ -10,9 +10,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/zulipspec"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
-	"github.com/zwop/caddy-zulip-proxy/zulip/internal/zulipspec"
 )
 
 // validator returns a transport that checks every exchange against

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/zulipspec"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
-	"github.com/zwop/caddy-zulip-proxy/zulip/internal/zulipspec"
 )
 
 // TestOpenAPIValidation runs every client call against the emulator
@@ -40,7 +40,7 @@ func TestOpenAPIValidation(t *testing.T) {
 func TestOpenAPIValidationOnTheWire(t *testing.T) {
 	spec := zulipspec.Load(t)
 	srv := emulator.NewServer(t)
-	h := &zulipspec.Handler{Spec: spec, Next: srv.Emulator, TB: t}
+	h := &zulipspec.Handler{Spec: spec, Next: srv.Emulator, Errorf: t.Errorf}
 	front := httptest.NewServer(h)
 	t.Cleanup(front.Close)
 	c, err := zulip.NewClient(zulip.Config{Site: front.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey})

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/zulipspec"
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
-	"github.com/zwop/caddy-zulip-proxy/zulip/internal/zulipspec"
 )
 
 // call is one raw HTTP request to the emulator: tests here speak HTTP

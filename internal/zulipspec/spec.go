@@ -108,6 +108,10 @@ func Load(tb testing.TB) *Spec {
 	return loaded
 }
 
+// LoadFile loads the spec at path, for code that runs outside a test
+// (a TestMain); tests use Load.
+func LoadFile(path string) (*Spec, error) { return load(path) }
+
 // load works around the file's two known quirks with kin-openapi (see
 // shared/zulip-openapi/SOURCE.md): doc.Validate() fails on the file's own
 // example and on two conflicting paths, so it is not called; and the
