@@ -438,3 +438,71 @@ func TestWirePoolBounds(t *testing.T) {
 		t.Errorf("%d connections left after closeIdle", len(w.idle))
 	}
 }
+
+// Many sends at once share the pool safely: every one arrives exactly
+// once, and no more connections are opened than calls were in flight.
+func TestWireConcurrentSends(t *testing.T) {
+	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
+		for s.read(br) != nil {
+			_, _ = io.WriteString(c, answer(sendJSON))
+		}
+	})
+	c := s.client(t, 0)
+	const workers, each = 16, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if err := sendTo(c); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := s.requests.Load(); got != workers*each {
+		t.Errorf("server got %d sends, want %d", got, workers*each)
+	}
+	if got := s.conns.Load(); got > workers {
+		t.Errorf("%d connections for %d concurrent callers", got, workers)
+	}
+}
+
+// FuzzReadWireResponse feeds the answer parser what a broken or hostile
+// upstream could send: it must never panic, and what it accepts must be
+// a whole answer within the limits.
+func FuzzReadWireResponse(f *testing.F) {
+	f.Add([]byte(answer(meJSON)))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"))
+	f.Add([]byte("HTTP/1.0 200 OK\r\n\r\nbody to the end"))
+	f.Add([]byte("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0.5\r\nX-RateLimit-Remaining: 0\r\nContent-Length: 2\r\n\r\n{}"))
+	f.Add([]byte("HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		resp, _, err := readWireResponse(bufio.NewReaderSize(strings.NewReader(string(data)), 4096), false)
+		if err != nil {
+			return
+		}
+		if resp.Status < 200 || resp.Status > 999 {
+			t.Errorf("accepted status %d", resp.Status)
+		}
+		if len(resp.Body) > MaxResponseBytes {
+			t.Errorf("accepted a %d-byte body", len(resp.Body))
+		}
+		for k := range resp.Header {
+			if k != "Content-Type" && k != "Retry-After" && k != "Location" && !strings.HasPrefix(k, "X-Ratelimit-") {
+				t.Errorf("kept header %q", k)
+			}
+		}
+		if resp.Header.Get("Location") != "" && (resp.Status < 300 || resp.Status >= 400) {
+			t.Errorf("kept Location on a %d", resp.Status)
+		}
+	})
+}
