@@ -125,7 +125,7 @@ func (w *wire) do(ctx context.Context, c *Client, r *request) (*Response, error)
 		return nil, fmt.Errorf("zulip: %s: building request: %w", r.endpoint, err)
 	}
 	for attempt := 0; ; attempt++ {
-		wc, reused, err := w.get(ctx)
+		wc, reused, err := w.get(ctx, deadline)
 		if err != nil {
 			return nil, transportError(ctx, r.endpoint, err)
 		}
@@ -134,7 +134,8 @@ func (w *wire) do(ctx context.Context, c *Client, r *request) (*Response, error)
 			return resp, nil
 		}
 		var stale *staleConnError
-		if errors.As(err, &stale) && reused && attempt == 0 && ctx.Err() == nil && (stale.unsent || r.method == http.MethodGet) {
+		if errors.As(err, &stale) && reused && attempt == 0 && ctx.Err() == nil && time.Now().Before(deadline) &&
+			(stale.unsent || r.method == http.MethodGet) {
 			// The server closed a pooled connection as the request
 			// went out. Sent again only when Zulip cannot have acted
 			// on it: nothing was written, or it was a read.
@@ -197,8 +198,9 @@ func (c *Client) appendWireRequest(b []byte, w *wire, r *request) ([]byte, error
 	return b, nil
 }
 
-// get takes the most recently used live connection, or dials one.
-func (w *wire) get(ctx context.Context) (*wireConn, bool, error) {
+// get takes the most recently used live connection, or dials one within
+// the call's deadline.
+func (w *wire) get(ctx context.Context, deadline time.Time) (*wireConn, bool, error) {
 	now := time.Now()
 	for {
 		w.mu.Lock()
@@ -215,6 +217,11 @@ func (w *wire) get(ctx context.Context) (*wireConn, bool, error) {
 			return wc, true, nil
 		}
 		wc.conn.Close()
+	}
+	if d, ok := ctx.Deadline(); !ok || deadline.Before(d) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	conn, err := w.dial(ctx, "tcp", w.addr)
 	if err != nil {
