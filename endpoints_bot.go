@@ -72,9 +72,8 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, c
 		if to != nil && !to.is(c.entry.Stream, id) {
 			return errNotYourStream(c.entry.Stream)
 		}
-		ctx := r.Context()
 		var err error
-		res, err = c.bot.client.SendMessage(ctx, zulip.SendMessage{StreamID: id, Topic: topic, Content: content})
+		res, err = c.bot.client.SendMessage(r.Context(), zulip.SendMessage{StreamID: id, Topic: topic, Content: content})
 		return c.record(resultStatus(res, err), err)
 	})
 	if err != nil {
@@ -246,9 +245,8 @@ func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want i
 		if want != 0 && id != want {
 			return errNotYourStream(c.entry.Stream)
 		}
-		ctx := r.Context()
 		var err error
-		resp, err = c.bot.client.StreamTopics(ctx, id)
+		resp, err = c.bot.client.StreamTopics(r.Context(), id)
 		return c.record(respStatus(resp, err), err)
 	})
 	if err != nil {
@@ -337,8 +335,7 @@ func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if _, err := h.checkOwnMessage(r.Context(), c, msgID); err != nil {
 		return err
 	}
-	ctx := r.Context()
-	resp, err := c.bot.client.UpdateMessage(ctx, msgID, u)
+	resp, err := c.bot.client.UpdateMessage(r.Context(), msgID, u)
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}
@@ -457,9 +454,8 @@ func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	}
 	var resp *zulip.Response
 	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
-		ctx := r.Context()
 		var err error
-		resp, err = c.bot.client.GetMessages(ctx, zulip.GetMessages{
+		resp, err = c.bot.client.GetMessages(r.Context(), zulip.GetMessages{
 			Anchor:    anchor,
 			NumBefore: numBefore,
 			Narrow: []zulip.NarrowTerm{

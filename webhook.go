@@ -214,12 +214,11 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integ
 	case mt != "" || r.ContentLength != 0:
 		call.ContentType, call.Body, call.ContentLength = r.Header.Get("Content-Type"), r.Body, r.ContentLength
 	}
-	ctx := r.Context()
 	body := &recordingReader{r: call.Body}
 	if call.Body != nil {
 		call.Body = body
 	}
-	resp, err := b.client.Webhook(ctx, call)
+	resp, err := b.client.Webhook(r.Context(), call)
 	if body.err != nil {
 		return h.bodyError(body.err)
 	}

@@ -97,9 +97,8 @@ func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 			{Operator: "channel", Operand: id},
 			{Operator: "sender", Operand: uid},
 		}, extra...)
-		ctx := r.Context()
 		var err error
-		resp, err = c.bot.client.GetMessages(ctx, q)
+		resp, err = c.bot.client.GetMessages(r.Context(), q)
 		return c.record(respStatus(resp, err), err)
 	})
 	if err != nil {

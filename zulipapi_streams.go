@@ -56,8 +56,7 @@ func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error
 	if _, err := h.zulipParams(w, r); err != nil {
 		return err
 	}
-	ctx := r.Context()
-	_, resp, err := c.bot.client.Me(ctx)
+	_, resp, err := c.bot.client.Me(r.Context())
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}
@@ -71,8 +70,7 @@ func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error
 // the default bot's (or the first bot's by name).
 func (h *Handler) zulipServerSettings(w http.ResponseWriter, r *http.Request, c *call) error {
 	b := h.serverSettingsBot(r)
-	ctx := r.Context()
-	resp, err := b.client.ServerSettings(ctx)
+	resp, err := b.client.ServerSettings(r.Context())
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}

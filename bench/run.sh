@@ -17,35 +17,7 @@ conns=${3:-32}
 threads=2
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-export XDG_DATA_HOME="$work/data" XDG_CONFIG_HOME="$work/config"
-
-echo "building caddy..." >&2
-go build -o "$work/caddy" ./cmd/caddy
-
-export ZWOP_BENCH_STORE="$work/clients.json"
-"$work/caddy" run --config bench/upstream.Caddyfile >"$work/upstream.log" 2>&1 &
-pids+=($!)
-upstream_pid=$!
-"$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
-pids+=($!)
-targets_pid=$!
-for port in 19991 18080 18081 18082; do
-	for _ in $(seq 100); do
-		curl -s -o /dev/null "localhost:$port/" && break
-		sleep 0.1
-	done
-done
-ZWOP_BENCH_KEY=$("$work/caddy" zulip-proxy add-client --store "$ZWOP_BENCH_STORE" --stream general 2>/dev/null | sed -n 's/^key: *//p')
-export ZWOP_BENCH_KEY
-sleep 1.5 # the running proxy picks the new key up within a second
+. bench/start.sh
 
 # A sanity check: each target answers success before it is measured.
 check() {

@@ -13,32 +13,9 @@ cd "$(dirname "$0")/.."
 size_mib=${1:-200}
 limit_kib=$((16 * 1024))
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-export XDG_DATA_HOME="$work/data" XDG_CONFIG_HOME="$work/config"
-
-echo "building caddy..." >&2
-go build -o "$work/caddy" ./cmd/caddy
-export ZWOP_BENCH_STORE="$work/clients.json"
-"$work/caddy" run --config bench/upstream.Caddyfile >"$work/upstream.log" 2>&1 &
-pids+=($!)
-"$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
-pids+=($!)
-proxy_pid=$!
-for port in 19991 18080; do
-	for _ in $(seq 100); do
-		curl -s -o /dev/null "localhost:$port/" && break
-		sleep 0.1
-	done
-done
-key=$("$work/caddy" zulip-proxy add-client --store "$ZWOP_BENCH_STORE" --stream general 2>/dev/null | sed -n 's/^key: *//p')
-sleep 1.5 # the running proxy picks the new key up within a second
+. bench/start.sh
+key=$ZWOP_BENCH_KEY
+proxy_pid=$targets_pid
 
 hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$proxy_pid/status"; }
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$proxy_pid/status"; }

@@ -83,7 +83,9 @@ func newWire(site *url.URL, dial func(ctx context.Context, network, addr string)
 
 // takes says whether r can go this way.
 func (w *wire) takes(r *request) bool {
-	if w == nil || len(r.header) != 0 || r.length > wireMaxBody || (r.body != nil && r.length < 0) {
+	// HEAD answers carry no body whatever their framing says; no call
+	// sends one, so they are left to net/http.
+	if w == nil || r.method == http.MethodHead || len(r.header) != 0 || r.length > wireMaxBody || (r.body != nil && r.length < 0) {
 		return false
 	}
 	return isPlainTarget(r.path) && isPlainTarget(r.query)
@@ -127,7 +129,7 @@ func (w *wire) do(ctx context.Context, c *Client, r *request) (*Response, error)
 		if err != nil {
 			return nil, transportError(ctx, r.endpoint, err)
 		}
-		resp, err := w.exchange(ctx, deadline, wc, msg, r.method == http.MethodHead)
+		resp, err := w.exchange(ctx, deadline, wc, msg)
 		if err == nil {
 			return resp, nil
 		}
@@ -210,7 +212,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange writes msg and reads one answer on wc. wc goes back to the
 // pool when the answer was read whole and the server keeps it open.
-func (w *wire) exchange(ctx context.Context, deadline time.Time, wc *wireConn, msg []byte, head bool) (resp *Response, err error) {
+func (w *wire) exchange(ctx context.Context, deadline time.Time, wc *wireConn, msg []byte) (resp *Response, err error) {
 	keep := false
 	defer func() {
 		if keep {
@@ -235,6 +237,6 @@ func (w *wire) exchange(ctx context.Context, deadline time.Time, wc *wireConn, m
 	if n, err := wc.conn.Write(msg); err != nil {
 		return nil, &staleConnError{err: err, unsent: n == 0}
 	}
-	resp, keep, err = readWireResponse(wc.br, head)
+	resp, keep, err = readWireResponse(wc.br)
 	return resp, err
 }

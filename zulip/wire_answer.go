@@ -8,12 +8,13 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 )
 
 // readWireResponse reads one answer: status line, the headers Response
 // keeps (and those that frame the body), and the body. keep says whether
 // the connection can carry another request.
-func readWireResponse(br *bufio.Reader, head bool) (*Response, bool, error) {
+func readWireResponse(br *bufio.Reader) (*Response, bool, error) {
 	var (
 		status  int
 		hdr     http.Header
@@ -55,7 +56,7 @@ func readWireResponse(br *bufio.Reader, head bool) (*Response, bool, error) {
 		hdr = http.Header{}
 	}
 	resp := &Response{Status: status, Header: hdr}
-	if head || status == http.StatusNoContent || status == http.StatusNotModified {
+	if status == http.StatusNoContent || status == http.StatusNotModified {
 		return resp, !closing, nil
 	}
 	switch {
@@ -152,15 +153,15 @@ func parseStatusLine(line []byte) (status, minor int, ok bool) {
 
 const jsonType = "application/json"
 
-// wireKept are the headers Response keeps, by their lower-case names.
-var wireKept = map[string]string{
-	"content-type":          "Content-Type",
-	"retry-after":           "Retry-After",
-	"x-ratelimit-limit":     "X-Ratelimit-Limit",
-	"x-ratelimit-remaining": "X-Ratelimit-Remaining",
-	"x-ratelimit-reset":     "X-Ratelimit-Reset",
-	"location":              "Location",
-}
+// wireKept maps the lower-case names of the headers Response keeps
+// (keptHeaders, and Location on a redirect) to their canonical names.
+var wireKept = func() map[string]string {
+	m := map[string]string{"location": "Location"}
+	for k := range keptHeaders {
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
 
 // readWireHeaders reads header lines up to the blank line. Only the
 // headers that frame the body or that Response keeps are looked at;

@@ -362,6 +362,7 @@ func TestWireTakes(t *testing.T) {
 		{"unknown length (an upload)", request{path: "/user_uploads", body: strings.NewReader("x"), length: -1}, false},
 		{"large body", request{path: "/messages", body: strings.NewReader(""), length: wireMaxBody + 1}, false},
 		{"extra headers (a webhook)", request{path: "/external/github", header: http.Header{"X-Github-Event": {"ping"}}}, false},
+		{"HEAD", request{method: http.MethodHead, path: "/users/me"}, false},
 		{"space in path", request{path: "/a b"}, false},
 		{"CRLF in query", request{path: "/x", query: "a=1\r\nX: y"}, false},
 	}
@@ -486,7 +487,7 @@ func FuzzReadWireResponse(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0.5\r\nX-RateLimit-Remaining: 0\r\nContent-Length: 2\r\n\r\n{}"))
 	f.Add([]byte("HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 0\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		resp, _, err := readWireResponse(bufio.NewReaderSize(strings.NewReader(string(data)), 4096), false)
+		resp, _, err := readWireResponse(bufio.NewReaderSize(strings.NewReader(string(data)), 4096))
 		if err != nil {
 			return
 		}

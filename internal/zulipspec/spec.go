@@ -211,6 +211,21 @@ func (s *Spec) ValidateRequest(req *http.Request) (*Exchange, error) {
 	return &Exchange{input: in}, nil
 }
 
+// CheckAnswer validates what was answered to x's request, as a client or
+// a server-side check sees it. Answers that are not Zulip's JSON (nginx's
+// HTML pages, the emulator's deliberate garbage) are left to the tests of
+// those cases. checked says the answer matched a schema the operation
+// documents, so callers can count that validation really ran.
+func (s *Spec) CheckAnswer(x *Exchange, status int, header http.Header, body []byte) (checked bool, err error) {
+	if x == nil || x.Undocumented || !isJSON(header.Get("Content-Type")) || header.Get("X-Emulator-Fault") == "garbage" {
+		return false, nil
+	}
+	if err := s.ValidateResponse(x, status, header, body); err != nil {
+		return false, fmt.Errorf("%w\nbody: %s", err, body)
+	}
+	return s.Documents(x, status), nil
+}
+
 // ValidateResponse checks an answer to x's request. Statuses the spec
 // documents for the operation are checked against their schema; the
 // errors every endpoint can give (401, 429), which the spec documents
