@@ -2,7 +2,8 @@ package zulip_test
 
 import (
 	"context"
-	"net/http"
+	"crypto/tls"
+	"crypto/x509"
 	"testing"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
@@ -10,28 +11,35 @@ import (
 )
 
 // BenchmarkSendMessage is one send through the client to the emulator
-// on loopback: the proxy's hot path, side by side over the client's own
-// HTTP/1.1 code ("wire", what a plain-HTTP site gets) and over net/http
-// (what https gets, and every site before wire.go). Allocations include
+// on loopback: the proxy's hot path, side by side over plain HTTP/1.1,
+// TLS with HTTP/1.1 keep-alive, and TLS with HTTP/2 (what a real Zulip
+// offers), each serial and with 32 calls in parallel. Allocations include
 // the emulator's side, which shares the process; see
 // BenchmarkSendMessageClientOnly.
 func BenchmarkSendMessage(b *testing.B) {
-	srv := emulator.NewServer(b, emulator.WithRateLimit(0, 0), emulator.WithMaxMessages(1000), emulator.WithMaxLogEntries(1000))
-	general, _ := srv.StreamByName(emulator.DemoStream)
+	opts := []emulator.Option{emulator.WithRateLimit(0, 0), emulator.WithMaxMessages(1000), emulator.WithMaxLogEntries(1000)}
+	plain := emulator.NewServer(b, opts...)
+	secure := emulator.NewTLSServer(b, opts...)
+	general, _ := plain.StreamByName(emulator.DemoStream)
 	m := zulip.SendMessage{StreamID: general.ID, Topic: "bench", Content: "scan 42 finished: 1.2 GB written"}
+	roots := x509.NewCertPool()
+	roots.AddCert(secure.HTTP.Certificate())
 	for _, path := range []struct {
-		name string
-		rt   http.RoundTripper
+		name  string
+		site  string
+		http1 bool
 	}{
-		{"wire", nil},
-		{"net-http", &http.Transport{MaxIdleConnsPerHost: 64}},
+		{"http", plain.URL, true},
+		{"https-http1", secure.URL, true},
+		{"https-http2", secure.URL, false},
 	} {
-		b.Run(path.name, func(b *testing.B) {
-			c, err := zulip.NewClient(zulip.Config{Site: srv.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey, Transport: path.rt})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx := context.Background()
+		c, err := zulip.NewClient(zulip.Config{Site: path.site, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey,
+			HTTP1Only: path.http1, TLSClientConfig: &tls.Config{RootCAs: roots}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		b.Run(path.name+"/serial", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := c.SendMessage(ctx, m); err != nil {
@@ -39,6 +47,19 @@ func BenchmarkSendMessage(b *testing.B) {
 				}
 			}
 		})
+		b.Run(path.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(16) // 32 callers on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.SendMessage(ctx, m); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+		c.CloseIdleConnections()
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -24,8 +23,6 @@ type Client struct {
 	userAgent string
 	timeout   time.Duration
 	rt        http.RoundTripper
-	// wire carries the small calls to a plain-HTTP Zulip; nil otherwise.
-	wire *wire
 	// Header values, built once and shared read-only by every request.
 	hdrAuth, hdrUA []string
 }
@@ -45,11 +42,12 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("zulip: %w", err)
 	}
 	rt := cfg.Transport
-	var fast *wire
 	if rt == nil {
-		dial := (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-		rt = newTransport(cfg, dial)
-		fast = newWire(u, dial, http.ProxyFromEnvironment)
+		t, err := newTransport(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("zulip: %w", err)
+		}
+		rt = t
 	}
 	// The transport is called directly, not through an http.Client:
 	// redirects are never followed (one would turn POST /messages into
@@ -64,7 +62,6 @@ func NewClient(cfg Config) (*Client, error) {
 		userAgent: cfg.UserAgent,
 		timeout:   cfg.Timeout,
 		rt:        rt,
-		wire:      fast,
 	}
 	c.api = c.site + "/api/v1"
 	c.hdrAuth = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(c.email+":"+c.apiKey))}
@@ -78,22 +75,6 @@ func NewClient(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// newTransport is sized for a proxy that is load-tested: many concurrent
-// calls to one host must reuse connections instead of opening new ones.
-func newTransport(cfg Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dial,
-		TLSClientConfig:       cfg.TLSClientConfig,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-}
-
 // Site is the normalized Zulip base URL, e.g. "https://chat.example.org".
 func (c *Client) Site() string { return c.site }
 
@@ -102,9 +83,6 @@ func (c *Client) Email() string { return c.email }
 
 // CloseIdleConnections closes pooled connections, for config unloads.
 func (c *Client) CloseIdleConnections() {
-	if c.wire != nil {
-		c.wire.closeIdle()
-	}
 	if ci, ok := c.rt.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
 	}
@@ -154,9 +132,6 @@ type request struct {
 // do sends r and reads the answer. It returns a *Response for every
 // answer (even an error status), or a *TransportError when there was none.
 func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
-	if c.wire.takes(r) {
-		return c.wire.do(ctx, c, r)
-	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)

@@ -41,8 +41,16 @@ type Config struct {
 	// Timeout bounds calls whose context has no deadline; zero means
 	// DefaultTimeout.
 	Timeout time.Duration
-	// TLSClientConfig, when set, is used for HTTPS (a private CA, tests).
-	// Ignored when Transport is set.
+	// CertBundle is the path of a PEM file holding the certificate
+	// authorities a Zulip with a private CA is checked against, instead
+	// of the system's; zuliprc's cert_bundle. Ignored when Transport is
+	// set.
+	CertBundle string
+	// HTTP1Only keeps calls on HTTP/1.1 keep-alive connections even where
+	// the server offers HTTP/2.
+	HTTP1Only bool
+	// TLSClientConfig, when set, is the base of the TLS settings for
+	// HTTPS (tests). Ignored when Transport is set.
 	TLSClientConfig *tls.Config
 	// Transport replaces the client's own transport (tests).
 	Transport http.RoundTripper

@@ -8,10 +8,10 @@
 // values, and runs another handler when a form carries "method", so
 // forwarding anything a client sent can change what Zulip does.
 //
-// Connections are pooled and reused. A site reached over plain http gets
-// the package's own lean HTTP/1.1 code for its small calls (wire.go);
-// https, uploads, webhooks and proxies go through net/http, with HTTP/2
-// where the server offers it.
+// Every call goes through one net/http Transport per client (transport.go):
+// connections are pooled and reused, with HTTP/2 where the server offers
+// it. The transport is called directly, never through an http.Client, so
+// redirects are not followed.
 //
 // Answers come back raw (Response) so a proxy can pass them on unchanged.
 // Failures are one of: *Error (Zulip answered with an error), a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -20,6 +21,7 @@ const maxZuliprcBytes = 64 << 10
 //	email=bot-name-bot@chat.example.org
 //	key=0123456789abcdefABCDEF0123456789
 //	site=https://chat.example.org
+//	cert_bundle=/etc/ssl/private-ca.pem   (optional: a Zulip with a private CA)
 //
 // It follows Python's configparser, which Zulip's own client uses: "="
 // or ":" separators, "#" and ";" comment lines, case-insensitive names,
@@ -100,6 +102,8 @@ func ParseZuliprc(r io.Reader) (Config, error) {
 			cfg.APIKey = value
 		case "site":
 			cfg.Site = value
+		case "cert_bundle":
+			cfg.CertBundle = value
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -139,6 +143,11 @@ func LoadZuliprc(path string) (Config, error) {
 	cfg, err := ParseZuliprc(f)
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	// A relative cert_bundle sits beside the zuliprc: a service's working
+	// folder is rarely the one the operator had in mind.
+	if cfg.CertBundle != "" && !filepath.IsAbs(cfg.CertBundle) {
+		cfg.CertBundle = filepath.Join(filepath.Dir(path), cfg.CertBundle)
 	}
 	return cfg, nil
 }

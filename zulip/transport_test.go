@@ -3,13 +3,15 @@ package zulip
 import (
 	"bufio"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"runtime"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,8 +20,8 @@ import (
 )
 
 // scripted is a raw TCP server whose answers each test writes byte for
-// byte, to try the client's own HTTP/1.1 code on what real servers (and
-// broken ones) send. serve runs once per connection, with the
+// byte, to try the client's transport on what real servers (and broken
+// ones) send. serve runs once per connection, with the
 // connection's number from 0.
 type scripted struct {
 	ln       net.Listener
@@ -74,9 +76,6 @@ func (s *scripted) client(t *testing.T, timeout time.Duration) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.wire == nil {
-		t.Fatal("a plain-HTTP site does not use the client's own HTTP/1.1 path")
-	}
 	t.Cleanup(c.CloseIdleConnections)
 	return c
 }
@@ -99,7 +98,7 @@ func sendTo(c *Client) error {
 const sendJSON = `{"result":"success","msg":"","id":42}`
 
 // Calls one after another share one connection.
-func TestWireReusesConnections(t *testing.T) {
+func TestTransportReusesConnections(t *testing.T) {
 	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
 		for s.read(br) != nil {
 			_, _ = io.WriteString(c, answer(sendJSON, "X-RateLimit-Remaining: 199"))
@@ -119,7 +118,7 @@ func TestWireReusesConnections(t *testing.T) {
 // The exact request that goes out: form body, credentials, framing, and
 // nothing the caller did not decide (no gzip negotiation, no method
 // override).
-func TestWireRequestBytes(t *testing.T) {
+func TestTransportRequestBytes(t *testing.T) {
 	got := make(chan *http.Request, 1)
 	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
@@ -174,10 +173,7 @@ func TestWireRequestBytes(t *testing.T) {
 // A server that closed an idle connection (restart, idle timeout) costs
 // nothing: the closed connection is noticed before the request goes out,
 // and the send is made once, on a new connection.
-func TestWireClosedIdleConnection(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("idle connections are checked before use on Linux only")
-	}
+func TestTransportClosedIdleConnection(t *testing.T) {
 	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
 		if s.read(br) != nil {
 			_, _ = io.WriteString(c, answer(sendJSON))
@@ -198,7 +194,7 @@ func TestWireClosedIdleConnection(t *testing.T) {
 
 // A connection that breaks after the request went out: a send is not
 // made again (Zulip may have posted it), a read is.
-func TestWireBrokenAfterWrite(t *testing.T) {
+func TestTransportBrokenAfterWrite(t *testing.T) {
 	s := newScripted(t, func(s *scripted, n int, c net.Conn, br *bufio.Reader) {
 		if s.read(br) == nil {
 			return
@@ -240,7 +236,7 @@ func TestWireBrokenAfterWrite(t *testing.T) {
 
 // Answers framed every way HTTP/1.1 allows are read whole, and the
 // connection is kept only when the server keeps it.
-func TestWireFraming(t *testing.T) {
+func TestTransportFraming(t *testing.T) {
 	chunked := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
 		fmt.Sprintf("%x\r\n%s\r\n", 20, meJSON[:20]) + fmt.Sprintf("%x\r\n%s\r\n", len(meJSON)-20, meJSON[20:]) +
 		"0\r\nX-Trailer: yes\r\n\r\n"
@@ -258,7 +254,8 @@ func TestWireFraming(t *testing.T) {
 		{"HTTP/1.0 keep-alive", strings.Replace(answer(meJSON, "Connection: keep-alive"), "HTTP/1.1", "HTTP/1.0", 1), false, 1},
 		{"interim answer first", "HTTP/1.1 100 Continue\r\n\r\n" + answer(meJSON), false, 1},
 		{"no framing: to end of connection", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + meJSON, true, 3},
-		{"both framings", strings.Replace(chunked, "Transfer-Encoding", "Content-Length: 5\r\nTransfer-Encoding", 1), false, 3},
+		// Transfer-Encoding overrides Content-Length (RFC 9112, 6.3).
+		{"both framings", strings.Replace(chunked, "Transfer-Encoding", "Content-Length: 5\r\nTransfer-Encoding", 1), false, 1},
 		{"lower-case names, LF only", "HTTP/1.1 200 OK\ncontent-type: application/json\ncontent-length: " + fmt.Sprint(len(meJSON)) + "\n\n" + meJSON, false, 1},
 	}
 	for _, tt := range tests {
@@ -288,13 +285,15 @@ func TestWireFraming(t *testing.T) {
 	}
 }
 
-// Answers no HTTP server should give are Zulip answering something that
-// is not Zulip: ErrBadResponse, and the connection is not reused.
-func TestWireBadAnswers(t *testing.T) {
+// Answers no HTTP server should give are a failed call (502 to the bot):
+// ErrBadResponse where an answer was read, ErrUnreachable where net/http
+// refused it as HTTP; either way the error names the call.
+func TestTransportBadAnswers(t *testing.T) {
 	tests := map[string]string{
 		"not HTTP":              "SSH-2.0-OpenSSH_9.2\r\n",
 		"bad status":            "HTTP/1.1 2x0 OK\r\n\r\n",
 		"bad content-length":    "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+		"signed content-length": "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: +99\r\n\r\n" + meJSON,
 		"two content-lengths":   "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
 		"folded header":         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n  folded\r\nContent-Length: 0\r\n\r\n",
 		"no colon":              "HTTP/1.1 200 OK\r\nnonsense\r\n\r\n",
@@ -314,8 +313,8 @@ func TestWireBadAnswers(t *testing.T) {
 			})
 			c := s.client(t, 2*time.Second)
 			_, _, err := c.Me(context.Background())
-			if !errors.Is(err, ErrBadResponse) {
-				t.Fatalf("err = %v, want ErrBadResponse", err)
+			if !errors.Is(err, ErrBadResponse) && !errors.Is(err, ErrUnreachable) {
+				t.Fatalf("err = %v, want ErrBadResponse or ErrUnreachable", err)
 			}
 			if !strings.Contains(err.Error(), "GET /users/me") {
 				t.Errorf("the error does not name the call: %v", err)
@@ -326,7 +325,7 @@ func TestWireBadAnswers(t *testing.T) {
 
 // A Zulip that does not answer in time is a timeout; a caller that goes
 // away ends the call at once and is not Zulip's fault.
-func TestWireTimeoutAndCancel(t *testing.T) {
+func TestTransportTimeoutAndCancel(t *testing.T) {
 	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
 		s.read(br)
 		_, _ = io.Copy(io.Discard, br) // never answer
@@ -349,100 +348,9 @@ func TestWireTimeoutAndCancel(t *testing.T) {
 	}
 }
 
-// Requests the lean path does not take go through net/http.
-func TestWireTakes(t *testing.T) {
-	w := &wire{}
-	tests := []struct {
-		name string
-		r    request
-		want bool
-	}{
-		{"small form", request{path: "/messages", body: strings.NewReader("a=b"), length: 3}, true},
-		{"no body", request{path: "/users/me"}, true},
-		{"unknown length (an upload)", request{path: "/user_uploads", body: strings.NewReader("x"), length: -1}, false},
-		{"large body", request{path: "/messages", body: strings.NewReader(""), length: wireMaxBody + 1}, false},
-		{"extra headers (a webhook)", request{path: "/external/github", header: http.Header{"X-Github-Event": {"ping"}}}, false},
-		{"HEAD", request{method: http.MethodHead, path: "/users/me"}, false},
-		{"space in path", request{path: "/a b"}, false},
-		{"CRLF in query", request{path: "/x", query: "a=1\r\nX: y"}, false},
-	}
-	for _, tt := range tests {
-		if got := w.takes(&tt.r); got != tt.want {
-			t.Errorf("%s: takes = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-	var none *wire
-	if none.takes(&request{path: "/users/me"}) {
-		t.Error("a client without the lean path took a request")
-	}
-}
-
-// https and a proxy from the environment keep net/http.
-func TestWireOnlyForPlainHTTP(t *testing.T) {
-	noProxy := func(*http.Request) (*url.URL, error) { return nil, nil }
-	viaProxy := func(*http.Request) (*url.URL, error) { return url.Parse("http://proxy.example.org:3128") }
-	for _, tt := range []struct {
-		site  string
-		proxy func(*http.Request) (*url.URL, error)
-		want  bool
-	}{
-		{"http://127.0.0.1:9991", noProxy, true},
-		{"http://zulip.internal/prefix", noProxy, true},
-		{"https://chat.example.org", noProxy, false},
-		{"http://zulip.internal", viaProxy, false},
-	} {
-		u, err := url.Parse(tt.site)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := newWire(u, nil, tt.proxy)
-		if (w != nil) != tt.want {
-			t.Errorf("%s: lean path %v, want %v", tt.site, w != nil, tt.want)
-		}
-		if w != nil && tt.site == "http://zulip.internal/prefix" && (w.addr != "zulip.internal:80" || w.prefix != "/prefix/api/v1") {
-			t.Errorf("%s: dials %q, paths under %q", tt.site, w.addr, w.prefix)
-		}
-	}
-}
-
-// The pool drops what the server has likely closed by now: a connection
-// idle past wireIdleTimeout is closed when the next one comes back, and
-// the pool never holds more than wireMaxIdle.
-func TestWirePoolBounds(t *testing.T) {
-	w := &wire{}
-	newConn := func(usedAt time.Time) (*wireConn, net.Conn) {
-		a, b := net.Pipe()
-		t.Cleanup(func() { a.Close(); b.Close() })
-		return &wireConn{conn: a, br: bufio.NewReader(a), usedAt: usedAt}, b
-	}
-	old, oldPeer := newConn(time.Now().Add(-2 * wireIdleTimeout))
-	w.idle = append(w.idle, old)
-	fresh, _ := newConn(time.Time{})
-	w.put(fresh)
-	if len(w.idle) != 1 || w.idle[0] != fresh {
-		t.Fatalf("pool after put: %d connections", len(w.idle))
-	}
-	_ = oldPeer.SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := oldPeer.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("the expired connection was not closed: %v", err)
-	}
-
-	for range wireMaxIdle + 5 {
-		c, _ := newConn(time.Time{})
-		w.put(c)
-	}
-	if len(w.idle) != wireMaxIdle {
-		t.Errorf("pool holds %d connections, want at most %d", len(w.idle), wireMaxIdle)
-	}
-	w.closeIdle()
-	if len(w.idle) != 0 {
-		t.Errorf("%d connections left after closeIdle", len(w.idle))
-	}
-}
-
 // Many sends at once share the pool safely: every one arrives exactly
 // once, and no more connections are opened than calls were in flight.
-func TestWireConcurrentSends(t *testing.T) {
+func TestTransportConcurrentSends(t *testing.T) {
 	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
 		for s.read(br) != nil {
 			_, _ = io.WriteString(c, answer(sendJSON))
@@ -476,34 +384,137 @@ func TestWireConcurrentSends(t *testing.T) {
 	}
 }
 
-// FuzzReadWireResponse feeds the answer parser what a broken or hostile
-// upstream could send: it must never panic, and what it accepts must be
-// a whole answer within the limits.
-func FuzzReadWireResponse(f *testing.F) {
-	f.Add([]byte(answer(meJSON)))
-	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
-	f.Add([]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"))
-	f.Add([]byte("HTTP/1.0 200 OK\r\n\r\nbody to the end"))
-	f.Add([]byte("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0.5\r\nX-RateLimit-Remaining: 0\r\nContent-Length: 2\r\n\r\n{}"))
-	f.Add([]byte("HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 0\r\n\r\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		resp, _, err := readWireResponse(bufio.NewReaderSize(strings.NewReader(string(data)), 4096))
-		if err != nil {
-			return
-		}
-		if resp.Status < 200 || resp.Status > 999 {
-			t.Errorf("accepted status %d", resp.Status)
-		}
-		if len(resp.Body) > MaxResponseBytes {
-			t.Errorf("accepted a %d-byte body", len(resp.Body))
-		}
-		for k := range resp.Header {
-			if k != "Content-Type" && k != "Retry-After" && k != "Location" && !strings.HasPrefix(k, "X-Ratelimit-") {
-				t.Errorf("kept header %q", k)
-			}
-		}
-		if resp.Header.Get("Location") != "" && (resp.Status < 300 || resp.Status >= 400) {
-			t.Errorf("kept Location on a %d", resp.Status)
+
+// A header line longer than 4 KiB (a long Content-Security-Policy, say)
+// is an answer like any other: the lean client this transport replaced
+// failed the call on it.
+func TestTransportLongHeaderLine(t *testing.T) {
+	long := "Content-Security-Policy: " + strings.Repeat("a", 6000)
+	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
+		for s.read(br) != nil {
+			_, _ = io.WriteString(c, answer(meJSON, long))
 		}
 	})
+	u, _, err := s.client(t, 0).Me(context.Background())
+	if err != nil {
+		t.Fatalf("an answer with a 6000-byte header line: %v", err)
+	}
+	if u.UserID != 7 {
+		t.Errorf("user %d", u.UserID)
+	}
+}
+
+// An answer nobody asked for, sent on an idle connection, is never read
+// as the answer to the next call (which would hand one key's caller the
+// answer to another's request): the connection is dropped instead.
+func TestTransportStrayAnswer(t *testing.T) {
+	stray := strings.Replace(meJSON, `"user_id":7`, `"user_id":666`, 1)
+	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
+		for s.read(br) != nil {
+			_, _ = io.WriteString(c, answer(meJSON))
+			_, _ = io.WriteString(c, answer(stray))
+		}
+	})
+	c := s.client(t, 0)
+	for i := range 3 {
+		u, _, err := c.Me(context.Background())
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if u.UserID != 7 {
+			t.Fatalf("call %d was answered with the stray answer (user %d)", i, u.UserID)
+		}
+		time.Sleep(20 * time.Millisecond) // let the stray answer arrive
+	}
+}
+
+// tlsZulip is a TLS server with HTTP/2 offered, as a real Zulip's nginx
+// is, that answers every call with meJSON and records the protocols.
+func tlsZulip(t *testing.T) (*httptest.Server, *[]string, *sync.Mutex) {
+	t.Helper()
+	var mu sync.Mutex
+	var protos []string
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		protos = append(protos, r.Proto)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, meJSON)
+	}))
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return ts, &protos, &mu
+}
+
+// certFile writes the server's certificate as a PEM bundle.
+func certFile(t *testing.T, ts *httptest.Server) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Over https the client speaks HTTP/2 where it is offered, over one
+// connection for calls in parallel, and HTTP/1.1 when told to; a
+// certificate is checked against cert_bundle, never skipped.
+func TestTransportTLS(t *testing.T) {
+	ts, protos, mu := tlsZulip(t)
+	bundle := certFile(t, ts)
+	for _, tt := range []struct {
+		name      string
+		http1Only bool
+		want      string
+	}{
+		{"http2 offered", false, "HTTP/2.0"},
+		{"http1 only", true, "HTTP/1.1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			*protos = nil
+			mu.Unlock()
+			c, err := NewClient(Config{Site: ts.URL, Email: "bot@example.com", APIKey: strings.Repeat("k", 32),
+				CertBundle: bundle, HTTP1Only: tt.http1Only})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.CloseIdleConnections)
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, _, err := c.Me(context.Background()); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(*protos) != 8 {
+				t.Fatalf("server saw %d calls", len(*protos))
+			}
+			for _, p := range *protos {
+				if p != tt.want {
+					t.Errorf("call over %s, want %s", p, tt.want)
+				}
+			}
+		})
+	}
+
+	c, err := NewClient(Config{Site: ts.URL, Email: "bot@example.com", APIKey: strings.Repeat("k", 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Me(context.Background()); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("a certificate outside the trusted roots: %v, want ErrUnreachable naming the certificate", err)
+	}
+	if _, err := NewClient(Config{Site: ts.URL, Email: "bot@example.com", APIKey: strings.Repeat("k", 32),
+		CertBundle: filepath.Join(t.TempDir(), "missing.pem")}); err == nil || !strings.Contains(err.Error(), "cert_bundle") {
+		t.Errorf("a missing cert_bundle: %v, want an error naming cert_bundle", err)
+	}
 }
