@@ -384,7 +384,6 @@ func TestTransportConcurrentSends(t *testing.T) {
 	}
 }
 
-
 // A header line longer than 4 KiB (a long Content-Security-Policy, say)
 // is an answer like any other: the lean client this transport replaced
 // failed the call on it.
