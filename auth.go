@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
 // apiKeyHeader is the upstream service's authentication header.
@@ -16,7 +17,7 @@ const wwwAuthenticate = `X-API-key realm="zulip-proxy"`
 
 // authenticate finds the key's entry. It runs on every request: a hash and
 // a map lookup on the store's immutable index, no lock and no I/O.
-func (h *Handler) authenticate(key string, now time.Time) (*Entry, *apiError) {
+func (h *Handler) authenticate(key string, now time.Time) (*keystore.Entry, *apiError) {
 	if key == "" {
 		return nil, newError(http.StatusUnauthorized, codeUnauthorized, "missing API key: send it in the X-API-key header")
 	}
@@ -27,9 +28,9 @@ func (h *Handler) authenticate(key string, now time.Time) (*Entry, *apiError) {
 	if err := e.Usable(now); err != nil {
 		msg := "API key is not valid"
 		switch {
-		case errors.Is(err, ErrKeyRevoked):
+		case errors.Is(err, keystore.ErrKeyRevoked):
 			msg = "API key has been revoked"
-		case errors.Is(err, ErrKeyExpired):
+		case errors.Is(err, keystore.ErrKeyExpired):
 			msg = "API key has expired"
 		}
 		return nil, newError(http.StatusUnauthorized, codeInvalidKey, msg)
@@ -40,7 +41,7 @@ func (h *Handler) authenticate(key string, now time.Time) (*Entry, *apiError) {
 
 // setAuthUser puts the key's id (never the key) on the access log line, in
 // the placeholder Caddy's own auth handlers use.
-func setAuthUser(r *http.Request, e *Entry) {
+func setAuthUser(r *http.Request, e *keystore.Entry) {
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.auth.user.id", e.ID)
 	}

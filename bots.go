@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
@@ -132,7 +133,7 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (map[string]*bot
 }
 
 // botFor returns the bot a key speaks as.
-func (h *Handler) botFor(e *Entry) (*bot, bool) {
+func (h *Handler) botFor(e *keystore.Entry) (*bot, bool) {
 	name := e.Bot
 	if name == "" {
 		name = h.defaultBot

@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
 func init() {
@@ -66,7 +67,7 @@ func configureCLI(cmd *cobra.Command) {
 			if name == "" && proposal > 0 {
 				name = "proposal " + strconv.FormatInt(proposal, 10)
 			}
-			n := NewEntry{Name: name, ProposalNo: proposal, Stream: strings.TrimSpace(stream), Bot: botName}
+			n := keystore.NewEntry{Name: name, ProposalNo: proposal, Stream: strings.TrimSpace(stream), Bot: botName}
 			return runAdd(c, n, expires)
 		},
 	}
@@ -83,7 +84,7 @@ func configureCLI(cmd *cobra.Command) {
 		RunE: func(c *cobra.Command, _ []string) error {
 			name, _ := c.Flags().GetString("name")
 			expires, _ := c.Flags().GetString("expires")
-			return runAdd(c, NewEntry{Name: name, Admin: true}, expires)
+			return runAdd(c, keystore.NewEntry{Name: name, Admin: true}, expires)
 		},
 	}
 	addAdmin.Flags().String("name", "", "free text shown in lists and logs")
@@ -95,7 +96,7 @@ func configureCLI(cmd *cobra.Command) {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			asJSON, _ := c.Flags().GetBool("json")
-			return withStore(c, func(_ context.Context, s *Store, _ *storeLocation) error {
+			return withStore(c, func(_ context.Context, s *keystore.Store, _ *storeLocation) error {
 				return printList(c.OutOrStdout(), s.List(), asJSON, time.Now())
 			})
 		},
@@ -107,9 +108,9 @@ func configureCLI(cmd *cobra.Command) {
 		Short: "Revokes a key; a running server refuses it within 5 seconds",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withStore(c, func(ctx context.Context, s *Store, _ *storeLocation) error {
+			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
 				e, err := s.Revoke(ctx, args[0])
-				if errors.Is(err, ErrNotFound) {
+				if errors.Is(err, keystore.ErrNotFound) {
 					return fmt.Errorf("no key with id %q in %s (see 'caddy zulip-proxy list')", args[0], s)
 				}
 				if err != nil {
@@ -131,7 +132,7 @@ func configureCLI(cmd *cobra.Command) {
 				return fmt.Errorf("opening legacy file: %w", err)
 			}
 			defer f.Close()
-			return withStore(c, func(ctx context.Context, s *Store, _ *storeLocation) error {
+			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
 				imported, skipped, err := s.ImportLegacy(ctx, f, cliActor())
 				if err != nil {
 					return fmt.Errorf("importing %s: %w", args[0], err)
@@ -149,7 +150,7 @@ func configureCLI(cmd *cobra.Command) {
 }
 
 // runAdd creates a key and prints it: the only time anyone sees it.
-func runAdd(c *cobra.Command, n NewEntry, expires string) error {
+func runAdd(c *cobra.Command, n keystore.NewEntry, expires string) error {
 	if expires != "" {
 		d, err := caddy.ParseDuration(expires)
 		if err != nil {
@@ -162,7 +163,7 @@ func runAdd(c *cobra.Command, n NewEntry, expires string) error {
 		n.ExpiresAt = &t
 	}
 	n.CreatedBy = cliActor()
-	return withStore(c, func(ctx context.Context, s *Store, loc *storeLocation) error {
+	return withStore(c, func(ctx context.Context, s *keystore.Store, loc *storeLocation) error {
 		if n.Bot != "" && loc.bots != nil && !loc.bots[n.Bot] {
 			return fmt.Errorf("--bot %q is not configured in %s", n.Bot, loc.config)
 		}
@@ -187,7 +188,7 @@ func runAdd(c *cobra.Command, n NewEntry, expires string) error {
 }
 
 // withStore opens the store the flags name, runs fn, and closes it.
-func withStore(c *cobra.Command, fn func(context.Context, *Store, *storeLocation) error) error {
+func withStore(c *cobra.Command, fn func(context.Context, *keystore.Store, *storeLocation) error) error {
 	storePath, _ := c.Flags().GetString("store")
 	configFile, _ := c.Flags().GetString("config")
 	adapter, _ := c.Flags().GetString("adapter")
@@ -224,7 +225,7 @@ func cliActor() string {
 	return "cli:" + name
 }
 
-func describe(e *Entry) string {
+func describe(e *keystore.Entry) string {
 	switch {
 	case e.Admin && e.Name != "":
 		return "admin key " + strconv.Quote(e.Name)
@@ -236,7 +237,7 @@ func describe(e *Entry) string {
 	return "key for stream " + strconv.Quote(e.Stream)
 }
 
-func printList(w io.Writer, entries []Entry, asJSON bool, now time.Time) error {
+func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time) error {
 	if asJSON {
 		rows := make([]entryView, len(entries))
 		for i := range entries {

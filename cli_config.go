@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
 // storeLocation is where the CLI finds the key store: a file, or Caddy's
@@ -107,9 +108,9 @@ func storeFromConfig(cfgJSON []byte, configFile string) (*storeLocation, error) 
 
 // open opens the store without its watcher: a command reads the freshest
 // document under the lock for each change, and exits.
-func (l *storeLocation) open() (*Store, func() error, error) {
+func (l *storeLocation) open() (*keystore.Store, func() error, error) {
 	if l.path != "" {
-		s, err := OpenFileStore(l.path, StoreOptions{})
+		s, err := keystore.OpenFile(l.path, keystore.Options{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -119,7 +120,7 @@ func (l *storeLocation) open() (*Store, func() error, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("config %s: setting up caddy storage: %w", l.config, err)
 	}
-	s, err := OpenStorageStore(ctx.Storage(), StoreOptions{})
+	s, err := keystore.OpenStorage(ctx.Storage(), keystore.Options{})
 	if err != nil {
 		return nil, nil, err
 	}

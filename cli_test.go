@@ -13,6 +13,7 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
@@ -67,7 +68,7 @@ func TestCLIAddListRevoke(t *testing.T) {
 		if strings.Contains(string(raw), k) {
 			t.Fatal("the store file holds a key")
 		}
-		if !strings.Contains(string(raw), HashKey(k)) {
+		if !strings.Contains(string(raw), keystore.HashKey(k)) {
 			t.Error("the store file lacks a key's hash")
 		}
 	}
@@ -81,7 +82,7 @@ func TestCLIAddListRevoke(t *testing.T) {
 			t.Errorf("list lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, key) || strings.Contains(out, HashKey(key)) {
+	if strings.Contains(out, key) || strings.Contains(out, keystore.HashKey(key)) {
 		t.Error("list shows a key or its hash")
 	}
 
@@ -104,13 +105,13 @@ func TestCLIAddListRevoke(t *testing.T) {
 	if err != nil || !strings.Contains(out, "revoked "+id) {
 		t.Fatalf("revoke: %v %s", err, out)
 	}
-	s, err := OpenFileStore(store, StoreOptions{})
+	s, err := keystore.OpenFile(store, keystore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	e, ok := s.Lookup(key)
-	if !ok || !errors.Is(e.Usable(e.CreatedAt), ErrKeyRevoked) {
+	if !ok || !errors.Is(e.Usable(e.CreatedAt), keystore.ErrKeyRevoked) {
 		t.Errorf("revoked key: found %v, %+v", ok, e)
 	}
 	if a, ok := s.Lookup(adminK); !ok || !a.Admin || a.Usable(a.CreatedAt) != nil {
@@ -207,7 +208,7 @@ func TestCLIConfigFindsStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := cliAdd(t, "add-client", "--config", cfg, "--stream", "alerts", "--bot", "alerts")
-	s, err := OpenFileStore(store, StoreOptions{})
+	s, err := keystore.OpenFile(store, keystore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

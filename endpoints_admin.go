@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"go.uber.org/zap"
 )
 
@@ -26,7 +27,7 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	if aerr != nil {
 		return aerr
 	}
-	var n NewEntry
+	var n keystore.NewEntry
 	var vals [5]string
 	for i, name := range []string{"proposal_no", "name", "stream", "bot", "expires_in"} {
 		v, _, aerr := single(q, name)
@@ -66,7 +67,7 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 		}
 		n.Bot = botName
 	}
-	b, ok := h.botFor(&Entry{Bot: n.Bot})
+	b, ok := h.botFor(&keystore.Entry{Bot: n.Bot})
 	if !ok {
 		return errBadParam("bot", "no default bot is configured; name one with 'bot'")
 	}
@@ -117,7 +118,7 @@ type revokedBody struct {
 
 func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *call) error {
 	e, err := h.store.Revoke(r.Context(), c.arg)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, keystore.ErrNotFound) {
 		return newError(http.StatusNotFound, codeNotFound, "no client with id '"+c.arg+"'")
 	}
 	if err != nil {

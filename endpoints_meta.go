@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"go.uber.org/zap"
 )
 
@@ -25,7 +26,7 @@ type entryView struct {
 }
 
 // viewOf is an entry as the HTTP API and `list --json` show it.
-func viewOf(e *Entry) entryView {
+func viewOf(e *keystore.Entry) entryView {
 	return entryView{
 		ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
 		Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
@@ -34,7 +35,7 @@ func viewOf(e *Entry) entryView {
 }
 
 // viewOf names the bot a key without one uses on this server.
-func (h *Handler) viewOf(e *Entry) entryView {
+func (h *Handler) viewOf(e *keystore.Entry) entryView {
 	v := viewOf(e)
 	if !e.Admin && v.Bot == "" {
 		v.Bot = h.defaultBot

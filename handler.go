@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"go.uber.org/zap"
 )
 
@@ -23,7 +24,7 @@ const (
 
 // call is one authenticated request on its way through an endpoint.
 type call struct {
-	entry *Entry
+	entry *keystore.Entry
 	bot   *bot // nil for admin keys
 	arg   string
 	start time.Time

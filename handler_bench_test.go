@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
@@ -18,12 +19,12 @@ import (
 // emulated Zulip on loopback: the proxy's hot path, allocations included.
 func BenchmarkSendMessage(b *testing.B) {
 	emu := emulator.NewServer(b, emulator.WithRateLimit(0, 0), emulator.WithMaxMessages(1000), emulator.WithMaxLogEntries(1000))
-	store, err := OpenFileStore(filepath.Join(b.TempDir(), "clients.json"), StoreOptions{})
+	store, err := keystore.OpenFile(filepath.Join(b.TempDir(), "clients.json"), keystore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	key, _, err := store.Add(context.Background(), NewEntry{Stream: "general"})
+	key, _, err := store.Add(context.Background(), keystore.NewEntry{Stream: "general"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"go.uber.org/zap"
 )
 
@@ -75,7 +76,7 @@ type Handler struct {
 
 	bots       map[string]*bot
 	defaultBot string
-	store      *Store
+	store      *keystore.Store
 	storeKey   string
 	logger     *zap.Logger
 }
@@ -114,15 +115,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // keeps the already-loaded index and its watcher instead of reading the
 // store again.
 func (h *Handler) openStore(ctx caddy.Context) error {
-	opt := StoreOptions{Logger: h.logger.Named("store")}
+	opt := keystore.Options{Logger: h.logger.Named("store")}
 	if h.Store != "" {
 		abs, err := filepath.Abs(h.Store)
 		if err != nil {
 			return fmt.Errorf("store %s: %w", h.Store, err)
 		}
 		h.storeKey = "file:" + abs
-		s, err := loadPooledStore(h.storeKey, func() (*Store, error) {
-			return startStore(OpenFileStore(abs, opt))
+		s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
+			return startStore(keystore.OpenFile(abs, opt))
 		})
 		if err != nil {
 			h.storeKey = ""
@@ -133,8 +134,8 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 	}
 	st := ctx.Storage()
 	h.storeKey = "storage:" + fmt.Sprint(st)
-	s, err := loadPooledStore(h.storeKey, func() (*Store, error) {
-		return startStore(OpenStorageStore(st, opt))
+	s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
+		return startStore(keystore.OpenStorage(st, opt))
 	})
 	if err != nil {
 		h.storeKey = ""
@@ -147,7 +148,7 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 
 // startStore starts the watcher of a store the server opened, so changes
 // made by the CLI or another instance reach this one.
-func startStore(s *Store, err error) (*Store, error) {
+func startStore(s *keystore.Store, err error) (*keystore.Store, error) {
 	if err != nil {
 		return nil, err
 	}

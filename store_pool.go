@@ -2,6 +2,7 @@ package zulipproxy
 
 import (
 	"github.com/caddyserver/caddy/v2"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
 // storePool shares one open store between the configs that use it, so a
@@ -9,12 +10,12 @@ import (
 // store again. It is the package's only state, as Caddy intends.
 var storePool = caddy.NewUsagePool()
 
-type pooledStore struct{ *Store }
+type pooledStore struct{ *keystore.Store }
 
 func (p pooledStore) Destruct() error { return p.Close() }
 
 // loadPooledStore returns the store for key, opening it on first use.
-func loadPooledStore(key string, open func() (*Store, error)) (*Store, error) {
+func loadPooledStore(key string, open func() (*keystore.Store, error)) (*keystore.Store, error) {
 	v, _, err := storePool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		s, err := open()
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
 // The Zulip-compatible API answers a safe subset of Zulip's own API under
@@ -127,7 +129,7 @@ func (h *Handler) serveZulipAPI(w http.ResponseWriter, r *http.Request) error {
 // zulipAuthenticate checks HTTP Basic credentials the way Zulip does,
 // with the scoped key as the API key; the email is not checked, since the
 // key alone says who is calling. Admin keys are refused: they never post.
-func (h *Handler) zulipAuthenticate(r *http.Request, now time.Time) (*Entry, *apiError) {
+func (h *Handler) zulipAuthenticate(r *http.Request, now time.Time) (*keystore.Entry, *apiError) {
 	_, key, ok := r.BasicAuth()
 	if !ok || key == "" {
 		return nil, newError(http.StatusUnauthorized, codeUnauthorized,

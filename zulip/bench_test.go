@@ -34,7 +34,7 @@ func BenchmarkSendMessage(b *testing.B) {
 		{"https-http2", secure.URL, false},
 	} {
 		c, err := zulip.NewClient(zulip.Config{Site: path.site, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey,
-			HTTP1Only: path.http1, TLSClientConfig: &tls.Config{RootCAs: roots}})
+			HTTP2: !path.http1, TLSClientConfig: &tls.Config{RootCAs: roots}})
 		if err != nil {
 			b.Fatal(err)
 		}

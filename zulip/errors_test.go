@@ -245,12 +245,13 @@ func TestRetryAfterParsing(t *testing.T) {
 	}
 }
 
-// Zulip reached over HTTPS offering HTTP/2 is spoken to in HTTP/2.
+// Zulip reached over HTTPS offering HTTP/2 is spoken to in HTTP/2 when
+// the client asks for it.
 func TestHTTP2WhereOffered(t *testing.T) {
 	srv := emulator.NewTLSServer(t)
 	pool := srv.HTTP.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
 	c, err := zulip.NewClient(zulip.Config{Site: srv.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey,
-		TLSClientConfig: tlsConfig(pool)})
+		TLSClientConfig: tlsConfig(pool), HTTP2: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -349,7 +349,7 @@ func TestTransportTimeoutAndCancel(t *testing.T) {
 }
 
 // Many sends at once share the pool safely: every one arrives exactly
-// once, and no more connections are opened than calls were in flight.
+// once, and connections stay bounded by the calls in flight.
 func TestTransportConcurrentSends(t *testing.T) {
 	s := newScripted(t, func(s *scripted, _ int, c net.Conn, br *bufio.Reader) {
 		for s.read(br) != nil {
@@ -379,7 +379,9 @@ func TestTransportConcurrentSends(t *testing.T) {
 	if got := s.requests.Load(); got != workers*each {
 		t.Errorf("server got %d sends, want %d", got, workers*each)
 	}
-	if got := s.conns.Load(); got > workers {
+	// net/http may finish a dial a waiting caller started after another
+	// connection came free, and keeps it: at most one spare per caller.
+	if got := s.conns.Load(); got > 2*workers {
 		t.Errorf("%d connections for %d concurrent callers", got, workers)
 	}
 }
@@ -457,26 +459,26 @@ func certFile(t *testing.T, ts *httptest.Server) string {
 	return path
 }
 
-// Over https the client speaks HTTP/2 where it is offered, over one
-// connection for calls in parallel, and HTTP/1.1 when told to; a
-// certificate is checked against cert_bundle, never skipped.
+// Over https the client keeps to HTTP/1.1 keep-alive unless HTTP/2 is
+// asked for (then it is used where offered); a certificate is checked
+// against cert_bundle, never skipped.
 func TestTransportTLS(t *testing.T) {
 	ts, protos, mu := tlsZulip(t)
 	bundle := certFile(t, ts)
 	for _, tt := range []struct {
-		name      string
-		http1Only bool
-		want      string
+		name  string
+		http2 bool
+		want  string
 	}{
-		{"http2 offered", false, "HTTP/2.0"},
-		{"http1 only", true, "HTTP/1.1"},
+		{"default: HTTP/1.1 although HTTP/2 is offered", false, "HTTP/1.1"},
+		{"HTTP/2 asked for", true, "HTTP/2.0"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mu.Lock()
 			*protos = nil
 			mu.Unlock()
 			c, err := NewClient(Config{Site: ts.URL, Email: "bot@example.com", APIKey: strings.Repeat("k", 32),
-				CertBundle: bundle, HTTP1Only: tt.http1Only})
+				CertBundle: bundle, HTTP2: tt.http2})
 			if err != nil {
 				t.Fatal(err)
 			}

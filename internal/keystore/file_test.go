@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"bytes"
@@ -47,7 +47,7 @@ func TestStoreRefusesCorruptFiles(t *testing.T) {
 			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := OpenFileStore(path, StoreOptions{})
+			_, err := OpenFile(path, Options{})
 			if !errors.Is(err, ErrCorruptStore) {
 				t.Fatalf("open: %v, want ErrCorruptStore", err)
 			}
@@ -81,7 +81,7 @@ func TestStoreCorruptErrorNamesNoKey(t *testing.T) {
 			if err := os.WriteFile(path, []byte(c.doc), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := OpenFileStore(path, StoreOptions{})
+			_, err := OpenFile(path, Options{})
 			if !errors.Is(err, ErrCorruptStore) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("open: %v, want ErrCorruptStore saying %s", err, c.want)
 			}
@@ -97,7 +97,7 @@ func TestStoreCorruptErrorNamesNoKey(t *testing.T) {
 func TestStoreFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "var", "zwop")
 	path := filepath.Join(dir, "clients.json")
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("opening made the folder before anything was written: %v", err)
 	}
@@ -126,7 +126,7 @@ func TestStoreEmptyFileIsEmptyStore(t *testing.T) {
 	if err := os.WriteFile(path, []byte(" \n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	if s.Len() != 0 {
 		t.Fatalf("%d entries in an empty file", s.Len())
 	}
@@ -136,7 +136,7 @@ func TestStoreEmptyFileIsEmptyStore(t *testing.T) {
 	if doc, err := parseDocument(raw); err != nil || len(doc.Clients) != 1 {
 		t.Fatalf("written document: %v %+v", err, doc)
 	}
-	if _, ok := mustOpen(t, path, StoreOptions{}).Lookup(k); !ok {
+	if _, ok := mustOpen(t, path, Options{}).Lookup(k); !ok {
 		t.Error("key missing after reopening")
 	}
 	is.assertNoKeyIn(t, path)
@@ -146,7 +146,7 @@ func TestStoreEmptyFileIsEmptyStore(t *testing.T) {
 // leaves the old document in place.
 func TestStoreCrashBeforeRename(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	k1, _ := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
 	before, _ := os.ReadFile(path)
 
@@ -169,12 +169,12 @@ func TestStoreCrashBeforeRename(t *testing.T) {
 	// A new process reads the old document, stale temp file or not, and
 	// writes on.
 	fb.afterTempWrite = nil
-	s2 := mustOpen(t, path, StoreOptions{})
+	s2 := mustOpen(t, path, Options{})
 	if _, ok := s2.Lookup(k1); !ok || s2.Len() != 1 {
 		t.Fatalf("after the crash: %d entries", s2.Len())
 	}
 	mustAdd(t, s2, NewEntry{Stream: "c"}, nil)
-	if s3 := mustOpen(t, path, StoreOptions{}); s3.Len() != 2 {
+	if s3 := mustOpen(t, path, Options{}); s3.Len() != 2 {
 		t.Errorf("%d entries, want 2", s3.Len())
 	}
 }
@@ -186,7 +186,7 @@ func TestStoreIgnoresStaleTempFiles(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	k1, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
 	for _, junk := range []string{"garbage", `{"version":1,"clients":[]}`, ""} {
 		f, err := os.CreateTemp(dir, ".clients.json.tmp-*")
@@ -202,7 +202,7 @@ func TestStoreIgnoresStaleTempFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s2 := mustOpen(t, path, StoreOptions{})
+	s2 := mustOpen(t, path, Options{})
 	if _, ok := s2.Lookup(k1); !ok || s2.Len() != 1 {
 		t.Fatalf("read with stale temp files around: %d entries", s2.Len())
 	}
@@ -216,7 +216,7 @@ func TestStoreIgnoresStaleTempFiles(t *testing.T) {
 			t.Errorf("a file that is not a temp file of the store was touched: %v", err)
 		}
 	}
-	s3 := mustOpen(t, path, StoreOptions{})
+	s3 := mustOpen(t, path, Options{})
 	for _, k := range []string{k1, k2} {
 		if _, ok := s3.Lookup(k); !ok {
 			t.Error("a key is missing")
@@ -230,7 +230,7 @@ func TestStoreIgnoresStaleTempFiles(t *testing.T) {
 func TestStoreFailedWriteChangesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	k1, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
 	fb := s.b.(*fileBackend)
 	fb.afterTempWrite = func(string) error { return errors.New("simulated crash") }
@@ -248,7 +248,7 @@ func TestStoreFailedWriteChangesNothing(t *testing.T) {
 	if bytes.Contains(after, []byte(HashKey(k))) || bytes.Equal(before, after) {
 		t.Error("the next write did not start from the document on disk")
 	}
-	s2 := mustOpen(t, path, StoreOptions{})
+	s2 := mustOpen(t, path, Options{})
 	if s2.Len() != 2 {
 		t.Errorf("%d entries, want 2", s2.Len())
 	}

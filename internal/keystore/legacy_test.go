@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"bytes"
@@ -33,7 +33,7 @@ func TestLegacyProposal(t *testing.T) {
 func TestLegacyImportUpstreamFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	ours, _ := mustAdd(t, s, NewEntry{Stream: "ours"}, &is)
 	plain := []string{"Kq3-upstream-key-one", "Kq3-upstream-admin-key", "Kq3-upstream-key-three"}
 	for _, k := range plain {
@@ -45,7 +45,7 @@ func TestLegacyImportUpstreamFile(t *testing.T) {
 		t.Fatalf("import: %d imported, %d skipped, %v", n, skipped, err)
 	}
 
-	r := mustOpen(t, path, StoreOptions{})
+	r := mustOpen(t, path, Options{})
 	if r.Len() != 4 {
 		t.Fatalf("%d entries, want 4", r.Len())
 	}
@@ -130,7 +130,7 @@ func TestLegacyImportRejectsBadShapes(t *testing.T) {
 	for name, doc := range bad {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "clients.json")
-			s := mustOpen(t, path, StoreOptions{})
+			s := mustOpen(t, path, Options{})
 			mustAdd(t, s, NewEntry{Stream: "x"}, nil)
 			before, _ := os.ReadFile(path)
 			_, _, err := s.ImportLegacy(ctxT(t), strings.NewReader(doc), "test")
@@ -154,10 +154,10 @@ func TestLegacyImportRejectsBadShapes(t *testing.T) {
 // keys named "version" and "clients".
 func TestLegacyImportRefusesOurStore(t *testing.T) {
 	dir := t.TempDir()
-	src := mustOpen(t, filepath.Join(dir, "src.json"), StoreOptions{})
+	src := mustOpen(t, filepath.Join(dir, "src.json"), Options{})
 	mustAdd(t, src, NewEntry{Stream: "x"}, nil)
 	raw, _ := os.ReadFile(filepath.Join(dir, "src.json"))
-	dst := mustOpen(t, filepath.Join(dir, "dst.json"), StoreOptions{})
+	dst := mustOpen(t, filepath.Join(dir, "dst.json"), Options{})
 	_, _, err := dst.ImportLegacy(ctxT(t), bytes.NewReader(raw), "test")
 	if err == nil || errors.Is(err, ErrCorruptStore) {
 		t.Fatalf("import of a store file: %v", err)

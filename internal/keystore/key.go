@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage" // the storage a test config names
 	"github.com/caddyserver/certmagic"
 )
 
@@ -24,9 +25,9 @@ func fileStorage(t *testing.T, root string) certmagic.Storage {
 	return ctx.Storage()
 }
 
-func mustOpenStorage(t *testing.T, st certmagic.Storage, opt StoreOptions) *Store {
+func mustOpenStorage(t *testing.T, st certmagic.Storage, opt Options) *Store {
 	t.Helper()
-	s, err := OpenStorageStore(st, opt)
+	s, err := OpenStorage(st, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,9 +42,9 @@ func TestStorageStoreRoundTrip(t *testing.T) {
 	root := t.TempDir()
 	file := filepath.Join(root, "zulip_proxy", "clients.json")
 	var is issued
-	a := mustOpenStorage(t, fileStorage(t, root), StoreOptions{PollInterval: 20 * time.Millisecond})
+	a := mustOpenStorage(t, fileStorage(t, root), Options{PollInterval: 20 * time.Millisecond})
 	a.Start()
-	b := mustOpenStorage(t, fileStorage(t, root), StoreOptions{})
+	b := mustOpenStorage(t, fileStorage(t, root), Options{})
 
 	k1, e1 := mustAdd(t, b, NewEntry{Stream: "general", ProposalNo: 7, Name: "p7"}, &is)
 	k2, e2 := mustAdd(t, b, NewEntry{Admin: true, Name: "ops"}, &is)
@@ -66,7 +67,7 @@ func TestStorageStoreRoundTrip(t *testing.T) {
 		return errors.Is(got.Usable(time.Now()), ErrKeyRevoked)
 	})
 
-	c := mustOpenStorage(t, fileStorage(t, root), StoreOptions{})
+	c := mustOpenStorage(t, fileStorage(t, root), Options{})
 	if c.Len() != 2 {
 		t.Fatalf("%d entries on reopening, want 2", c.Len())
 	}
@@ -81,9 +82,9 @@ func TestStorageStoreRoundTrip(t *testing.T) {
 func TestStorageStoreConcurrentAdds(t *testing.T) {
 	root := t.TempDir()
 	st := fileStorage(t, root)
-	a := mustOpenStorage(t, st, StoreOptions{PollInterval: 20 * time.Millisecond})
+	a := mustOpenStorage(t, st, Options{PollInterval: 20 * time.Millisecond})
 	a.Start()
-	b := mustOpenStorage(t, st, StoreOptions{})
+	b := mustOpenStorage(t, st, Options{})
 
 	var is issued
 	addConcurrently(t, 50, &is, b)
@@ -97,11 +98,11 @@ func TestStorageStoreConcurrentAdds(t *testing.T) {
 // either from writing over the other's keys.
 func TestStorageStoreConcurrentInstances(t *testing.T) {
 	root := t.TempDir()
-	a := mustOpenStorage(t, fileStorage(t, root), StoreOptions{})
-	b := mustOpenStorage(t, fileStorage(t, root), StoreOptions{})
+	a := mustOpenStorage(t, fileStorage(t, root), Options{})
+	b := mustOpenStorage(t, fileStorage(t, root), Options{})
 	var is issued
 	addConcurrently(t, 6, &is, a, b)
-	is.assertServes(t, mustOpenStorage(t, fileStorage(t, root), StoreOptions{}))
+	is.assertServes(t, mustOpenStorage(t, fileStorage(t, root), Options{}))
 	is.assertNoKeyIn(t, filepath.Join(root, "zulip_proxy", "clients.json"))
 }
 
@@ -111,13 +112,13 @@ func TestStorageStoreRefusesCorruptDocument(t *testing.T) {
 	root := t.TempDir()
 	file := filepath.Join(root, "zulip_proxy", "clients.json")
 	st := fileStorage(t, root)
-	s := mustOpenStorage(t, st, StoreOptions{})
+	s := mustOpenStorage(t, st, Options{})
 	k, e := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
 	const broken = `{"version":1,"clients":[`
 	if err := st.Store(ctxT(t), storageKey, []byte(broken)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenStorageStore(fileStorage(t, root), StoreOptions{}); !errors.Is(err, ErrCorruptStore) {
+	if _, err := OpenStorage(fileStorage(t, root), Options{}); !errors.Is(err, ErrCorruptStore) {
 		t.Errorf("open: %v, want ErrCorruptStore", err)
 	}
 	if _, err := s.Revoke(ctxT(t), e.ID); !errors.Is(err, ErrCorruptStore) {
@@ -136,7 +137,7 @@ func TestStorageStoreRefusesCorruptDocument(t *testing.T) {
 func TestStorageStoreSetStorage(t *testing.T) {
 	oldRoot, newRoot := t.TempDir(), t.TempDir()
 	var is issued
-	s := mustOpenStorage(t, fileStorage(t, oldRoot), StoreOptions{})
+	s := mustOpenStorage(t, fileStorage(t, oldRoot), Options{})
 	k1, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
 	oldDoc, _ := os.ReadFile(filepath.Join(oldRoot, "zulip_proxy", "clients.json"))
 
@@ -148,7 +149,7 @@ func TestStorageStoreSetStorage(t *testing.T) {
 	if after, _ := os.ReadFile(filepath.Join(oldRoot, "zulip_proxy", "clients.json")); string(after) != string(oldDoc) {
 		t.Error("written through the old storage")
 	}
-	n := mustOpenStorage(t, fileStorage(t, newRoot), StoreOptions{})
+	n := mustOpenStorage(t, fileStorage(t, newRoot), Options{})
 	if _, ok := n.Lookup(k2); !ok {
 		t.Error("the key is not in the new storage")
 	}
@@ -175,7 +176,7 @@ func TestStorageStoreSetStorage(t *testing.T) {
 	}
 
 	// A file store has no storage to replace.
-	f := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), StoreOptions{})
+	f := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
 	f.SetStorage(fileStorage(t, newRoot))
 	if _, ok := f.b.(*fileBackend); !ok {
 		t.Error("a file store changed backend")

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package zulipproxy
+package keystore
 
 import (
 	"io/fs"

@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"context"
@@ -28,8 +28,8 @@ type storageBackend struct {
 
 type storageRef struct{ certmagic.Storage }
 
-// OpenStorageStore opens the store kept in a Caddy storage.
-func OpenStorageStore(st certmagic.Storage, opt StoreOptions) (*Store, error) {
+// OpenStorage opens the store kept in a Caddy storage.
+func OpenStorage(st certmagic.Storage, opt Options) (*Store, error) {
 	b := &storageBackend{}
 	b.st.Store(&storageRef{st})
 	return openStore(b, opt)

@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"context"
@@ -64,7 +64,7 @@ func BenchmarkAdd(b *testing.B) {
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		b.Fatal(err)
 	}
-	s, err := OpenFileStore(path, StoreOptions{})
+	s, err := OpenFile(path, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"context"
@@ -22,9 +22,9 @@ type fileBackend struct {
 	afterTempWrite func(tmp string) error
 }
 
-// OpenFileStore opens the store file at path. A missing file is an empty
+// OpenFile opens the store file at path. A missing file is an empty
 // store; an unreadable or corrupt one is an error.
-func OpenFileStore(path string, opt StoreOptions) (*Store, error) {
+func OpenFile(path string, opt Options) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("key store %s: %w", path, err)

@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"bytes"
@@ -94,9 +94,9 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func mustOpen(t *testing.T, path string, opt StoreOptions) *Store {
+func mustOpen(t *testing.T, path string, opt Options) *Store {
 	t.Helper()
-	s, err := OpenFileStore(path, opt)
+	s, err := OpenFile(path, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 func TestStoreRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nested", "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	if s.Len() != 0 || s.Healthy() != nil {
 		t.Fatalf("a missing store is not an empty one: %d entries, %v", s.Len(), s.Healthy())
 	}
@@ -146,7 +146,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 
 	// Reopened from disk, everything is there.
-	s2 := mustOpen(t, path, StoreOptions{})
+	s2 := mustOpen(t, path, Options{})
 	got, ok := s2.Lookup(k1)
 	if !ok || got.ID != e1.ID || got.Stream != "general" || got.ProposalNo != 1234 || got.Name != "beamline" || got.CreatedBy != "test" || got.Admin {
 		t.Fatalf("lookup after reopen: %v %+v", ok, got)
@@ -205,12 +205,12 @@ func TestEntryUsable(t *testing.T) {
 func TestStoreExpiredKey(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	past, future := time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
 	kPast, _ := mustAdd(t, s, NewEntry{Stream: "a", ExpiresAt: &past}, &is)
 	kFuture, _ := mustAdd(t, s, NewEntry{Stream: "b", ExpiresAt: &future}, &is)
 
-	r := mustOpen(t, path, StoreOptions{})
+	r := mustOpen(t, path, Options{})
 	if e, ok := r.Lookup(kPast); !ok || !errors.Is(e.Usable(time.Now()), ErrKeyExpired) {
 		t.Errorf("expired key: %v %+v", ok, e)
 	}
@@ -230,7 +230,7 @@ func TestStoreExpiredKey(t *testing.T) {
 // What callers get back is theirs to change: the index that lookups share
 // must not change with it, nor with the time a caller passed in.
 func TestStoreEntriesAreCopies(t *testing.T) {
-	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), StoreOptions{})
+	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
 	exp := time.Now().Add(time.Hour).UTC()
 	want := exp
 	k, added := mustAdd(t, s, NewEntry{Stream: "a", ExpiresAt: &exp}, nil)
@@ -261,7 +261,7 @@ func TestStoreEntriesAreCopies(t *testing.T) {
 func TestStoreDisappeared(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{PollInterval: 20 * time.Millisecond})
+	s := mustOpen(t, path, Options{PollInterval: 20 * time.Millisecond})
 	k, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
 	good, _ := os.ReadFile(path)
 	s.Start()
@@ -282,7 +282,7 @@ func TestStoreDisappeared(t *testing.T) {
 		t.Errorf("a new document was begun in place of the lost one: %v", err)
 	}
 	// A restart is a first run: the operator's way to begin again.
-	if n := mustOpen(t, path, StoreOptions{}); n.Len() != 0 || n.Healthy() != nil {
+	if n := mustOpen(t, path, Options{}); n.Len() != 0 || n.Healthy() != nil {
 		t.Errorf("a fresh open of a missing store: %d entries, %v", n.Len(), n.Healthy())
 	}
 
@@ -291,14 +291,14 @@ func TestStoreDisappeared(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "healthy again", func() bool { return s.Healthy() == nil })
 	mustAdd(t, s, NewEntry{Stream: "c"}, &is)
-	if r := mustOpen(t, path, StoreOptions{}); r.Len() != 2 {
+	if r := mustOpen(t, path, Options{}); r.Len() != 2 {
 		t.Errorf("%d entries once restored, want 2", r.Len())
 	}
 	is.assertNoKeyIn(t, path)
 }
 
 func TestStoreAddValidates(t *testing.T) {
-	s := mustOpen(t, filepath.Join(t.TempDir(), "c.json"), StoreOptions{})
+	s := mustOpen(t, filepath.Join(t.TempDir(), "c.json"), Options{})
 	if _, _, err := s.Add(ctxT(t), NewEntry{Stream: " "}); err == nil {
 		t.Error("a scoped key without a stream was made")
 	}
@@ -339,8 +339,8 @@ func TestStoreLookupDoesNotAllocate(t *testing.T) {
 func TestStoreConcurrentAdds(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	addConcurrently(t, 200, &is, mustOpen(t, path, StoreOptions{}))
-	is.assertServes(t, mustOpen(t, path, StoreOptions{}))
+	addConcurrently(t, 200, &is, mustOpen(t, path, Options{}))
+	is.assertServes(t, mustOpen(t, path, Options{}))
 	is.assertNoKeyIn(t, path)
 }
 
@@ -348,9 +348,9 @@ func TestStorePicksUpExternalChanges(t *testing.T) {
 	for _, poll := range []time.Duration{50 * time.Millisecond, 0} {
 		t.Run(fmt.Sprint("poll ", poll), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "clients.json")
-			server := mustOpen(t, path, StoreOptions{PollInterval: poll})
+			server := mustOpen(t, path, Options{PollInterval: poll})
 			server.Start()
-			cli := mustOpen(t, path, StoreOptions{})
+			cli := mustOpen(t, path, Options{})
 			k, e := mustAdd(t, cli, NewEntry{Stream: "general"}, nil)
 			start := time.Now()
 			waitFor(t, 5*time.Second, "added key seen", func() bool { _, ok := server.Lookup(k); return ok })
@@ -374,7 +374,7 @@ func TestStorePicksUpExternalChanges(t *testing.T) {
 func TestStoreWriteKeepsChangeTheStampMissed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	k1, e1 := mustAdd(t, s, NewEntry{Stream: "a", Name: strings.Repeat("n", 120)}, &is)
 	fb := s.b.(*fileBackend)
 	stampBefore, err := fb.stamp(ctxT(t))
@@ -418,7 +418,7 @@ func TestStoreWriteKeepsChangeTheStampMissed(t *testing.T) {
 	}
 
 	mustAdd(t, s, NewEntry{Stream: "b"}, &is)
-	s2 := mustOpen(t, path, StoreOptions{})
+	s2 := mustOpen(t, path, Options{})
 	got, ok := s2.Lookup(k1)
 	if !ok || got.ID != e1.ID || got.RevokedAt == nil || !got.RevokedAt.Equal(revoked) {
 		t.Fatalf("another writer's revocation was lost: %+v", got)
@@ -433,7 +433,7 @@ func TestStoreWriteKeepsChangeTheStampMissed(t *testing.T) {
 // reports itself unhealthy, refuses writes, and recovers when fixed.
 func TestStoreCorruptedWhileRunning(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
-	s := mustOpen(t, path, StoreOptions{PollInterval: 20 * time.Millisecond})
+	s := mustOpen(t, path, Options{PollInterval: 20 * time.Millisecond})
 	k, _ := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
 	good, _ := os.ReadFile(path)
 	s.Start()
@@ -465,7 +465,7 @@ func TestStoreCorruptedWhileRunning(t *testing.T) {
 func TestStoreUnstartedRefusesCorruptFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	k, e := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
 	good, _ := os.ReadFile(path)
 	const broken = `{"version":1,"clients":[`
@@ -500,7 +500,7 @@ func TestStoreUnstartedRefusesCorruptFile(t *testing.T) {
 	if s.Healthy() != nil {
 		t.Errorf("still unhealthy: %v", s.Healthy())
 	}
-	if got, _ := mustOpen(t, path, StoreOptions{}).Lookup(k); got == nil || got.RevokedAt == nil {
+	if got, _ := mustOpen(t, path, Options{}).Lookup(k); got == nil || got.RevokedAt == nil {
 		t.Errorf("revocation not written: %+v", got)
 	}
 }
@@ -508,7 +508,7 @@ func TestStoreUnstartedRefusesCorruptFile(t *testing.T) {
 // Entries are never deleted: a change that would lose some is refused.
 func TestStoreNeverShrinks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	mustAdd(t, s, NewEntry{Stream: "a"}, nil)
 	before, _ := os.ReadFile(path)
 	err := s.mutate(ctxT(t), func(doc *document) (bool, error) {
@@ -525,7 +525,7 @@ func TestStoreNeverShrinks(t *testing.T) {
 
 func TestStoreLastUsed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
-	s, err := OpenFileStore(path, StoreOptions{})
+	s, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +542,7 @@ func TestStoreLastUsed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := mustOpen(t, path, StoreOptions{})
+	s2 := mustOpen(t, path, Options{})
 	if e2, _ := s2.Lookup(k); e2.LastUsedAt == nil || time.Since(*e2.LastUsedAt) > time.Minute {
 		t.Errorf("last use not written on close: %+v", e2)
 	}
@@ -552,9 +552,9 @@ func TestStoreLastUsed(t *testing.T) {
 func TestStoreLastUsedFlushKeepsOthersChanges(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
-	server := mustOpen(t, path, StoreOptions{FlushInterval: 20 * time.Millisecond})
+	server := mustOpen(t, path, Options{FlushInterval: 20 * time.Millisecond})
 	k1, _ := mustAdd(t, server, NewEntry{Stream: "a"}, &is)
-	cli := mustOpen(t, path, StoreOptions{})
+	cli := mustOpen(t, path, Options{})
 	k2, e2 := mustAdd(t, cli, NewEntry{Stream: "b"}, &is)
 	if _, err := cli.Revoke(ctxT(t), e2.ID); err != nil {
 		t.Fatal(err)
@@ -567,7 +567,7 @@ func TestStoreLastUsedFlushKeepsOthersChanges(t *testing.T) {
 		doc, err := parseDocument(raw)
 		return err == nil && len(doc.Clients) == 2 && newIndex(doc.Clients).entries[0].LastUsedAt != nil
 	})
-	s := mustOpen(t, path, StoreOptions{})
+	s := mustOpen(t, path, Options{})
 	if got, ok := s.Lookup(k2); !ok || got.RevokedAt == nil {
 		t.Errorf("the flush lost another process's entry or revocation: %+v", got)
 	}
@@ -578,12 +578,12 @@ func TestStoreLastUsedFlushKeepsOthersChanges(t *testing.T) {
 // writes last.
 func TestStoreLastUsedKeepsTheNewerTime(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
-	early, err := OpenFileStore(path, StoreOptions{})
+	early, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	k, _ := mustAdd(t, early, NewEntry{Stream: "a"}, nil)
-	late, err := OpenFileStore(path, StoreOptions{})
+	late, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -597,7 +597,7 @@ func TestStoreLastUsedKeepsTheNewerTime(t *testing.T) {
 	if err := late.Close(); err != nil {
 		t.Fatal(err)
 	}
-	written, _ := mustOpen(t, path, StoreOptions{}).Lookup(k)
+	written, _ := mustOpen(t, path, Options{}).Lookup(k)
 	if written.LastUsedAt == nil {
 		t.Fatal("last use not written")
 	}
@@ -605,7 +605,7 @@ func TestStoreLastUsedKeepsTheNewerTime(t *testing.T) {
 	if err := early.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := mustOpen(t, path, StoreOptions{}).Lookup(k)
+	got, _ := mustOpen(t, path, Options{}).Lookup(k)
 	if got.LastUsedAt == nil || !got.LastUsedAt.Equal(want) {
 		t.Errorf("last use %v, want the later %v", got.LastUsedAt, want)
 	}
@@ -614,7 +614,7 @@ func TestStoreLastUsedKeepsTheNewerTime(t *testing.T) {
 // Closing a store that was never started must not let a later Start
 // leave a watcher running.
 func TestStoreStartAfterClose(t *testing.T) {
-	s, err := OpenFileStore(filepath.Join(t.TempDir(), "clients.json"), StoreOptions{PollInterval: time.Millisecond})
+	s, err := OpenFile(filepath.Join(t.TempDir(), "clients.json"), Options{PollInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,47 +629,5 @@ func TestStoreStartAfterClose(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second close: %v", err)
-	}
-}
-
-// Configs that use one store share it; the last to let go closes it.
-func TestStorePool(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "clients.json")
-	opens := 0
-	open := func() (*Store, error) {
-		opens++
-		s, err := OpenFileStore(path, StoreOptions{})
-		if err == nil {
-			s.Start()
-		}
-		return s, err
-	}
-	key := "file:" + path
-	s1, err := loadPooledStore(key, open)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2, err := loadPooledStore(key, open)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s1 != s2 || opens != 1 {
-		t.Fatalf("two loads gave different stores (%d opens)", opens)
-	}
-	if err := releasePooledStore(key); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-s1.done:
-		t.Fatal("the store closed while still in use")
-	default:
-	}
-	if err := releasePooledStore(key); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-s1.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the last release did not close the store")
 	}
 }

@@ -1,80 +1,13 @@
-package zulipproxy
+package keystore
 
 import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
-	"time"
 )
-
-// Errors callers test for.
-var (
-	ErrKeyRevoked   = errors.New("key revoked")
-	ErrKeyExpired   = errors.New("key expired")
-	ErrNotFound     = errors.New("no such key")
-	ErrCorruptStore = errors.New("key store is corrupt")
-)
-
-// storeVersion is the version of the store document this code writes.
-const storeVersion = 1
-
-// Entry is one key's record. The key itself is never stored, only its hash.
-type Entry struct {
-	ID         string     `json:"id"`
-	KeyHash    string     `json:"key_hash"`
-	Name       string     `json:"name,omitempty"`
-	ProposalNo int64      `json:"proposal_no,omitempty"`
-	Stream     string     `json:"stream,omitempty"`
-	Bot        string     `json:"bot,omitempty"`
-	Admin      bool       `json:"admin,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	CreatedBy  string     `json:"created_by,omitempty"`
-	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
-	// Legacy marks a plain key imported from the upstream service.
-	Legacy bool `json:"legacy,omitempty"`
-}
-
-// Usable says whether the key may be used now.
-func (e *Entry) Usable(now time.Time) error {
-	if e.RevokedAt != nil {
-		return ErrKeyRevoked
-	}
-	if e.ExpiresAt != nil && !now.Before(*e.ExpiresAt) {
-		return ErrKeyExpired
-	}
-	return nil
-}
-
-// clone copies e and its times, so that what a caller does with the copy
-// cannot reach the index that lookups share.
-func (e *Entry) clone() Entry {
-	c := *e
-	for _, p := range []**time.Time{&c.ExpiresAt, &c.RevokedAt, &c.LastUsedAt} {
-		if *p != nil {
-			t := **p
-			*p = &t
-		}
-	}
-	return c
-}
-
-// NewEntry describes a key to create.
-type NewEntry struct {
-	Name       string
-	ProposalNo int64
-	Stream     string
-	Bot        string
-	Admin      bool
-	CreatedBy  string
-	ExpiresAt  *time.Time
-}
 
 // document is the store file.
 type document struct {
@@ -170,29 +103,4 @@ func (d *document) marshal() ([]byte, error) {
 	}
 	buf.WriteString("]\n}\n")
 	return buf.Bytes(), nil
-}
-
-// index is an immutable view of the store for lookups without locks.
-type index struct {
-	entries []Entry // sorted by created_at, then id
-	byHash  map[[32]byte]*Entry
-}
-
-func newIndex(entries []Entry) *index {
-	idx := &index{entries: make([]Entry, len(entries)), byHash: make(map[[32]byte]*Entry, len(entries))}
-	copy(idx.entries, entries)
-	sort.SliceStable(idx.entries, func(i, j int) bool {
-		a, b := &idx.entries[i], &idx.entries[j]
-		if !a.CreatedAt.Equal(b.CreatedAt) {
-			return a.CreatedAt.Before(b.CreatedAt)
-		}
-		return a.ID < b.ID
-	})
-	for i := range idx.entries {
-		var h [32]byte
-		if _, err := hex.Decode(h[:], []byte(idx.entries[i].KeyHash)); err == nil {
-			idx.byHash[h] = &idx.entries[i]
-		}
-	}
-	return idx
 }

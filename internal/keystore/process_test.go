@@ -1,4 +1,4 @@
-package zulipproxy
+package keystore
 
 import (
 	"context"
@@ -18,7 +18,7 @@ func TestStoreHelperProcess(t *testing.T) {
 	if path == "" {
 		t.Skip("run by TestStoreTwoProcesses")
 	}
-	s, err := OpenFileStore(path, StoreOptions{})
+	s, err := OpenFile(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +61,6 @@ func TestStoreTwoProcesses(t *testing.T) {
 	if len(is.keys) != 200 {
 		t.Fatalf("processes reported %d keys, want 200", len(is.keys))
 	}
-	is.assertServes(t, mustOpen(t, path, StoreOptions{}))
+	is.assertServes(t, mustOpen(t, path, Options{}))
 	is.assertNoKeyIn(t, path)
 }

@@ -1,0 +1,31 @@
+package keystore
+
+import (
+	"encoding/hex"
+	"sort"
+)
+
+// index is an immutable view of the store for lookups without locks.
+type index struct {
+	entries []Entry // sorted by created_at, then id
+	byHash  map[[32]byte]*Entry
+}
+
+func newIndex(entries []Entry) *index {
+	idx := &index{entries: make([]Entry, len(entries)), byHash: make(map[[32]byte]*Entry, len(entries))}
+	copy(idx.entries, entries)
+	sort.SliceStable(idx.entries, func(i, j int) bool {
+		a, b := &idx.entries[i], &idx.entries[j]
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.ID < b.ID
+	})
+	for i := range idx.entries {
+		var h [32]byte
+		if _, err := hex.Decode(h[:], []byte(idx.entries[i].KeyHash)); err == nil {
+			idx.byHash[h] = &idx.entries[i]
+		}
+	}
+	return idx
+}

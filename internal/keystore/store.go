@@ -1,0 +1,155 @@
+package keystore
+
+import (
+	"context"
+	"crypto/sha256"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+const (
+	defaultPollInterval  = time.Second
+	defaultFlushInterval = time.Minute
+)
+
+// backend is where the store document lives: a file, or Caddy's storage.
+type backend interface {
+	// read returns the document, or an error matching fs.ErrNotExist.
+	read(ctx context.Context) ([]byte, error)
+	// stamp is a cheap token that changes whenever the document does;
+	// "" when there is no document.
+	stamp(ctx context.Context) (string, error)
+	// lock excludes every other writer, in this and other processes.
+	lock(ctx context.Context) (unlock func(), err error)
+	// write replaces the document atomically and durably.
+	write(ctx context.Context, data []byte) error
+	String() string
+}
+
+// Options tune a store; zero values take the defaults.
+type Options struct {
+	// PollInterval is how often the store looks for changes made by
+	// another process. Default 1s.
+	PollInterval time.Duration
+	// FlushInterval is how often last-used times are written. Default 1m.
+	FlushInterval time.Duration
+	Logger        *zap.Logger
+}
+
+// Store is the key store: an immutable in-memory index for the request
+// path, and a JSON document changed only by read-modify-write under a lock
+// shared with every other writer.
+type Store struct {
+	b   backend
+	opt Options
+
+	idx     atomic.Pointer[index]
+	loadErr atomic.Pointer[error]
+
+	// mu serialises this process's writes and reloads; other processes are
+	// kept out by the backend's lock.
+	mu        sync.Mutex
+	lastStamp string
+	// lastSum is the SHA-256 of the document the index was built from
+	// (zero when there was none). Writers compare content, not stamps:
+	// a modification time can be too coarse to tell two writes apart.
+	lastSum [32]byte
+	// held is set once the document at the backend's location has been
+	// seen with entries: from then on a missing document means one lost
+	// (deleted, or a storage answering "not found" by mistake), not a
+	// first run, and dropping every key for it would lock every bot out.
+	held atomic.Bool
+
+	// usage holds last-used times (unix nanoseconds) not yet written, by id.
+	usage sync.Map
+	dirty atomic.Bool
+
+	startOnce, closeOnce sync.Once
+	stop, done           chan struct{}
+	started              atomic.Bool
+}
+
+func openStore(b backend, opt Options) (*Store, error) {
+	if opt.PollInterval <= 0 {
+		opt.PollInterval = defaultPollInterval
+	}
+	if opt.FlushInterval <= 0 {
+		opt.FlushInterval = defaultFlushInterval
+	}
+	if opt.Logger == nil {
+		opt.Logger = zap.NewNop()
+	}
+	s := &Store{b: b, opt: opt, stop: make(chan struct{}), done: make(chan struct{})}
+	s.idx.Store(newIndex(nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// String names the store for messages.
+func (s *Store) String() string { return s.b.String() }
+
+// Lookup finds a key's entry. It is the request path: a hash and a map
+// lookup on an immutable index, with no lock and no I/O. The entry is
+// shared and must not be modified.
+func (s *Store) Lookup(key string) (*Entry, bool) {
+	// []byte(key) alone would allocate: the compiler keeps only conversions
+	// of up to 32 bytes on the stack, and a key is 48.
+	var buf [128]byte
+	var b []byte
+	if len(key) <= len(buf) {
+		b = append(buf[:0], key...)
+	} else {
+		b = []byte(key)
+	}
+	e, ok := s.idx.Load().byHash[sha256.Sum256(b)]
+	return e, ok
+}
+
+// Len is the number of entries, revoked ones included.
+func (s *Store) Len() int { return len(s.idx.Load().entries) }
+
+// List returns a copy of every entry, with last-used times not yet written
+// filled in.
+func (s *Store) List() []Entry {
+	idx := s.idx.Load()
+	out := make([]Entry, len(idx.entries))
+	for i := range idx.entries {
+		out[i] = idx.entries[i].clone()
+	}
+	for i := range out {
+		if v, ok := s.usage.Load(out[i].ID); ok {
+			t := time.Unix(0, v.(*atomic.Int64).Load()).UTC()
+			if out[i].LastUsedAt == nil || t.After(*out[i].LastUsedAt) {
+				out[i].LastUsedAt = &t
+			}
+		}
+	}
+	return out
+}
+
+// Healthy is nil while the store can be read; otherwise the error of the
+// last failed read. Lookups keep using the last good index meanwhile.
+func (s *Store) Healthy() error {
+	if p := s.loadErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Store) setLoadErr(err error) {
+	if err == nil {
+		s.loadErr.Store(nil)
+		return
+	}
+	s.loadErr.Store(&err)
+}
+
+// Closed is closed once Close has been called.
+func (s *Store) Closed() <-chan struct{} { return s.stop }

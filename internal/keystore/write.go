@@ -1,0 +1,141 @@
+package keystore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// mutate changes the document: under this process's mutex and the
+// backend's lock, from the freshest document, so no writer loses another's
+// entries. A document that cannot be read is never written over.
+func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool, err error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := s.b.lock(ctx)
+	if err != nil {
+		return fmt.Errorf("locking key store %s: %w", s.b, err)
+	}
+	defer unlock()
+	doc, sum, err := s.readDoc(ctx)
+	if err != nil {
+		s.setLoadErr(err)
+		return err
+	}
+	before := len(doc.Clients)
+	changed, err := fn(&doc)
+	if err != nil || !changed {
+		if err == nil {
+			// Still worth knowing the freshest state.
+			st, serr := s.b.stamp(ctx)
+			if serr == nil {
+				s.install(doc.Clients, st, sum)
+				s.setLoadErr(nil)
+			}
+		}
+		return err
+	}
+	// Entries are revoked, never deleted: fewer entries means a bug, and
+	// writing it would lose keys.
+	if len(doc.Clients) < before {
+		return fmt.Errorf("refusing to write key store %s: %d entries would become %d", s.b, before, len(doc.Clients))
+	}
+	doc.Version = storeVersion
+	data, err := doc.marshal()
+	if err != nil {
+		return fmt.Errorf("encoding key store: %w", err)
+	}
+	if err := s.b.write(ctx, data); err != nil {
+		return fmt.Errorf("writing key store %s: %w", s.b, err)
+	}
+	st, err := s.b.stamp(ctx)
+	if err != nil {
+		st = "" // the watcher reloads on its next look
+	}
+	s.install(doc.Clients, st, sha256.Sum256(data))
+	s.setLoadErr(nil)
+	return nil
+}
+
+// Add creates a key and returns it with its entry. The key is not kept.
+func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
+	if n.Admin && n.Stream != "" {
+		return "", Entry{}, errors.New("an admin key has no stream")
+	}
+	if !n.Admin && strings.TrimSpace(n.Stream) == "" {
+		return "", Entry{}, errors.New("a scoped key needs a stream")
+	}
+	key, err := NewKey()
+	if err != nil {
+		return "", Entry{}, err
+	}
+	// The caller keeps its pointer; the index must not change with it.
+	var expires *time.Time
+	if n.ExpiresAt != nil {
+		t := n.ExpiresAt.UTC()
+		expires = &t
+	}
+	var e Entry
+	err = s.mutate(ctx, func(doc *document) (bool, error) {
+		id, err := uniqueID(doc)
+		if err != nil {
+			return false, err
+		}
+		e = Entry{
+			ID: id, KeyHash: HashKey(key), Name: n.Name, ProposalNo: n.ProposalNo,
+			Stream: n.Stream, Bot: n.Bot, Admin: n.Admin,
+			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: expires,
+		}
+		doc.Clients = append(doc.Clients, e)
+		return true, nil
+	})
+	if err != nil {
+		return "", Entry{}, err
+	}
+	return key, e.clone(), nil
+}
+
+func uniqueID(doc *document) (string, error) {
+	for range 16 {
+		id, err := newID()
+		if err != nil {
+			return "", err
+		}
+		taken := false
+		for i := range doc.Clients {
+			if doc.Clients[i].ID == id {
+				taken = true
+				break
+			}
+		}
+		if !taken {
+			return id, nil
+		}
+	}
+	return "", errors.New("could not find a free key id")
+}
+
+// Revoke stops a key from working. Revoking twice keeps the first time.
+func (s *Store) Revoke(ctx context.Context, id string) (Entry, error) {
+	var e Entry
+	err := s.mutate(ctx, func(doc *document) (bool, error) {
+		for i := range doc.Clients {
+			if doc.Clients[i].ID != id {
+				continue
+			}
+			changed := false
+			if doc.Clients[i].RevokedAt == nil {
+				t := time.Now().UTC()
+				doc.Clients[i].RevokedAt = &t
+				changed = true
+			}
+			e = doc.Clients[i].clone()
+			return changed, nil
+		}
+		return false, ErrNotFound
+	})
+	return e, err
+}
