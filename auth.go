@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
@@ -15,12 +14,32 @@ const apiKeyHeader = "X-API-key"
 // wwwAuthenticate tells a client of the bot API how to authenticate.
 const wwwAuthenticate = `X-API-key realm="zulip-proxy"`
 
+// zulipAuthenticate is Zulip's own challenge, for its API and webhooks.
+const zulipAuthenticate = `Basic realm="zulip"`
+
+// presentedKey reads the caller's key from where the route takes it.
+func (h *Handler) presentedKey(w http.ResponseWriter, r *http.Request, c *call) (string, *apiError) {
+	switch c.route.key {
+	case keyBasic:
+		// Any email: the key alone says who is calling.
+		if _, key, ok := r.BasicAuth(); ok && key != "" {
+			return key, nil
+		}
+		return "", newError(http.StatusUnauthorized, codeUnauthorized,
+			"Missing 'Authorization' header: use HTTP Basic with any email and your scoped key").withHeader("WWW-Authenticate", zulipAuthenticate)
+	case keyWebhook:
+		return h.webhookKey(w, r, c)
+	}
+	if key := r.Header.Get(apiKeyHeader); key != "" {
+		return key, nil
+	}
+	return "", newError(http.StatusUnauthorized, codeUnauthorized,
+		"missing API key: send it in the X-API-key header").withHeader("WWW-Authenticate", wwwAuthenticate)
+}
+
 // authenticate finds the key's entry. It runs on every request: a hash and
 // a map lookup on the store's immutable index, no lock and no I/O.
 func (h *Handler) authenticate(key string, now time.Time) (*keystore.Entry, *apiError) {
-	if key == "" {
-		return nil, newError(http.StatusUnauthorized, codeUnauthorized, "missing API key: send it in the X-API-key header")
-	}
 	e, ok := h.store.Lookup(key)
 	if !ok {
 		return nil, newError(http.StatusUnauthorized, codeInvalidKey, "invalid API key")
@@ -37,12 +56,4 @@ func (h *Handler) authenticate(key string, now time.Time) (*keystore.Entry, *api
 	}
 	h.store.Touch(e)
 	return e, nil
-}
-
-// setAuthUser puts the key's id (never the key) on the access log line, in
-// the placeholder Caddy's own auth handlers use.
-func setAuthUser(r *http.Request, e *keystore.Entry) {
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.auth.user.id", e.ID)
-	}
 }

@@ -115,7 +115,6 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (map[string]*bot
 		if err != nil {
 			return nil, "", err
 		}
-		cfg.UserAgent = userAgent
 		cfg.Timeout = timeout
 		c, err := zulip.NewClient(cfg)
 		if err != nil {

@@ -30,11 +30,13 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	var n keystore.NewEntry
 	var vals [5]string
 	for i, name := range []string{"proposal_no", "name", "stream", "bot", "expires_in"} {
-		v, _, aerr := single(q, name)
-		if aerr != nil {
-			return aerr
+		vs := q[name]
+		if len(vs) > 1 {
+			return errBadParam(name, "parameter '"+name+"' given more than once")
 		}
-		vals[i] = strings.TrimSpace(v)
+		if len(vs) == 1 {
+			vals[i] = strings.TrimSpace(vs[0])
+		}
 	}
 	proposal, name, stream, botName, expiresIn := vals[0], vals[1], vals[2], vals[3], vals[4]
 	if proposal != "" {

@@ -2,7 +2,6 @@ package zulipproxy
 
 import (
 	"context"
-	"errors"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -79,50 +78,57 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, c
 	if err != nil {
 		return err
 	}
-	writeUpstream(w, res.Raw)
+	writeZulipAnswer(w, res.Raw)
 	return nil
 }
 
 // readMessageParts reads send_message's multipart body in order: a file
 // goes to Zulip as it arrives, so memory does not depend on its size.
 func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, haveContent bool, link string, err error) {
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return "", false, "", newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
-	}
 	haveImage := false
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			return content, haveContent, link, nil
-		}
-		if err != nil {
-			return "", false, "", h.multipartError(err)
-		}
-		switch name := p.FormName(); name {
-		case "content":
-			if haveContent {
-				return "", false, "", errBadParam(name, "form field 'content' given more than once")
+	err = h.readParts(r, partReader{
+		fieldBytes: maxFieldBytes,
+		text: func(name, value string) error {
+			switch name {
+			case "content":
+				if haveContent {
+					return errBadParam(name, "form field 'content' given more than once")
+				}
+				content, haveContent = value, true
+				return nil
+			case "image":
+				return errBadParam(name, "form field 'image' must be a file (with a filename)")
 			}
-			var aerr *apiError
-			if content, aerr = h.readTextPart(p); aerr != nil {
-				return "", false, "", aerr
+			return errBadParam(name, "unexpected form field '"+name+"'")
+		},
+		file: func(p *multipart.Part) error {
+			switch name := p.FormName(); name {
+			case "content":
+				// curl -F content=@notes.txt: the text comes as a file.
+				if haveContent {
+					return errBadParam(name, "form field 'content' given more than once")
+				}
+				var err error
+				content, err = h.readField(p, name, maxFieldBytes)
+				haveContent = err == nil
+				return err
+			case "image":
+			default:
+				return errBadParam(name, "unexpected form field '"+name+"'")
 			}
-			haveContent = true
-		case "image":
 			if haveImage {
-				return "", false, "", errBadParam(name, "form field 'image' given more than once")
+				return errBadParam("image", "form field 'image' given more than once")
 			}
 			haveImage = true
 			up, err := h.uploadPart(r.Context(), c, p)
 			if err != nil {
-				return "", false, "", err
+				return err
 			}
-			link = markdownLink(p.FileName(), up.URI)
-		default:
-			return "", false, "", errBadParam(name, "unexpected form field '"+name+"'")
-		}
-	}
+			link = h.markdownLink(p.FileName(), up.URI)
+			return nil
+		},
+	})
+	return content, haveContent, link, err
 }
 
 // serveUploadFile uploads one file and answers Zulip's JSON (uri, url).
@@ -147,29 +153,27 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 	if mediaType(r) != mtMultipart {
 		return errUnsupportedBody("the upload must be a multipart/form-data body with one file")
 	}
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
-	}
 	var up *zulip.UploadResult
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return h.multipartError(err)
-		}
-		name := p.FormName()
-		if (field != "" && name != field) || (field == "" && p.FileName() == "") {
-			return errBadParam(name, "unexpected form field '"+name+"': the body holds one file")
-		}
-		if up != nil {
-			return errBadParam(name, "only one file may be uploaded at a time")
-		}
-		if up, err = h.uploadPart(r.Context(), c, p); err != nil {
+	unexpected := func(name string) error {
+		return errBadParam(name, "unexpected form field '"+name+"': the body holds one file")
+	}
+	err := h.readParts(r, partReader{
+		fieldBytes: maxFieldBytes,
+		text:       func(name, _ string) error { return unexpected(name) },
+		file: func(p *multipart.Part) error {
+			if name := p.FormName(); field != "" && name != field {
+				return unexpected(name)
+			}
+			if up != nil {
+				return errBadParam(p.FormName(), "only one file may be uploaded at a time")
+			}
+			var err error
+			up, err = h.uploadPart(r.Context(), c, p)
 			return err
-		}
+		},
+	})
+	if err != nil {
+		return err
 	}
 	if up == nil {
 		if field == "" {
@@ -177,7 +181,7 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 		}
 		return errMissingParam(field)
 	}
-	writeUpstream(w, up.Raw)
+	writeZulipAnswer(w, up.Raw)
 	return nil
 }
 
@@ -212,17 +216,8 @@ func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*
 
 // markdownLink links an uploaded file the way the upstream service did,
 // keeping the file name from breaking the Markdown.
-func markdownLink(filename, uri string) string {
-	r := strings.NewReplacer("\r", " ", "\n", " ", "[", "\\[", "]", "\\]")
-	return "[" + r.Replace(filename) + "](" + uri + ")"
-}
-
-func (h *Handler) multipartError(err error) *apiError {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return errTooLarge(h.MaxUpload)
-	}
-	return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+func (h *Handler) markdownLink(filename, uri string) string {
+	return "[" + h.linkEscaper.Replace(filename) + "](" + uri + ")"
 }
 
 // serveStreamTopics lists the topics of the key's stream.
@@ -252,7 +247,7 @@ func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want i
 	if err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 
@@ -309,9 +304,9 @@ func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 	if aerr := h.limitBody(w, r); aerr != nil {
 		return aerr
 	}
-	content, aerr := h.readEditContent(r)
-	if aerr != nil {
-		return aerr
+	content, err := h.readEditContent(r)
+	if err != nil {
+		return err
 	}
 	if content != "" {
 		if aerr := checkText("content", content, maxContentRunes); aerr != nil {
@@ -339,13 +334,13 @@ func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 
 // readEditContent reads update_message's new content: the raw body as the
 // upstream service took it (text/plain), or a form field `content`.
-func (h *Handler) readEditContent(r *http.Request) (string, *apiError) {
+func (h *Handler) readEditContent(r *http.Request) (string, error) {
 	switch mt := mediaType(r); {
 	case mt == mtForm:
 		form, aerr := h.readForm(r, "content")
@@ -354,38 +349,32 @@ func (h *Handler) readEditContent(r *http.Request) (string, *apiError) {
 		}
 		return form.Get("content"), nil
 	case mt == mtMultipart:
-		mr, err := r.MultipartReader()
-		if err != nil {
-			return "", newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
-		}
 		content, seen := "", false
-		for {
-			p, err := mr.NextPart()
-			if err == io.EOF {
-				return content, nil
-			}
-			if err != nil {
-				return "", h.multipartError(err)
-			}
-			if p.FormName() != "content" {
-				return "", errBadParam(p.FormName(), "unexpected form field '"+p.FormName()+"'")
-			}
-			if seen {
-				return "", errBadParam("content", "form field 'content' given more than once")
-			}
-			seen = true
-			var aerr *apiError
-			if content, aerr = h.readTextPart(p); aerr != nil {
-				return "", aerr
-			}
+		err := h.readParts(r, partReader{
+			fieldBytes: maxFieldBytes,
+			text: func(name, value string) error {
+				if name != "content" {
+					return errBadParam(name, "unexpected form field '"+name+"'")
+				}
+				if seen {
+					return errBadParam("content", "form field 'content' given more than once")
+				}
+				content, seen = value, true
+				return nil
+			},
+			noFiles: "unexpected file: the new content is a text field 'content'",
+		})
+		if err != nil {
+			return "", err
 		}
+		return content, nil
 	case mt == "" || strings.HasPrefix(mt, "text/"):
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxFieldBytes))
 		if err != nil {
 			return "", h.bodyError(err)
 		}
 		if len(b) == maxFieldBytes {
-			return "", errBadParam("content", "'content' is longer than Zulip's limit of "+itoa(maxContentRunes)+" characters")
+			return "", errBadParam("content", "'content' is longer than Zulip's limit of "+strconv.Itoa(maxContentRunes)+" characters")
 		}
 		return string(b), nil
 	default:
@@ -468,7 +457,7 @@ func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	if err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 
@@ -487,8 +476,4 @@ func topicParam(topic string, present, required bool) (string, *apiError) {
 		return "", aerr
 	}
 	return topic, nil
-}
-
-func errUnsupportedBody(msg string) *apiError {
-	return newError(http.StatusUnsupportedMediaType, codeBadRequest, msg)
 }

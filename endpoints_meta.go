@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/zulip"
 	"go.uber.org/zap"
 )
 
@@ -54,10 +55,10 @@ type healthBody struct {
 func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) error {
 	if err := h.store.Healthy(); err != nil {
 		h.logger.Warn("health check failing: key store unreadable", zap.Error(err))
-		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: Version, Msg: "key store cannot be read"})
+		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: zulip.Version, Msg: "key store cannot be read"})
 		return nil
 	}
-	writeJSON(w, http.StatusOK, healthBody{Status: "OK", Version: Version})
+	writeJSON(w, http.StatusOK, healthBody{Status: "OK", Version: zulip.Version})
 	return nil
 }
 

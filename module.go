@@ -3,7 +3,10 @@ package zulipproxy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -76,9 +79,15 @@ type Handler struct {
 
 	bots       map[string]*bot
 	defaultBot string
-	store      *keystore.Store
-	storeKey   string
-	logger     *zap.Logger
+	// settingsBot answers server_settings called without a key: the
+	// default bot, else the first by name.
+	settingsBot *bot
+	// linkEscaper keeps a file name from breaking the Markdown link a
+	// message with an attachment ends in.
+	linkEscaper *strings.Replacer
+	store       *keystore.Store
+	storeKey    string
+	logger      *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -104,6 +113,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.bots, h.defaultBot = bots, def
+	h.settingsBot = bots[def]
+	if h.settingsBot == nil {
+		h.settingsBot = bots[slices.Sorted(maps.Keys(bots))[0]]
+	}
+	h.linkEscaper = strings.NewReplacer("\r", " ", "\n", " ", "[", "\\[", "]", "\\]")
 
 	if err := h.openStore(ctx); err != nil {
 		return err

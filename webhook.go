@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
@@ -36,114 +35,102 @@ var refusedIntegrations = map[string]string{
 	"yo":         "sends direct messages to the user named by 'email', never to a stream",
 }
 
-// webhookField is one field of a form or multipart webhook body, kept in
-// the sender's order.
-type webhookField struct{ name, value string }
-
-// serveWebhook forwards Zulip's incoming-webhook integrations,
-// /api/v1/external/{integration}, with the bot's real key and the key's
-// stream forced. The payload is passed on unchanged; the parameters Zulip
-// reads to pick the destination are set here, where Zulip reads first.
-func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, integration string) error {
-	c := &call{start: time.Now()}
-	ep := endpoint{name: "webhook", method: r.Method}
-	err := h.webhook(w, r, c, integration)
-	if err != nil {
-		h.writeCallError(w, ep, c, err)
-	}
-	if c.bot != nil {
-		h.logCall(ep, c, err)
-	}
-	return nil
+// webhookRequest is a webhook call as read to find its key: the query,
+// and the fields of a form or multipart body, which Zulip (Django) reads
+// as parameters and the proxy therefore writes anew. fields is nil for
+// any other body, which is passed on unchanged.
+type webhookRequest struct {
+	query  url.Values
+	mt     string
+	fields []field
+	basic  bool
 }
 
-func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integration string) error {
-	if !isIntegrationName(integration) {
-		return newError(http.StatusNotFound, codeBadRequest, "no such webhook integration: "+integration)
-	}
-	if r.Method != http.MethodPost && r.Method != http.MethodGet {
-		return errMethod("POST, GET")
-	}
+// webhookKey reads a webhook call far enough to find its key: HTTP Basic
+// (for the integrations that use it), or api_key in the query or the
+// body. One place only, so that no two disagree.
+func (h *Handler) webhookKey(w http.ResponseWriter, r *http.Request, c *call) (string, *apiError) {
 	q, aerr := queryValues(r)
 	if aerr != nil {
-		return aerr
+		return "", aerr
 	}
 	if aerr := h.limitBody(w, r); aerr != nil {
-		return aerr
+		return "", aerr
 	}
-	// Zulip (Django) reads parameters from form and multipart bodies, so
-	// those are parsed and written anew; any other body is not read as
-	// parameters and passes unchanged. A Content-Type the proxy cannot
-	// parse is refused: Django's laxer parser might take it for a form.
-	mt := mediaType(r)
-	var fields []webhookField
-	switch mt {
+	hook := &webhookRequest{query: q, mt: mediaType(r)}
+	// A Content-Type the proxy cannot parse is refused: Django's laxer
+	// parser might take it for a form.
+	switch hook.mt {
 	case mtForm:
-		raw, err := io.ReadAll(r.Body)
-		if err != nil {
-			return h.bodyError(err)
-		}
-		if fields, err = parseFormOrdered(string(raw)); err != nil {
-			return newError(http.StatusBadRequest, codeBadRequest, "malformed form body")
+		if hook.fields, aerr = h.readFormBody(r); aerr != nil {
+			return "", aerr
 		}
 	case mtMultipart:
-		var err error
-		if fields, err = h.readWebhookParts(r); err != nil {
-			return err
+		// Jotform sends its submissions so. Only text fields: Zulip's
+		// integrations read no files.
+		hook.fields = []field{}
+		err := h.readParts(r, partReader{
+			fieldBytes: maxWebhookFieldBytes,
+			text: func(name, value string) error {
+				hook.fields = append(hook.fields, field{name, value})
+				return nil
+			},
+			noFiles: "webhook payloads may hold text fields only, not files",
+		})
+		if err != nil {
+			var aerr *apiError
+			if errors.As(err, &aerr) {
+				return "", aerr
+			}
+			return "", h.multipartError(err)
 		}
-	case "invalid":
-		return errUnsupportedBody("unreadable Content-Type header")
+	case mtInvalid:
+		return "", errUnsupportedBody("unreadable Content-Type header")
 	}
+	c.hook = hook
 
-	// The key: HTTP Basic (for the integrations that use it), or api_key
-	// in the query or the body. One place only, so no two disagree.
 	var key string
 	places := 0
 	_, basicKey, basic := r.BasicAuth()
 	if basic {
-		key, places = basicKey, places+1
+		key, places, hook.basic = basicKey, places+1, true
 	}
 	if vs, ok := q["api_key"]; ok {
 		if len(vs) != 1 {
-			return errBadParam("api_key", "parameter 'api_key' given more than once")
+			return "", errBadParam("api_key", "parameter 'api_key' given more than once")
 		}
 		key, places = vs[0], places+1
 	}
-	for _, f := range fields {
+	for _, f := range hook.fields {
 		if f.name == "api_key" {
 			key, places = f.value, places+1
 		}
 	}
 	if places == 0 || key == "" {
-		return newError(http.StatusUnauthorized, codeUnauthorized,
+		return "", newError(http.StatusUnauthorized, codeUnauthorized,
 			"Missing api_key: put the scoped key in the webhook URL as api_key=...").withHeader("WWW-Authenticate", zulipAuthenticate)
 	}
 	if places > 1 {
-		return errBadParam("api_key", "give the key in one place only")
+		return "", errBadParam("api_key", "give the key in one place only")
 	}
-	e, aerr := h.authenticate(key, c.start)
-	if aerr != nil {
-		aerr.Code = codeUnauthorized
-		return aerr.withHeader("WWW-Authenticate", zulipAuthenticate)
-	}
-	setAuthUser(r, e)
-	c.entry = e
-	if e.Admin {
-		return newError(http.StatusForbidden, codeForbidden, "admin keys cannot post; use a scoped key")
-	}
-	if aerr := h.bindBot(c); aerr != nil {
-		return aerr
-	}
-	b := c.bot
+	return key, nil
+}
 
+// serveWebhook forwards Zulip's incoming-webhook integrations,
+// /api/v1/external/{integration}, with the bot's real key and the key's
+// stream forced. The payload is passed on unchanged; the parameters Zulip
+// reads to pick the destination are set here, where Zulip reads first.
+func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) error {
+	integration, hook, e, b := c.arg, c.hook, c.entry, c.bot
+	q, mt, fields := hook.query, hook.mt, hook.fields
 	if reason, ok := refusedIntegrations[integration]; ok {
 		return newError(http.StatusForbidden, codeForbidden,
 			"the "+integration+" integration "+reason+"; it is not available through a scoped key")
 	}
-	queryFields := make([]webhookField, 0, len(q))
+	queryFields := make([]field, 0, len(q))
 	for name, vs := range q {
 		for _, v := range vs {
-			queryFields = append(queryFields, webhookField{name, v})
+			queryFields = append(queryFields, field{name, v})
 		}
 	}
 	out, streams, aerr := webhookParams(integration, queryFields)
@@ -197,14 +184,14 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integ
 	for _, f := range out {
 		query.Set(f.name, f.value)
 	}
-	call := zulip.WebhookCall{Integration: integration, Method: r.Method, Query: query, BasicAuth: basic,
+	call := zulip.WebhookCall{Integration: integration, Method: r.Method, Query: query, BasicAuth: hook.basic,
 		Header: webhookHeader(r.Header)}
 	switch {
 	case mt == mtForm:
-		body := encodeForm(append([]webhookField{{"stream", stream}}, bodyOut...))
+		body := encodeForm(append([]field{{"stream", stream}}, bodyOut...))
 		call.ContentType, call.Body, call.ContentLength = mtForm, strings.NewReader(body), int64(len(body))
 	case mt == mtMultipart:
-		body, ctype, err := encodeMultipart(append([]webhookField{{"stream", stream}}, bodyOut...))
+		body, ctype, err := encodeMultipart(append([]field{{"stream", stream}}, bodyOut...))
 		if err != nil {
 			return err
 		}
@@ -228,7 +215,7 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integ
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 
@@ -238,7 +225,7 @@ func (h *Handler) webhook(w http.ResponseWriter, r *http.Request, c *call, integ
 // are returned for checking against the key's stream, and left out.
 // Everything else passes, since integrations read their own options
 // (topic, only_events, branches, ...).
-func webhookParams(integration string, in []webhookField) (out []webhookField, streams []string, aerr *apiError) {
+func webhookParams(integration string, in []field) (out []field, streams []string, aerr *apiError) {
 	seen := make(map[string]bool, len(in))
 	for _, f := range in {
 		if seen[f.name] {
@@ -293,64 +280,7 @@ func webhookHeader(in http.Header) http.Header {
 	return out
 }
 
-// readWebhookParts reads a multipart webhook body (Jotform sends its
-// submissions so). Only text fields: Zulip's integrations read no files.
-func (h *Handler) readWebhookParts(r *http.Request) ([]webhookField, error) {
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return nil, newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
-	}
-	fields := []webhookField{}
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			return fields, nil
-		}
-		if err != nil {
-			return nil, h.multipartError(err)
-		}
-		name := p.FormName()
-		if name == "" {
-			return nil, newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body: a part without a form field name")
-		}
-		if p.FileName() != "" {
-			return nil, errBadParam(name, "webhook payloads may hold text fields only, not files")
-		}
-		v, err := io.ReadAll(p)
-		if err != nil {
-			return nil, h.multipartError(err)
-		}
-		fields = append(fields, webhookField{name, string(v)})
-	}
-}
-
-// parseFormOrdered reads an urlencoded body as url.ParseQuery does, but
-// keeps the fields in order, so the payload reaches Zulip as it was sent.
-func parseFormOrdered(s string) ([]webhookField, error) {
-	fields := []webhookField{}
-	for s != "" {
-		var kv string
-		kv, s, _ = strings.Cut(s, "&")
-		if strings.Contains(kv, ";") {
-			return nil, errors.New("invalid semicolon separator in form")
-		}
-		if kv == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(kv, "=")
-		k, err := url.QueryUnescape(k)
-		if err != nil {
-			return nil, err
-		}
-		if v, err = url.QueryUnescape(v); err != nil {
-			return nil, err
-		}
-		fields = append(fields, webhookField{k, v})
-	}
-	return fields, nil
-}
-
-func encodeForm(fields []webhookField) string {
+func encodeForm(fields []field) string {
 	var b strings.Builder
 	for i, f := range fields {
 		if i > 0 {
@@ -363,7 +293,7 @@ func encodeForm(fields []webhookField) string {
 	return b.String()
 }
 
-func encodeMultipart(fields []webhookField) ([]byte, string, error) {
+func encodeMultipart(fields []field) ([]byte, string, error) {
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)
 	for _, f := range fields {
@@ -422,17 +352,4 @@ func teamcityPersonal(body []byte) (personal, ok bool) {
 		}
 	}
 	return false, true
-}
-
-func isIntegrationName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '_') {
-			return false
-		}
-	}
-	return true
 }

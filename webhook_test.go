@@ -65,7 +65,7 @@ func TestParseFormOrdered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []webhookField{{"b", "2"}, {"a", "1"}, {"c", ""}, {"d", "x y!"}, {"b", "3"}}
+	want := []field{{"b", "2"}, {"a", "1"}, {"c", ""}, {"d", "x y!"}, {"b", "3"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("%v, want %v", got, want)
 	}
@@ -83,23 +83,23 @@ func TestWebhookParams(t *testing.T) {
 	cases := []struct {
 		name        string
 		integration string
-		in          []webhookField
-		out         []webhookField
+		in          []field
+		out         []field
 		streams     []string
 		status      int
 	}{
 		{"options pass, key and stream do not", "github",
-			[]webhookField{{"topic", "ci"}, {"api_key", "k"}, {"stream", "general"}, {"branches", "main"}},
-			[]webhookField{{"topic", "ci"}, {"branches", "main"}}, []string{"general"}, 0},
-		{"method", "github", []webhookField{{"method", "GET"}}, nil, nil, 400},
-		{"repeated", "github", []webhookField{{"topic", "a"}, {"topic", "b"}}, nil, nil, 400},
-		{"repeated stream", "github", []webhookField{{"stream", "a"}, {"stream", "a"}}, nil, nil, 400},
-		{"slack channels to streams", "slack", []webhookField{{"channels_map_to_topics", "0"}}, nil, nil, 403},
-		{"slack, unknown mapping", "slack", []webhookField{{"channels_map_to_topics", "2"}}, nil, nil, 403},
-		{"slack channels to topics", "slack", []webhookField{{"channels_map_to_topics", "1"}},
-			[]webhookField{{"channels_map_to_topics", "1"}}, nil, 0},
-		{"the option means nothing to others", "github", []webhookField{{"channels_map_to_topics", "0"}},
-			[]webhookField{{"channels_map_to_topics", "0"}}, nil, 0},
+			[]field{{"topic", "ci"}, {"api_key", "k"}, {"stream", "general"}, {"branches", "main"}},
+			[]field{{"topic", "ci"}, {"branches", "main"}}, []string{"general"}, 0},
+		{"method", "github", []field{{"method", "GET"}}, nil, nil, 400},
+		{"repeated", "github", []field{{"topic", "a"}, {"topic", "b"}}, nil, nil, 400},
+		{"repeated stream", "github", []field{{"stream", "a"}, {"stream", "a"}}, nil, nil, 400},
+		{"slack channels to streams", "slack", []field{{"channels_map_to_topics", "0"}}, nil, nil, 403},
+		{"slack, unknown mapping", "slack", []field{{"channels_map_to_topics", "2"}}, nil, nil, 403},
+		{"slack channels to topics", "slack", []field{{"channels_map_to_topics", "1"}},
+			[]field{{"channels_map_to_topics", "1"}}, nil, 0},
+		{"the option means nothing to others", "github", []field{{"channels_map_to_topics", "0"}},
+			[]field{{"channels_map_to_topics", "0"}}, nil, 0},
 	}
 	for _, c := range cases {
 		out, streams, aerr := webhookParams(c.integration, c.in)

@@ -104,7 +104,7 @@ func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	if err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 
@@ -183,7 +183,7 @@ func (h *Handler) zulipGetMessage(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package zulipproxy
 
 import (
 	"net/http"
-	"sort"
 	"strconv"
 	"time"
 )
@@ -60,7 +59,7 @@ func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 
@@ -74,7 +73,7 @@ func (h *Handler) zulipServerSettings(w http.ResponseWriter, r *http.Request, c 
 	if err := c.record(respStatus(resp, err), err); err != nil {
 		return err
 	}
-	writeUpstream(w, resp)
+	writeZulipAnswer(w, resp)
 	return nil
 }
 
@@ -86,13 +85,5 @@ func (h *Handler) serverSettingsBot(r *http.Request) *bot {
 			}
 		}
 	}
-	if b, ok := h.bots[h.defaultBot]; ok {
-		return b
-	}
-	names := make([]string, 0, len(h.bots))
-	for name := range h.bots {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return h.bots[names[0]]
+	return h.settingsBot
 }

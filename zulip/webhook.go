@@ -58,7 +58,7 @@ func reservedWebhookHeader(name string) bool {
 // instance an unsupported event, which Zulip answers with HTTP 200 and
 // result "error") is an *Error carrying it.
 func (c *Client) Webhook(ctx context.Context, w WebhookCall) (*Response, error) {
-	if !validIntegration(w.Integration) {
+	if !ValidIntegration(w.Integration) {
 		return nil, errors.New("zulip: webhook: integration name must match ^[a-z0-9_]+$")
 	}
 	method := w.Method
@@ -117,7 +117,9 @@ func (c *Client) Webhook(ctx context.Context, w WebhookCall) (*Response, error) 
 	return c.call(ctx, r, &a)
 }
 
-func validIntegration(s string) bool {
+// ValidIntegration is Zulip's rule for an integration name, ^[a-z0-9_]+$
+// (at most 64 bytes here).
+func ValidIntegration(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

@@ -1,6 +1,7 @@
 package zulipspec
 
 import (
+	"encoding/json"
 	"fmt"
 )
 
@@ -44,7 +45,7 @@ var exceptions = []extraFields{
 // commonError applies exceptions 1 and 4 to a 4xx body.
 func (s *Spec) commonError(operation string, status int, body []byte) error {
 	var v map[string]any
-	if err := jsonUnmarshal(body, &v); err != nil {
+	if err := json.Unmarshal(body, &v); err != nil {
 		return err
 	}
 	for _, name := range []string{"CodedError", "MissingArgumentError"} {

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -295,7 +296,7 @@ func (s *Spec) ValidateErrorBody(schema string, body []byte) error {
 		return fmt.Errorf("no schema %s", schema)
 	}
 	var v map[string]any
-	if err := jsonUnmarshal(body, &v); err != nil {
+	if err := json.Unmarshal(body, &v); err != nil {
 		return fmt.Errorf("%s body is not JSON: %w", schema, err)
 	}
 	if schema == "RateLimitedError" {

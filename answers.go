@@ -1,0 +1,95 @@
+package zulipproxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// passedHeaders are the headers of a Zulip answer worth passing on: the
+// rate limit state lets a well-behaved client slow down by itself. The
+// names are canonical, as zulip.Response keeps them, so they are read and
+// set without case folding.
+var passedHeaders = []string{"Retry-After", "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"}
+
+// writeZulipAnswer passes Zulip's answer through unchanged: status, body
+// and rate limit headers.
+func writeZulipAnswer(w http.ResponseWriter, resp *zulip.Response) {
+	hdr := w.Header()
+	for _, k := range passedHeaders {
+		if v := resp.Header[k]; len(v) > 0 && v[0] != "" {
+			hdr[k] = v[:1:1]
+		}
+	}
+	writeRawJSON(w, resp.Status, resp.Body)
+}
+
+// zulipFailure turns an error from a Zulip call into the answer the spec
+// gives: Zulip's own errors through, 502 for an unreachable or confused
+// Zulip, 504 for a slow one. ok is false for errors that did not come
+// from Zulip.
+func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError, ok bool) {
+	var zerr *zulip.Error
+	if errors.As(err, &zerr) {
+		if zerr.Raw != nil && len(zerr.Raw.Body) > 0 {
+			return zerr.Raw, nil, true
+		}
+		e := newError(zerr.Status, zerr.Code, zerr.Msg)
+		if zerr.RetryAfter > 0 {
+			e = e.withHeader("Retry-After", strconv.FormatFloat(zerr.RetryAfter.Seconds(), 'f', -1, 64))
+		}
+		return nil, e, true
+	}
+	var bad *zulip.BadResponseError
+	switch {
+	case errors.As(err, &bad) && bad.Status == http.StatusRequestEntityTooLarge:
+		return nil, newError(http.StatusRequestEntityTooLarge, codeTooLarge, "Zulip refused the upload as too large"), true
+	case errors.Is(err, zulip.ErrBadResponse):
+		return nil, newError(http.StatusBadGateway, codeBadUpstream, "Zulip answered with something that is not Zulip's JSON"), true
+	case errors.Is(err, zulip.ErrTimeout):
+		return nil, newError(http.StatusGatewayTimeout, codeUpstreamTimeout,
+			fmt.Sprintf("Zulip did not answer within %s", time.Duration(h.Timeout))), true
+	case errors.Is(err, zulip.ErrUnreachable):
+		return nil, newError(http.StatusBadGateway, codeUnreachable, "Zulip is unreachable"), true
+	}
+	return nil, nil, false
+}
+
+// Status helpers pick the HTTP status Zulip answered with from a call's
+// result or error, for the log line.
+func errStatus(err error) int {
+	var zerr *zulip.Error
+	if errors.As(err, &zerr) {
+		return zerr.Status
+	}
+	var bad *zulip.BadResponseError
+	if errors.As(err, &bad) {
+		return bad.Status
+	}
+	return 0
+}
+
+func respStatus(resp *zulip.Response, err error) int {
+	if err != nil {
+		return errStatus(err)
+	}
+	return resp.Status
+}
+
+func resultStatus(res *zulip.SendResult, err error) int {
+	if err != nil {
+		return errStatus(err)
+	}
+	return res.Raw.Status
+}
+
+func uploadStatus(up *zulip.UploadResult, err error) int {
+	if err != nil {
+		return errStatus(err)
+	}
+	return up.Raw.Status
+}

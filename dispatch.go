@@ -1,0 +1,185 @@
+package zulipproxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// call is one request on its way through the dispatch.
+type call struct {
+	route *route
+	// arg is the path's wildcard segment: a message or stream id, a key
+	// id, an integration name.
+	arg   string
+	entry *keystore.Entry // nil on public routes
+	bot   *bot            // the bot a scoped key speaks as
+	start time.Time
+	// zulipStatus is the HTTP status of the last call to Zulip, for the
+	// log line; 0 when Zulip was not reached.
+	zulipStatus int
+	// hook is a webhook's request as read to find its key.
+	hook *webhookRequest
+}
+
+// record notes the status of a call to Zulip and passes its error on.
+func (c *call) record(status int, err error) error {
+	if status != 0 {
+		c.zulipStatus = status
+	}
+	return err
+}
+
+// ServeHTTP answers every path the module knows, and a JSON 404 for the
+// rest: the handler is terminal.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	rt, arg, aerr := table.match(r.Method, r.URL.Path)
+	if aerr != nil {
+		writeError(w, aerr)
+		return nil
+	}
+	c := &call{route: rt, arg: arg, start: time.Now()}
+	err := h.authorize(w, r, c)
+	// Per-key and per-bot rate limits will be checked here, once the
+	// caller is known and before anything is read or forwarded.
+	if err == nil {
+		err = rt.serve(h, w, r, c)
+	}
+	if err != nil {
+		h.writeCallError(w, c, err)
+	}
+	// Metrics will be observed here, once per request.
+	if c.bot != nil {
+		h.logCall(c, err)
+	}
+	return nil
+}
+
+// authorize finds the caller's key where the route says it is presented,
+// checks that the key may call the route, and binds the bot a scoped key
+// speaks as.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, c *call) error {
+	rt := c.route
+	if rt.access == public {
+		return nil
+	}
+	key, aerr := h.presentedKey(w, r, c)
+	if aerr != nil {
+		return aerr
+	}
+	e, aerr := h.authenticate(key, c.start)
+	if aerr != nil {
+		if rt.key != keyHeader {
+			aerr.Code = codeUnauthorized // what Zulip answers for a bad API key
+			return aerr.withHeader("WWW-Authenticate", zulipAuthenticate)
+		}
+		return aerr.withHeader("WWW-Authenticate", wwwAuthenticate)
+	}
+	setAuthUser(r, e)
+	c.entry = e
+	switch {
+	case rt.access == scoped && e.Admin:
+		return newError(http.StatusForbidden, codeForbidden, "admin keys cannot use "+rt.name+"; use a scoped key")
+	case rt.access == admin && !e.Admin:
+		return newError(http.StatusForbidden, codeForbidden, rt.name+" needs an admin key")
+	case rt.access == scoped:
+		if aerr := h.bindBot(c); aerr != nil {
+			return aerr
+		}
+	}
+	return nil
+}
+
+// logCall writes the one line per forwarded call: who, where, how Zulip
+// answered and how long it took. Never a key, a credential, a URL's query
+// or anything Zulip wrote.
+func (h *Handler) logCall(c *call, err error) {
+	ce := h.logger.Check(zap.InfoLevel, "zulip call")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("key_id", c.entry.ID),
+		zap.String("stream", c.entry.Stream),
+		zap.String("bot", c.bot.name),
+		zap.String("endpoint", c.route.name),
+		zap.Int("zulip_status", c.zulipStatus),
+		zap.Duration("duration", time.Since(c.start)),
+	}
+	if err != nil {
+		fields = append(fields, errorFields(err)...)
+	}
+	ce.Write(fields...)
+}
+
+// errorFields describes an error for a log line. Zulip's own message is
+// left out: it can quote what the request carried.
+func errorFields(err error) []zap.Field {
+	var aerr *apiError
+	var zerr *zulip.Error
+	switch {
+	case errors.As(err, &aerr):
+		return []zap.Field{zap.Int("status", aerr.Status), zap.String("error", aerr.Msg)}
+	case errors.As(err, &zerr):
+		return []zap.Field{zap.String("error", "zulip answered with an error"), zap.String("zulip_code", zerr.Code)}
+	}
+	return []zap.Field{zap.String("error", err.Error())}
+}
+
+// bindBot finds the bot a scoped key speaks as.
+func (h *Handler) bindBot(c *call) *apiError {
+	b, ok := h.botFor(c.entry)
+	if !ok {
+		h.logger.Error("key names a bot that is not configured", zap.String("key_id", c.entry.ID), zap.String("bot", c.entry.Bot))
+		return newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server")
+	}
+	c.bot = b
+	return nil
+}
+
+// writeCallError answers a route's error. Our own errors carry their
+// status and Zulip's are passed on; anything else is a bug or an I/O
+// failure, logged and answered with a generic 500 so no internal detail
+// reaches the client.
+func (h *Handler) writeCallError(w http.ResponseWriter, c *call, err error) {
+	var aerr *apiError
+	if errors.As(err, &aerr) {
+		writeError(w, aerr)
+		return
+	}
+	if resp, aerr, ok := h.zulipFailure(err); ok {
+		if resp != nil {
+			writeZulipAnswer(w, resp)
+		} else {
+			writeError(w, aerr)
+		}
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		// The client went away; nobody is left to answer.
+		writeError(w, newError(499, "CLIENT_CLOSED_REQUEST", "client closed the request"))
+		return
+	}
+	fields := append([]zap.Field{zap.String("endpoint", c.route.name)}, errorFields(err)...)
+	if c.entry != nil {
+		fields = append(fields, zap.String("key_id", c.entry.ID))
+	}
+	h.logger.Error("request failed", fields...)
+	writeError(w, newError(http.StatusInternalServerError, codeInternal, "internal error"))
+}
+
+// setAuthUser puts the key's id (never the key) on the access log line, in
+// the placeholder Caddy's own auth handlers use.
+func setAuthUser(r *http.Request, e *keystore.Entry) {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.user.id", e.ID)
+	}
+}

@@ -1,0 +1,275 @@
+package zulipproxy
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/dustin/go-humanize"
+)
+
+// Reading what a client sent: the query, urlencoded and multipart bodies,
+// each strictly, and the allow-lists that keep anything the proxy does not
+// understand from being passed on.
+
+// Zulip silently cuts longer text; the proxy refuses it instead, so a bot
+// learns its message was too long rather than finding it truncated.
+const (
+	maxContentRunes = 10000
+	maxTopicRunes   = 60
+	// maxFieldBytes bounds a text field read into memory: the most bytes
+	// maxContentRunes runes can take, plus one to notice more.
+	maxFieldBytes = maxContentRunes*utf8.UTFMax + 1
+	// maxWebhookFieldBytes bounds a webhook's form field: integrations
+	// send whole JSON documents in one (Slack's payload, Jotform's
+	// rawRequest), far larger than a message, and still bounded.
+	maxWebhookFieldBytes = 1 << 20
+)
+
+const (
+	mtForm      = "application/x-www-form-urlencoded"
+	mtMultipart = "multipart/form-data"
+	mtInvalid   = "invalid"
+)
+
+// mediaType is the request's content type without parameters; "" when
+// absent, mtInvalid when it does not parse.
+func mediaType(r *http.Request) string {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return mtInvalid
+	}
+	return mt
+}
+
+// queryValues parses the query string strictly: a malformed query is a 400,
+// not silently half-read.
+func queryValues(r *http.Request) (url.Values, *apiError) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, codeBadRequest, "malformed query string")
+	}
+	return q, nil
+}
+
+// onlyParams refuses parameters outside the allow-list and repeated ones:
+// nothing the proxy does not understand is ever passed on, and a repeated
+// parameter is an error rather than a guess (Zulip reads the last value
+// where Go reads the first, and a proxy that checks one value while Zulip
+// acts on another is how scope checks get bypassed).
+func onlyParams(vals url.Values, what string, allowed ...string) *apiError {
+	for name, vs := range vals {
+		if !slices.Contains(allowed, name) {
+			return errBadParam(name, "unexpected "+what+" '"+name+"'")
+		}
+		if len(vs) != 1 {
+			return errBadParam(name, what+" '"+name+"' given more than once")
+		}
+	}
+	return nil
+}
+
+// limitBody refuses bodies over max_upload: at once when the declared
+// length says so, otherwise when reading passes the limit.
+func (h *Handler) limitBody(w http.ResponseWriter, r *http.Request) *apiError {
+	if r.ContentLength > h.MaxUpload {
+		return errTooLarge(h.MaxUpload)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, h.MaxUpload)
+	return nil
+}
+
+// field is one form field as the client sent it.
+type field struct{ name, value string }
+
+// readFormBody reads an urlencoded body as url.ParseQuery does, keeping
+// the fields in the sender's order.
+func (h *Handler) readFormBody(r *http.Request) ([]field, *apiError) {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, h.bodyError(err)
+	}
+	fields, err := parseFormOrdered(string(raw))
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, codeBadRequest, "malformed form body")
+	}
+	return fields, nil
+}
+
+func parseFormOrdered(s string) ([]field, error) {
+	fields := []field{}
+	for s != "" {
+		var kv string
+		kv, s, _ = strings.Cut(s, "&")
+		if strings.Contains(kv, ";") {
+			return nil, errors.New("invalid semicolon separator in form")
+		}
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		k, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = url.QueryUnescape(v); err != nil {
+			return nil, err
+		}
+		fields = append(fields, field{k, v})
+	}
+	return fields, nil
+}
+
+// readForm reads an urlencoded body whose fields must be in allowed and
+// appear once.
+func (h *Handler) readForm(r *http.Request, allowed ...string) (url.Values, *apiError) {
+	fields, aerr := h.readFormBody(r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	form := make(url.Values, len(fields))
+	for _, f := range fields {
+		form[f.name] = append(form[f.name], f.value)
+	}
+	if aerr := onlyParams(form, "form field", allowed...); aerr != nil {
+		return nil, aerr
+	}
+	return form, nil
+}
+
+// partReader says what one multipart body may hold.
+type partReader struct {
+	// fieldBytes bounds each text field, which is read whole.
+	fieldBytes int
+	// text takes each text field in order.
+	text func(name, value string) error
+	// file takes each file part, to stream it; nil refuses files with
+	// noFiles as the message.
+	file    func(p *multipart.Part) error
+	noFiles string
+}
+
+// readParts is the one loop over a multipart body: parts in order, text
+// fields bounded, files streamed, a broken or oversized body answered
+// as such.
+func (h *Handler) readParts(r *http.Request, pr partReader) error {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+	}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return h.multipartError(err)
+		}
+		name := p.FormName()
+		if name == "" {
+			return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body: a part without a form field name")
+		}
+		if p.FileName() != "" {
+			if pr.file == nil {
+				return errBadParam(name, pr.noFiles)
+			}
+			if err := pr.file(p); err != nil {
+				return err
+			}
+			continue
+		}
+		v, err := h.readField(p, name, pr.fieldBytes)
+		if err != nil {
+			return err
+		}
+		if err := pr.text(name, v); err != nil {
+			return err
+		}
+	}
+}
+
+// readField reads one text field whole, up to limit bytes.
+func (h *Handler) readField(p io.Reader, name string, limit int) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(p, int64(limit)))
+	if err != nil {
+		return "", h.multipartError(err)
+	}
+	if len(b) == limit {
+		return "", errBadParam(name, "field '"+name+"' is too long")
+	}
+	return string(b), nil
+}
+
+func errTooLarge(limit int64) *apiError {
+	return newError(http.StatusRequestEntityTooLarge, codeTooLarge,
+		"request body larger than this server's max_upload of "+humanize.IBytes(uint64(limit)))
+}
+
+func errUnsupportedBody(msg string) *apiError {
+	return newError(http.StatusUnsupportedMediaType, codeBadRequest, msg)
+}
+
+// bodyError turns a failure to read the client's body into its answer.
+func (h *Handler) bodyError(err error) *apiError {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errTooLarge(h.MaxUpload)
+	}
+	return newError(http.StatusBadRequest, codeBadRequest, "could not read the request body")
+}
+
+// multipartError is bodyError for a multipart body that broke off.
+func (h *Handler) multipartError(err error) *apiError {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errTooLarge(h.MaxUpload)
+	}
+	return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+}
+
+// checkText enforces Zulip's limits with an error that names the field.
+func checkText(name, v string, maxRunes int) *apiError {
+	if !utf8.ValidString(v) {
+		return errBadParam(name, "'"+name+"' is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(v); n > maxRunes {
+		return errBadParam(name, "'"+name+"' is longer than Zulip's limit of "+strconv.Itoa(maxRunes)+" characters")
+	}
+	return nil
+}
+
+// parseInt64Param parses a numeric parameter, naming it in the error.
+func parseInt64Param(name, v string) (int64, *apiError) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, errBadParam(name, "parameter '"+name+"' must be an integer")
+	}
+	return n, nil
+}
+
+// recordingReader remembers the first error reading the client's body, so
+// that when a streamed upload to Zulip fails, the proxy can tell a client
+// that sent too much (413) from a Zulip that failed (502).
+type recordingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (rr *recordingReader) Read(p []byte) (int, error) {
+	n, err := rr.r.Read(p)
+	if err != nil && err != io.EOF && rr.err == nil {
+		rr.err = err
+	}
+	return n, err
+}

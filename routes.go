@@ -1,0 +1,203 @@
+package zulipproxy
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// access says which keys may call a route.
+type access uint8
+
+const (
+	public access = iota // no key needed
+	anyKey               // scoped or admin
+	scoped               // scoped keys only: admin keys never post
+	admin                // admin keys only
+)
+
+// keyPlace says how a route's caller presents its key.
+type keyPlace uint8
+
+const (
+	keyHeader  keyPlace = iota // X-API-key, the upstream service's header
+	keyBasic                   // HTTP Basic with the key as password, as Zulip's API
+	keyWebhook                 // api_key in the query or form body, or HTTP Basic, as Zulip's webhooks
+)
+
+type serveFunc func(h *Handler, w http.ResponseWriter, r *http.Request, c *call) error
+
+// route is one endpoint: everything the dispatch needs to know about it.
+type route struct {
+	method string
+	// path is literal segments and wildcards: {n} is a positive decimal
+	// of up to 18 digits, {integration} a Zulip integration name, {id}
+	// any one segment. It is matched as given and, for the bot API,
+	// under /api too.
+	path string
+	// name is the bounded label of logs and metrics.
+	name   string
+	access access
+	key    keyPlace
+	serve  serveFunc
+}
+
+// routes is every path the module answers. A new endpoint is one entry
+// here and its serve function.
+var routes = []route{
+	// The upstream service's bot API, at the root and under /api.
+	{"GET", "/health", "health", public, keyHeader, (*Handler).serveHealth},
+	{"GET", "/me", "me", anyKey, keyHeader, (*Handler).serveMe},
+	{"POST", "/send_message", "send_message", scoped, keyHeader, (*Handler).serveSendMessage},
+	{"POST", "/upload_file", "upload_file", scoped, keyHeader, (*Handler).serveUploadFile},
+	{"GET", "/get_stream_topics", "get_stream_topics", scoped, keyHeader, (*Handler).serveStreamTopics},
+	{"PATCH", "/update_message", "update_message", scoped, keyHeader, (*Handler).serveUpdateMessage},
+	{"GET", "/get_messages", "get_messages", scoped, keyHeader, (*Handler).serveGetMessages},
+	{"POST", "/create_client", "create_client", admin, keyHeader, (*Handler).serveCreateClient},
+	{"GET", "/clients", "clients", admin, keyHeader, (*Handler).serveListClients},
+	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, (*Handler).serveRevokeClient},
+
+	// A safe subset of Zulip's own API.
+	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, (*Handler).zulipSendMessage},
+	{"GET", "/api/v1/messages", "zulip_get_messages", scoped, keyBasic, (*Handler).zulipGetMessages},
+	{"GET", "/api/v1/messages/{n}", "zulip_get_message", scoped, keyBasic, (*Handler).zulipGetMessage},
+	{"PATCH", "/api/v1/messages/{n}", "zulip_update_message", scoped, keyBasic, (*Handler).zulipUpdateMessage},
+	{"POST", "/api/v1/user_uploads", "zulip_upload_file", scoped, keyBasic, (*Handler).zulipUploadFile},
+	{"GET", "/api/v1/get_stream_id", "zulip_get_stream_id", scoped, keyBasic, (*Handler).zulipGetStreamID},
+	{"GET", "/api/v1/users/me/{n}/topics", "zulip_stream_topics", scoped, keyBasic, (*Handler).zulipStreamTopics},
+	{"GET", "/api/v1/users/me", "zulip_me", scoped, keyBasic, (*Handler).zulipMe},
+	{"GET", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, (*Handler).serveWebhook},
+	{"GET", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, (*Handler).serveWebhook},
+}
+
+const zulipPrefix = "/api/v1/"
+
+// router finds a request's route: literal paths by one map lookup, the
+// few patterns with wildcards by matching segments. It is built once
+// from routes and never changed.
+type router struct {
+	literal  map[string][]*route
+	patterns [][]*route // routes grouped by pattern, in table order
+}
+
+var table = newRouter(routes)
+
+func newRouter(rs []route) *router {
+	rt := &router{literal: map[string][]*route{}}
+	byPattern := map[string]int{}
+	for i := range rs {
+		r := &rs[i]
+		if !strings.Contains(r.path, "{") {
+			rt.literal[r.path] = append(rt.literal[r.path], r)
+			continue
+		}
+		j, ok := byPattern[r.path]
+		if !ok {
+			j = len(rt.patterns)
+			byPattern[r.path] = j
+			rt.patterns = append(rt.patterns, nil)
+		}
+		rt.patterns[j] = append(rt.patterns[j], r)
+	}
+	return rt
+}
+
+// match finds the route for a request. arg is the path's wildcard
+// segment. A known path with another method is a 405 naming the methods
+// it takes; an unknown path a 404.
+func (rt *router) match(method, path string) (*route, string, *apiError) {
+	candidates, arg := rt.lookup(path)
+	if candidates == nil && !strings.HasPrefix(path, zulipPrefix) {
+		if p, ok := strings.CutPrefix(path, "/api"); ok && strings.HasPrefix(p, "/") {
+			candidates, arg = rt.lookup(p)
+		}
+	}
+	if candidates == nil {
+		if strings.HasPrefix(path, zulipPrefix) {
+			return nil, "", newError(http.StatusNotFound, codeBadRequest,
+				"this endpoint is not available through a scoped key: "+method+" "+path)
+		}
+		return nil, "", newError(http.StatusNotFound, codeNotFound, "no such endpoint: "+method+" "+path)
+	}
+	for _, r := range candidates {
+		if r.method == method || (method == http.MethodHead && r.method == http.MethodGet) {
+			return r, arg, nil
+		}
+	}
+	allow := make([]string, len(candidates))
+	for i, r := range candidates {
+		allow[i] = r.method
+	}
+	return nil, "", errMethod(strings.Join(allow, ", "))
+}
+
+func (rt *router) lookup(path string) ([]*route, string) {
+	if rs, ok := rt.literal[path]; ok {
+		return rs, ""
+	}
+	if !strings.Contains(path[1:], "/") {
+		// Every pattern has two segments or more.
+		return nil, ""
+	}
+	for _, rs := range rt.patterns {
+		if arg, ok := matchPattern(rs[0].path, path); ok {
+			return rs, arg
+		}
+	}
+	return nil, ""
+}
+
+// matchPattern matches path against a pattern with one wildcard,
+// segment by segment, without allocating.
+func matchPattern(pattern, path string) (arg string, ok bool) {
+	p, q := pattern, path
+	for p != "" {
+		if q == "" || p[0] != '/' || q[0] != '/' {
+			return "", false
+		}
+		p, q = p[1:], q[1:]
+		i := strings.IndexByte(p, '/')
+		if i < 0 {
+			i = len(p)
+		}
+		j := strings.IndexByte(q, '/')
+		if j < 0 {
+			j = len(q)
+		}
+		want, got := p[:i], q[:j]
+		p, q = p[i:], q[j:]
+		switch want {
+		case "{n}":
+			ok = isDigits(got)
+		case "{integration}":
+			ok = zulip.ValidIntegration(got)
+		case "{id}":
+			ok = got != ""
+		default:
+			if want != got {
+				return "", false
+			}
+			continue
+		}
+		if !ok {
+			return "", false
+		}
+		arg = got
+	}
+	return arg, q == ""
+}
+
+func isDigits(s string) bool {
+	if s == "" || len(s) > 18 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
