@@ -2,12 +2,19 @@ package caddytest
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
 // checkLogs reads every log line of the run and fails if any holds a key
@@ -73,5 +80,74 @@ func TestAccessLogNamesKeyID(t *testing.T) {
 	}
 	if call["stream"] != "general" || call["endpoint"] != "send_message" || call["zulip_status"] != float64(200) || call["duration"] == nil {
 		t.Errorf("zulip call line: %v", call)
+	}
+}
+
+// A Zulip (or a proxy before it) that echoes the request back puts the
+// bot's own key in its answer: a webhook call's URL carries api_key, and
+// every other call carries HTTP Basic credentials. Neither reaches the
+// caller nor any log line, whatever Zulip answers.
+func TestZulipEchoesStayInside(t *testing.T) {
+	basic := base64.StdEncoding.EncodeToString([]byte(emulator.DemoBotEmail + ":" + emulator.DemoBotKey))
+	addSecret(basic)
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		said := r.URL.RequestURI() + " " + r.Header.Get("Authorization")
+		switch {
+		case r.URL.Path == "/api/v1/get_stream_id":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"result":"success","msg":"","stream_id":7}`)
+		case strings.HasPrefix(r.URL.Path, "/api/v1/external/"):
+			w.Header().Set("Location", "https://sso.example.org/login?next="+url.QueryEscape(r.URL.RequestURI()))
+			w.WriteHeader(http.StatusFound)
+			_, _ = io.WriteString(w, "<a href=\"/login?next="+said+"\">moved</a>")
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			b, _ := json.Marshal(map[string]string{"result": "error", "code": "BAD_REQUEST", "msg": "cannot handle " + said})
+			_, _ = w.Write(b)
+		}
+	}))
+	defer echo.Close()
+	store := newStore(t)
+	key, id := scopedKey(t, store, "general")
+	start(t, config{store: store, site: echo.URL})
+
+	hook := request(t, "POST", "/api/v1/external/github?api_key="+key+"&topic=builds",
+		strings.NewReader(`{"zen":"hi"}`), "Content-Type: application/json", "X-GitHub-Event: ping")
+	if hook.Status != http.StatusBadGateway {
+		t.Errorf("webhook answered with a redirect: status %d, want 502", hook.Status)
+	}
+	body, ct := form("content", "echo")
+	send := request(t, "POST", "/send_message?topic=echo", body, withKey(key), ct)
+	if send.Status != http.StatusBadRequest {
+		t.Errorf("send answered with an error: status %d, want Zulip's 400", send.Status)
+	}
+	for name, r := range map[string]reply{"webhook": hook, "send_message": send} {
+		all := r.Body + fmt.Sprint(r.Header)
+		for _, secret := range []string{emulator.DemoBotKey, basic} {
+			if strings.Contains(all, secret) {
+				t.Errorf("%s: the answer carries the bot's credentials: %s", name, all)
+			}
+		}
+	}
+
+	// Both calls are logged; neither line may hold the bot's key.
+	var lines []string
+	eventually(t, 5*time.Second, "both calls logged", func() bool {
+		raw, _ := os.ReadFile(env.logFile)
+		lines = nil
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.Contains(l, `"key_id":"`+id+`"`) {
+				lines = append(lines, l)
+			}
+		}
+		return len(lines) >= 2
+	})
+	for _, l := range lines {
+		for _, secret := range []string{emulator.DemoBotKey, basic, "api_key="} {
+			if strings.Contains(l, secret) {
+				t.Errorf("a log line carries %q:\n%s", secret[:8], l)
+			}
+		}
 	}
 }

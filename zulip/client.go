@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -16,13 +17,17 @@ import (
 // Client talks to one Zulip site as one bot. It is safe for concurrent
 // use; make one per site and bot and keep it, so connections are reused.
 type Client struct {
-	site      string // normalized, no trailing slash
-	api       string // site + "/api/v1"
-	email     string
-	apiKey    string
-	userAgent string
-	timeout   time.Duration
-	rt        http.RoundTripper
+	site   string // normalized, no trailing slash
+	api    string // site + "/api/v1"
+	email  string
+	apiKey string
+	// secrets are the key and the Basic credentials made of it, for the
+	// search every answer gets.
+	secrets       [][]byte
+	secretStrings []string
+	userAgent     string
+	timeout       time.Duration
+	rt            http.RoundTripper
 	// Header values, built once and shared read-only by every request.
 	hdrAuth, hdrUA []string
 }
@@ -64,7 +69,10 @@ func NewClient(cfg Config) (*Client, error) {
 		rt:        rt,
 	}
 	c.api = c.site + "/api/v1"
-	c.hdrAuth = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(c.email+":"+c.apiKey))}
+	basic := base64.StdEncoding.EncodeToString([]byte(c.email + ":" + c.apiKey))
+	c.hdrAuth = []string{"Basic " + basic}
+	c.secretStrings = []string{c.apiKey, basic}
+	c.secrets = [][]byte{[]byte(c.apiKey), []byte(basic)}
 	if c.userAgent == "" {
 		c.userAgent = DefaultUserAgent
 	}
@@ -185,12 +193,36 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 		return nil, transportError(ctx, r.endpoint, err)
 	}
 	redirect := resp.StatusCode >= 300 && resp.StatusCode < 400
-	for k := range resp.Header {
+	for k, vs := range resp.Header {
 		if !keptHeaders[k] && !(redirect && k == "Location") {
 			delete(resp.Header, k)
+			continue
+		}
+		for i, v := range vs {
+			for _, secret := range c.secretStrings {
+				if strings.Contains(v, secret) {
+					vs[i] = strings.ReplaceAll(vs[i], secret, redactedKey)
+				}
+			}
 		}
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, nil
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: c.scrub(body)}, nil
+}
+
+// redactedKey stands where an answer quoted the bot's API key.
+const redactedKey = "[bot-api-key]"
+
+// scrub takes the bot's own API key out of an answer: a Zulip (or a
+// proxy in front of it) that echoes the request, as a webhook call's
+// redirect or an error page can, would otherwise hand the bot's key to
+// whoever the answer is passed on to.
+func (c *Client) scrub(body []byte) []byte {
+	for _, secret := range c.secrets {
+		if bytes.Contains(body, secret) {
+			body = bytes.ReplaceAll(body, secret, []byte(redactedKey))
+		}
+	}
+	return body
 }
 
 var errTooLarge = errors.New("response too large")
@@ -234,7 +266,11 @@ func decode(endpoint string, resp *Response, dst enveloped) error {
 	}
 	if resp.Status >= 300 && resp.Status < 400 {
 		if loc := resp.Header.Get("Location"); loc != "" {
-			return bad("redirect to " + loc)
+			// Never the query: a redirect of a webhook call echoes the
+			// URL, and with it the api_key.
+			if u, err := url.Parse(loc); err == nil {
+				return bad("redirect to " + redactURL(u))
+			}
 		}
 		return bad("redirect")
 	}

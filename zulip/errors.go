@@ -63,10 +63,8 @@ func (e *Error) Error() string {
 		b.WriteString(" ")
 		b.WriteString(e.Code)
 	}
-	if e.Msg != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Msg)
-	}
+	// Not Msg: Zulip's words can quote what the request carried, and an
+	// error's text ends up in logs. Callers that show it read Msg.
 	return b.String()
 }
 

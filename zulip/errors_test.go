@@ -2,10 +2,14 @@ package zulip_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -314,5 +318,71 @@ func TestNewClientRejectsBadConfig(t *testing.T) {
 	c, err := zulip.NewClient(zulip.Config{Site: "chat.example.org", Email: "b@x", APIKey: key})
 	if err != nil || c.Site() != "https://chat.example.org" || c.Email() != "b@x" {
 		t.Errorf("a bare host: %v, site %q", err, c.Site())
+	}
+}
+
+// A Zulip (or a proxy before it) that echoes the request hands the bot's
+// key back: in a redirect of a webhook call, whose URL carries api_key,
+// or in an error body. No error text, kept header or answer body the
+// proxy might pass on or log carries it, nor the URL's query.
+func TestAnswersNeverCarryTheBotKey(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef"
+	echo := func(r *http.Request) string {
+		return r.URL.RequestURI() + " " + r.Header.Get("Authorization")
+	}
+	tests := map[string]http.HandlerFunc{
+		"redirect echoing the URL": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Location", "https://login.example.org/sso?next="+url.QueryEscape(r.URL.RequestURI()))
+			w.WriteHeader(http.StatusFound)
+		},
+		"error body echoing the request": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			b, _ := json.Marshal(map[string]string{"result": "error", "code": "BAD_REQUEST", "msg": "bad request: " + echo(r)})
+			_, _ = w.Write(b)
+		},
+		"HTML page echoing the request": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = io.WriteString(w, "<html>upstream failed for "+echo(r)+"</html>")
+		},
+	}
+	for name, handler := range tests {
+		t.Run(name, func(t *testing.T) {
+			ts := httptest.NewServer(handler)
+			defer ts.Close()
+			c, err := zulip.NewClient(zulip.Config{Site: ts.URL, Email: "bot@example.com", APIKey: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := c.Webhook(context.Background(), zulip.WebhookCall{Integration: "github",
+				Query: url.Values{"stream": {"1"}}, ContentType: "application/json", Body: strings.NewReader("{}"), ContentLength: 2})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var raw *zulip.Response
+			var ze *zulip.Error
+			var be *zulip.BadResponseError
+			switch {
+			case errors.As(err, &ze):
+				raw = ze.Raw
+				if strings.Contains(ze.Msg, key) {
+					t.Errorf("Msg carries the key: %s", ze.Msg)
+				}
+			case errors.As(err, &be):
+				raw = be.Raw
+			}
+			if resp != nil {
+				raw = resp
+			}
+			if s := err.Error(); strings.Contains(s, key) || strings.Contains(s, "api_key") || strings.Contains(s, "bad request:") {
+				t.Errorf("the error text carries the key, the query or what Zulip wrote: %s", s)
+			}
+			for _, s := range []string{fmt.Sprint(raw.Header), string(raw.Body)} {
+				if strings.Contains(s, key) {
+					t.Errorf("the answer carries the key: %s", s)
+				}
+			}
+		})
 	}
 }
