@@ -2,12 +2,14 @@ package zulipproxy
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
@@ -32,6 +34,13 @@ type Bot struct {
 	// `[api]` with `email`, `key` and `site`), as Zulip offers for download
 	// in a bot's settings. Exclusive with site, email and api_key.
 	Zuliprc string `json:"zuliprc,omitempty"`
+
+	// CertBundle is the path of a PEM file with the certificate
+	// authorities that a Zulip with a private CA is checked against,
+	// instead of the system's roots. A zuliprc's own `cert_bundle` is
+	// used when this is empty; a relative path there is relative to the
+	// zuliprc's folder. Default: the system's roots.
+	CertBundle string `json:"cert_bundle,omitempty"`
 }
 
 // bot is a configured bot ready to serve: its client, and what the proxy
@@ -46,6 +55,8 @@ type bot struct {
 	// streamIDs maps a stream name to its id; read on every send, written
 	// rarely, which is what sync.Map is for.
 	streamIDs sync.Map
+	// lookups merges concurrent lookups of one stream's id into one call.
+	lookups singleflight.Group
 }
 
 // resolveBot turns a bot's config into credentials, replacing global
@@ -74,6 +85,11 @@ func resolveBot(name string, b *Bot) (zulip.Config, error) {
 		if err != nil {
 			return zulip.Config{}, fmt.Errorf("bot %q: %w", name, err)
 		}
+		if b.CertBundle != "" {
+			if cfg.CertBundle, err = expand("cert_bundle", b.CertBundle); err != nil {
+				return zulip.Config{}, err
+			}
+		}
 		return cfg, nil
 	}
 	var cfg zulip.Config
@@ -94,41 +110,50 @@ func resolveBot(name string, b *Bot) (zulip.Config, error) {
 			return zulip.Config{}, err
 		}
 	}
+	if b.CertBundle != "" {
+		if cfg.CertBundle, err = expand("cert_bundle", b.CertBundle); err != nil {
+			return zulip.Config{}, err
+		}
+	}
 	return cfg, nil
 }
 
-// provisionBots builds a client for every configured bot and picks the one
-// used by keys that name no bot. timeout bounds each call to Zulip (but
-// uploads, which set their own).
-func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (map[string]*bot, string, error) {
+// provisionBots takes a bot for every configured one from the bot pool
+// and picks the one used by keys that name no bot. timeout bounds each
+// call to Zulip. keys are the pool entries taken, for Cleanup; they are
+// returned even on error, so that what was taken is released.
+func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string]*bot, def string, keys []string, err error) {
 	if len(cfgs) == 0 {
-		return nil, "", fmt.Errorf("zulip_proxy: no bot configured; add a `bot default { ... }` block")
+		return nil, "", nil, fmt.Errorf("zulip_proxy: no bot configured; add a `bot default { ... }` block")
 	}
-	names := make([]string, 0, len(cfgs))
-	for name := range cfgs {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	bots := make(map[string]*bot, len(cfgs))
+	names := slices.Sorted(maps.Keys(cfgs))
+	bots = make(map[string]*bot, len(cfgs))
 	for _, name := range names {
 		cfg, err := resolveBot(name, cfgs[name])
 		if err != nil {
-			return nil, "", err
+			return nil, "", keys, err
 		}
 		cfg.Timeout = timeout
-		c, err := zulip.NewClient(cfg)
+		key := botPoolKey(name, cfg)
+		b, err := loadPooledBot(key, func() (*bot, error) {
+			c, err := zulip.NewClient(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("bot %q: %w", name, err)
+			}
+			return &bot{name: name, client: c}, nil
+		})
 		if err != nil {
-			return nil, "", fmt.Errorf("bot %q: %w", name, err)
+			return nil, "", keys, err
 		}
-		bots[name] = &bot{name: name, client: c}
+		keys = append(keys, key)
+		bots[name] = b
 	}
-	def := ""
 	if _, ok := bots[defaultBotName]; ok {
 		def = defaultBotName
 	} else if len(bots) == 1 {
 		def = names[0]
 	}
-	return bots, def, nil
+	return bots, def, keys, nil
 }
 
 // botFor returns the bot a key speaks as.

@@ -128,8 +128,10 @@ func (h *Handler) unmarshalBot(d *caddyfile.Dispenser) error {
 			dst = &b.APIKey
 		case "zuliprc":
 			dst = &b.Zuliprc
+		case "cert_bundle":
+			dst = &b.CertBundle
 		default:
-			return d.Errf("zulip_proxy: bot '%s': unrecognized setting '%s' (want site, email, api_key or zuliprc)", name, field)
+			return d.Errf("zulip_proxy: bot '%s': unrecognized setting '%s' (want site, email, api_key, zuliprc or cert_bundle)", name, field)
 		}
 		if !d.AllArgs(dst) {
 			return d.ArgErr()

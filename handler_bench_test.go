@@ -33,9 +33,10 @@ func BenchmarkSendMessage(b *testing.B) {
 		MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
 		store: store, logger: zap.NewNop(),
 	}
-	if h.bots, h.defaultBot, err = provisionBots(h.Bots, defaultTimeout); err != nil {
+	if h.bots, h.defaultBot, h.botKeys, err = provisionBots(h.Bots, defaultTimeout); err != nil {
 		b.Fatal(err)
 	}
+	defer h.Cleanup()
 	send := func() int {
 		req := httptest.NewRequest("POST", "/send_message?topic=bench", strings.NewReader("content=hello+from+the+benchmark"))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

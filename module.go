@@ -78,6 +78,7 @@ type Handler struct {
 	AllowPropagate bool `json:"allow_propagate,omitempty"`
 
 	bots       map[string]*bot
+	botKeys    []string // this config's entries in the bot pool
 	defaultBot string
 	// settingsBot answers server_settings called without a key: the
 	// default bot, else the first by name.
@@ -108,7 +109,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Timeout = caddy.Duration(defaultTimeout)
 	}
 
-	bots, def, err := provisionBots(h.Bots, time.Duration(h.Timeout))
+	bots, def, keys, err := provisionBots(h.Bots, time.Duration(h.Timeout))
+	h.botKeys = keys
 	if err != nil {
 		return err
 	}
@@ -191,11 +193,11 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases this config's hold on the shared store; the last config
-// to let go closes it.
+// Cleanup releases this config's hold on the shared bots and store; the
+// last config to let go of one closes it.
 func (h *Handler) Cleanup() error {
-	for _, b := range h.bots {
-		b.client.CloseIdleConnections()
+	for _, key := range h.botKeys {
+		_, _ = botPool.Delete(key)
 	}
 	if h.storeKey == "" {
 		return nil

@@ -29,12 +29,17 @@ func (h *Handler) streamID(ctx context.Context, b *bot, name string) (int64, err
 	if id, ok := b.streamIDs.Load(name); ok {
 		return id.(int64), nil
 	}
-	id, _, err := b.client.GetStreamID(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	b.streamIDs.Store(name, id)
-	return id, nil
+	// One call for all who ask at once; it is not cancelled with the
+	// first caller, whose lookup serves the others too.
+	v, err, _ := b.lookups.Do(name, func() (any, error) {
+		id, _, err := b.client.GetStreamID(context.WithoutCancel(ctx), name)
+		if err != nil {
+			return int64(0), err
+		}
+		b.streamIDs.Store(name, id)
+		return id, nil
+	})
+	return v.(int64), err
 }
 
 // withStream runs fn with the id of the key's stream. When Zulip says the

@@ -230,3 +230,86 @@ func TestCLIFindsStoreInConfig(t *testing.T) {
 		t.Errorf("list: %v\n%s", err, out)
 	}
 }
+
+// countPath counts the requests Zulip received on path since mark.
+func countPath(mark uint64, path string) int {
+	n := 0
+	for _, r := range env.emu.RequestsAfter(mark) {
+		if r.Path == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A reload keeps what the proxy learned from Zulip: a stream's id is
+// looked up once, not once per stream per reload.
+func TestReloadKeepsStreamIDs(t *testing.T) {
+	if _, err := env.emu.AddStream("reload-cache"); err != nil && !strings.Contains(err.Error(), "exists") {
+		t.Fatal(err)
+	}
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "reload-cache")
+	send := func() {
+		t.Helper()
+		body, ct := form("content", "cached")
+		if r := request(t, "POST", "/send_message?topic=cache", body, withKey(key), ct); r.Status != 200 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+	}
+	start(t, config{store: store})
+	mark := zulipMark()
+	send()
+	if n := countPath(mark, "/api/v1/get_stream_id"); n != 1 {
+		t.Fatalf("first send: %d stream lookups, want 1", n)
+	}
+	mark = zulipMark()
+	for _, size := range []string{"10MiB", "11MiB", "12MiB"} {
+		// A changed config, or Caddy would not reload at all.
+		start(t, config{store: store, extra: "max_upload " + size})
+		send()
+	}
+	if n := countPath(mark, "/api/v1/get_stream_id"); n != 0 {
+		t.Errorf("3 reloads and sends: %d stream lookups, want 0", n)
+	}
+}
+
+// Sends that arrive together for a stream whose id is not known yet make
+// one lookup between them.
+func TestConcurrentStreamLookupsMerged(t *testing.T) {
+	if _, err := env.emu.AddStream("lookup-merge"); err != nil && !strings.Contains(err.Error(), "exists") {
+		t.Fatal(err)
+	}
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "lookup-merge")
+	// Its own timeout makes its own bot, with nothing learned yet.
+	start(t, config{store: store, extra: "timeout 17s"})
+	if err := env.emu.SetFault(emulator.Fault{Delay: 300 * time.Millisecond, Count: 1, PathPrefix: "/api/v1/get_stream_id"}); err != nil {
+		t.Fatal(err)
+	}
+	defer env.emu.ClearFault()
+	mark := zulipMark()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", base+"/send_message?topic=merge", strings.NewReader("content=together"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("X-API-key", key)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := countPath(mark, "/api/v1/get_stream_id"); n != 1 {
+		t.Errorf("8 sends at once: %d stream lookups, want 1", n)
+	}
+}
