@@ -252,6 +252,8 @@ func TestReloadKeepsStreamIDs(t *testing.T) {
 	key, _ := scopedKey(t, store, "reload-cache")
 	send := func() {
 		t.Helper()
+		// The reload closed the old server's connections.
+		client.CloseIdleConnections()
 		body, ct := form("content", "cached")
 		if r := request(t, "POST", "/send_message?topic=cache", body, withKey(key), ct); r.Status != 200 {
 			t.Fatalf("%d %s", r.Status, r.Body)

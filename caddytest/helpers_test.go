@@ -36,17 +36,23 @@ func init() {
 type config struct {
 	// grace is Caddy's grace_period; tests default to 1ns for speed.
 	grace string
-	// site is the bot's Zulip; default the shared emulator.
-	site  string
-	store string
-	extra string
-	sites string
+	// site is the bot's Zulip; default the shared emulator, over https.
+	site string
+	// certBundle is the CA file that site's certificate is checked
+	// against; for the default site, the run's own CA.
+	certBundle string
+	store      string
+	extra      string
+	sites      string
 }
 
 func (c config) String() string {
-	site := c.site
+	site, bundle := c.site, c.certBundle
 	if site == "" {
-		site = env.emu.URL
+		site, bundle = env.emu.URL, env.caFile
+	}
+	if bundle != "" {
+		bundle = "cert_bundle " + bundle
 	}
 	grace := c.grace
 	if grace == "" {
@@ -81,12 +87,13 @@ http://localhost:9080 {
 			site %[2]s
 			email %[3]s
 			api_key {env.%[4]s}
+			%[9]s
 		}
 		store %[5]s
 		%[6]s
 	}
 }
-%[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace)
+%[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace, bundle)
 }
 
 // start loads cfg into the test process's Caddy.

@@ -2,10 +2,12 @@ package caddytest
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -18,9 +20,16 @@ import (
 // logs, and every secret the run handed out, so the last check can prove
 // none reached a log.
 var env struct {
-	dir     string
-	emu     *emulator.Server
-	logFile string
+	dir string
+	// emu is the emulated Zulip. Its URL is https, as production Zulip
+	// is, with a certificate from the run's own CA (caFile); plainURL
+	// reaches the same emulator over plain http.
+	emu      *emulator.Server
+	caFile   string
+	plainURL string
+	// overTLS counts the requests Zulip received over https.
+	overTLS atomic.Int64
+	logFile  string
 
 	mu      sync.Mutex
 	secrets []string
@@ -66,6 +75,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
 	}
+	if err := serveZulipOverTLS(tb); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
 	addSecret(emulator.DemoBotKey)
 	addSecret(emulator.DemoOwnerKey)
 	code := m.Run()
@@ -91,4 +104,30 @@ func secrets() []string {
 	env.mu.Lock()
 	defer env.mu.Unlock()
 	return append([]string(nil), env.secrets...)
+}
+
+// serveZulipOverTLS puts the emulator (behind the OpenAPI check, when
+// there is one) on https, so the whole suite reaches Zulip as production
+// does; plainURL keeps the plain-http way in.
+func serveZulipOverTLS(tb *mainTB) error {
+	ca, err := newTestCA(env.dir)
+	if err != nil {
+		return err
+	}
+	var next http.Handler = env.emu.Emulator
+	if zulipCheck.h != nil {
+		next = zulipCheck.h
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			env.overTLS.Add(1)
+		}
+		next.ServeHTTP(w, r)
+	})
+	ts, err := serveTLS(tb, ca, h)
+	if err != nil {
+		return err
+	}
+	env.plainURL, env.emu.URL, env.caFile = env.emu.URL, ts.URL, ca.file
+	return nil
 }

@@ -18,7 +18,7 @@ import (
 // setting up what a test needs (messages by other people, say).
 func zulipAs(t *testing.T, email, key string) *zulip.Client {
 	t.Helper()
-	c, err := zulip.NewClient(zulip.Config{Site: env.emu.URL, Email: email, APIKey: key})
+	c, err := zulip.NewClient(zulip.Config{Site: env.emu.URL, Email: email, APIKey: key, CertBundle: env.caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
