@@ -29,7 +29,7 @@ var env struct {
 	plainURL string
 	// overTLS counts the requests Zulip received over https.
 	overTLS atomic.Int64
-	logFile  string
+	logFile string
 
 	mu      sync.Mutex
 	secrets []string
