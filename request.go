@@ -46,6 +46,11 @@ func mediaType(r *http.Request) string {
 	if ct == "" {
 		return ""
 	}
+	if strings.EqualFold(ct, mtForm) {
+		// What nearly every send carries, without the map of parameters
+		// mime.ParseMediaType builds.
+		return mtForm
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return mtInvalid
@@ -90,13 +95,27 @@ func (h *Handler) limitBody(w http.ResponseWriter, r *http.Request) *apiError {
 	return nil
 }
 
+// readBody reads a whole (already limited) body, into a buffer of the
+// declared size when there is one.
+func readBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 && n <= maxFieldBytes*4 {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, err
+		}
+		// net/http's body never yields more than the declared length.
+		return buf, nil
+	}
+	return io.ReadAll(r.Body)
+}
+
 // field is one form field as the client sent it.
 type field struct{ name, value string }
 
 // readFormBody reads an urlencoded body as url.ParseQuery does, keeping
 // the fields in the sender's order.
 func (h *Handler) readFormBody(r *http.Request) ([]field, *apiError) {
-	raw, err := io.ReadAll(r.Body)
+	raw, err := readBody(r)
 	if err != nil {
 		return nil, h.bodyError(err)
 	}
@@ -134,13 +153,13 @@ func parseFormOrdered(s string) ([]field, error) {
 // readForm reads an urlencoded body whose fields must be in allowed and
 // appear once.
 func (h *Handler) readForm(r *http.Request, allowed ...string) (url.Values, *apiError) {
-	fields, aerr := h.readFormBody(r)
-	if aerr != nil {
-		return nil, aerr
+	raw, err := readBody(r)
+	if err != nil {
+		return nil, h.bodyError(err)
 	}
-	form := make(url.Values, len(fields))
-	for _, f := range fields {
-		form[f.name] = append(form[f.name], f.value)
+	form, err := url.ParseQuery(string(raw))
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, codeBadRequest, "malformed form body")
 	}
 	if aerr := onlyParams(form, "form field", allowed...); aerr != nil {
 		return nil, aerr

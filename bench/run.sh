@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Load test: the proxy's send_message side by side with Caddy's own
-# reverse_proxy, Caddy answering by itself (respond) and the upstream
-# alone, in one run on loopback, with ratios. Needs wrk (Debian: apt-get
-# install wrk).
+# reverse_proxy, to a Zulip on plain http and on https (HTTP/2 offered, as
+# a real Zulip is), with Caddy answering by itself (respond) and the
+# upstream alone, in one run on loopback, with ratios. Needs wrk (Debian:
+# apt-get install wrk).
 #
 #	bash bench/run.sh [rounds] [seconds] [connections]
 #
 # Each round runs every target once, in turn; the table shows each
-# target's median over the rounds. Set ZWOP_BENCH_PROFILE=1 to also take a
-# 10 s CPU profile of the targets' Caddy while the proxy is under load.
+# target's median over the rounds. ZWOP_BENCH_TARGETS="proxy_tls rp_tls"
+# runs a subset. Set ZWOP_BENCH_PROFILE=1 to also take a 10 s CPU profile
+# of the targets' Caddy while the proxy (over TLS) is under load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -26,7 +28,10 @@ check() {
 	case "$out" in *'"result":"success"'*) ;; *) echo "target not ready: $* -> $out" >&2; exit 1 ;; esac
 }
 check -H "X-API-key: $ZWOP_BENCH_KEY" -d content=warm "localhost:18080/send_message?topic=bench"
-check -u demo-bot@zulip.example.com:demobotapikey0123456789abcdefghi -d type=stream -d to=1 -d topic=bench -d content=warm localhost:18081/api/v1/messages
+check -H "X-API-key: $ZWOP_BENCH_KEY" -d content=warm "localhost:18083/send_message?topic=bench"
+for port in 18081 18084 18085; do
+	check -u demo-bot@zulip.example.com:demobotapikey0123456789abcdefghi -d type=stream -d to=1 -d topic=bench -d content=warm "localhost:$port/api/v1/messages"
+done
 check -X POST localhost:18082/api/v1/messages
 check -u demo-bot@zulip.example.com:demobotapikey0123456789abcdefghi -d type=stream -d to=1 -d topic=bench -d content=warm localhost:19991/api/v1/messages
 
@@ -34,10 +39,13 @@ declare -A url=(
 	[proxy]="http://127.0.0.1:18080"
 	[reverse_proxy]="http://127.0.0.1:18081"
 	[respond]="http://127.0.0.1:18082"
+	[proxy_tls]="http://127.0.0.1:18083"
+	[rp_tls]="http://127.0.0.1:18084"
+	[rp_tls_h1]="http://127.0.0.1:18085"
 	[upstream]="http://127.0.0.1:19991"
 )
-declare -A script=([proxy]=bench/proxy.lua [reverse_proxy]=bench/zulip.lua [respond]=bench/zulip.lua [upstream]=bench/zulip.lua)
-order=(proxy reverse_proxy respond upstream)
+declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua)
+read -r -a order <<<"${ZWOP_BENCH_TARGETS:-proxy reverse_proxy proxy_tls rp_tls rp_tls_h1 respond upstream}"
 
 # cpu PID: the process's user+system CPU so far, in clock ticks. Divided
 # by the requests served, it says what each request cost each process,
@@ -49,7 +57,7 @@ per_req() { awk -v d="$1" -v n="$2" -v hz="$hz" 'BEGIN {printf "%.1f", (n > 0 ? 
 for r in $(seq "$rounds"); do
 	for t in "${order[@]}"; do
 		c0=$(cpu "$targets_pid") u0=$(cpu "$upstream_pid")
-		wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]}" "${url[$t]}" >"$work/$t.$r" 2>&1
+		wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]:-bench/zulip.lua}" "${url[$t]}" >"$work/$t.$r" 2>&1
 		c1=$(cpu "$targets_pid") u1=$(cpu "$upstream_pid")
 		n=$(awk '/requests in/ {print $1}' "$work/$t.$r")
 		rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$t.$r")
@@ -63,7 +71,7 @@ for r in $(seq "$rounds"); do
 done
 
 if [ "${ZWOP_BENCH_PROFILE:-0}" = 1 ]; then
-	wrk -t"$threads" -c"$conns" -d15s -s bench/proxy.lua "${url[proxy]}" >/dev/null 2>&1 &
+	wrk -t"$threads" -c"$conns" -d15s -s bench/proxy.lua "${url[proxy_tls]}" >/dev/null 2>&1 &
 	sleep 2
 	curl -s -o bench/proxy.cpu.pprof "localhost:12019/debug/pprof/profile?seconds=10"
 	wait $! || true
@@ -87,9 +95,15 @@ for t in "${order[@]}"; do
 	[ "$t" = upstream ] && ccpu=-
 	printf '%-14s %12s %10s %10s %12s %12s\n' "$t" "${med[$t]}" "$(echo "$line" | awk '{print $3}')" "$(echo "$line" | awk '{print $4}')" "$ccpu" "$ucpu"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf (a > 0 && b > 0 ? "%.2f" : "-"), (b > 0 ? a/b : 0)}'; }
+declare -A cpu
+for t in "${order[@]}"; do
+	cpu[$t]=$(awk -v t="$t" '$1==t {print $5}' "$work/results" | median)
+done
 echo
-echo "proxy / reverse_proxy   $(ratio "${med[proxy]}" "${med[reverse_proxy]}")"
-echo "proxy / respond         $(ratio "${med[proxy]}" "${med[respond]}")"
-echo "reverse_proxy / respond $(ratio "${med[reverse_proxy]}" "${med[respond]}")"
-echo "proxy / upstream alone  $(ratio "${med[proxy]}" "${med[upstream]}")"
+echo "throughput                         CPU per request"
+echo "proxy / reverse_proxy (http)        $(ratio "${med[proxy]:-0}" "${med[reverse_proxy]:-0}")   $(ratio "${cpu[proxy]:-0}" "${cpu[reverse_proxy]:-0}")"
+echo "proxy_tls / rp_tls (https, h2)      $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls]:-0}")"
+echo "proxy_tls / rp_tls_h1 (https, 1.1)  $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls_h1]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls_h1]:-0}")"
+echo "proxy / respond                     $(ratio "${med[proxy]:-0}" "${med[respond]:-0}")"
+echo "proxy / upstream alone              $(ratio "${med[proxy]:-0}" "${med[upstream]:-0}")"

@@ -1,9 +1,9 @@
 # Sourced by the bench scripts: builds Caddy from this checkout into a
-# temporary folder, starts the emulated Zulip (upstream.Caddyfile) and the
-# targets (targets.Caddyfile) in two processes, waits until they answer,
-# and makes a scoped key for the stream "general". Sets work,
-# upstream_pid, targets_pid and ZWOP_BENCH_KEY; everything is stopped and
-# removed on exit.
+# temporary folder, starts the emulated Zulip (upstream.Caddyfile, on http
+# and https) and the targets (targets.Caddyfile) in two processes, waits
+# until they answer, and makes a scoped key for the stream "general". Sets
+# work, upstream_pid, targets_pid, ZWOP_BENCH_CA and ZWOP_BENCH_KEY;
+# everything is stopped and removed on exit.
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -21,10 +21,19 @@ export ZWOP_BENCH_STORE="$work/clients.json"
 "$work/caddy" run --config bench/upstream.Caddyfile >"$work/upstream.log" 2>&1 &
 pids+=($!)
 upstream_pid=$!
+# The upstream's https site has a certificate from Caddy's internal CA;
+# the targets trust that CA's root, as an operator trusts a private Zulip.
+export ZWOP_BENCH_CA="$XDG_DATA_HOME/caddy/pki/authorities/local/root.crt"
+for _ in $(seq 100); do
+	[ -s "$ZWOP_BENCH_CA" ] && curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19443/ && break
+	sleep 0.1
+done
+[ -s "$ZWOP_BENCH_CA" ] || { echo "the upstream made no CA; its log:" >&2; cat "$work/upstream.log" >&2; exit 1; }
+export ZWOP_BENCH_EXTRA="${ZWOP_BENCH_EXTRA:-}"
 "$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
 pids+=($!)
 targets_pid=$!
-for port in 19991 18080 18081 18082; do
+for port in 19991 18080 18081 18082 18083 18084 18085; do
 	for _ in $(seq 100); do
 		curl -s -o /dev/null "localhost:$port/" && break
 		sleep 0.1

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,9 @@ type Client struct {
 	secretStrings []string
 	userAgent     string
 	timeout       time.Duration
+	// headerTimeout says the transport itself bounds the wait for an
+	// answer by timeout.
+	headerTimeout bool
 	rt            http.RoundTripper
 	// Header values, built once and shared read-only by every request.
 	hdrAuth, hdrUA []string
@@ -45,6 +49,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if err := validateCredentials(cfg.Email, cfg.APIKey); err != nil {
 		return nil, fmt.Errorf("zulip: %w", err)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
 	}
 	rt := cfg.Transport
 	if rt == nil {
@@ -77,9 +84,11 @@ func NewClient(cfg Config) (*Client, error) {
 		c.userAgent = DefaultUserAgent
 	}
 	c.hdrUA = []string{c.userAgent}
-	if c.timeout <= 0 {
-		c.timeout = DefaultTimeout
-	}
+	// The client's own transport bounds the wait for an answer's headers
+	// (ResponseHeaderTimeout); a call then needs no context deadline of
+	// its own, which costs a timer and a child of the caller's context
+	// on every call, and the answer's body gets a cheaper guard below.
+	c.headerTimeout = cfg.Transport == nil
 	return c, nil
 }
 
@@ -140,7 +149,8 @@ type request struct {
 // do sends r and reads the answer. It returns a *Response for every
 // answer (even an error status), or a *TransportError when there was none.
 func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
-	if _, ok := ctx.Deadline(); !ok {
+	_, hasDeadline := ctx.Deadline()
+	if !hasDeadline && !c.headerTimeout {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
@@ -183,8 +193,18 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 		resp.Body = http.NoBody
 	}
 	defer resp.Body.Close()
+	var stalled *bodyGuard
+	if !hasDeadline && c.headerTimeout {
+		// A Zulip that sent its headers in time and then stalls is cut
+		// off after another timeout.
+		stalled = guardBody(resp.Body, c.timeout)
+		defer stalled.stop()
+	}
 	body, err := readCapped(resp)
 	if err != nil {
+		if stalled.fired() {
+			return nil, &TransportError{Endpoint: r.endpoint, Kind: ErrTimeout, Err: errors.New("answer's body stalled")}
+		}
 		if errors.Is(err, errTooLarge) {
 			return nil, &BadResponseError{Endpoint: r.endpoint, Status: resp.StatusCode,
 				ContentType: resp.Header.Get("Content-Type"),
@@ -208,6 +228,29 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 	}
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: c.scrub(body)}, nil
 }
+
+// bodyGuard closes an answer's body that takes too long to arrive.
+type bodyGuard struct {
+	t    *time.Timer
+	body io.Closer
+	hit  atomic.Bool
+}
+
+func guardBody(body io.Closer, d time.Duration) *bodyGuard {
+	g := &bodyGuard{body: body}
+	g.t = time.AfterFunc(d, g.fire)
+	return g
+}
+
+func (g *bodyGuard) fire() {
+	g.hit.Store(true)
+	_ = g.body.Close()
+}
+
+func (g *bodyGuard) stop() { g.t.Stop() }
+
+// fired says whether the guard cut the body off; false for no guard.
+func (g *bodyGuard) fired() bool { return g != nil && g.hit.Load() }
 
 // redactedKey stands where an answer quoted the bot's API key.
 const redactedKey = "[bot-api-key]"

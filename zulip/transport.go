@@ -89,12 +89,9 @@ func newTransport(cfg Config) (*http.Transport, error) {
 		p.SetHTTP1(true)
 		t.Protocols = &p
 	}
-	if cfg.Timeout > 0 {
-		// Bounds the wait for Zulip's answer once the whole request is
-		// sent, so a long upload from a slow client is not counted
-		// against Zulip.
-		t.ResponseHeaderTimeout = cfg.Timeout
-	}
+	// Bounds the wait for Zulip's answer once the whole request is sent,
+	// so a long upload from a slow client is not counted against Zulip.
+	t.ResponseHeaderTimeout = cfg.Timeout
 	return t, nil
 }
 
