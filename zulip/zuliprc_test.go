@@ -83,3 +83,23 @@ func TestLoadZuliprc(t *testing.T) {
 		}
 	}
 }
+
+// cert_bundle, as Zulip's own clients read it from a zuliprc: a relative
+// path is found beside the zuliprc, an absolute one as it is.
+func TestZuliprcCertBundle(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ given, want string }{
+		{"ca.pem", filepath.Join(dir, "ca.pem")},
+		{"/etc/ssl/zulip-ca.pem", "/etc/ssl/zulip-ca.pem"},
+	} {
+		p := filepath.Join(dir, "zuliprc")
+		rc := "[api]\nemail=b@x\nkey=" + testKey + "\nsite=https://c.org\ncert_bundle=" + tt.given + "\n"
+		if err := os.WriteFile(p, []byte(rc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := zulip.LoadZuliprc(p)
+		if err != nil || cfg.CertBundle != tt.want {
+			t.Errorf("cert_bundle=%s: %q, %v; want %q", tt.given, cfg.CertBundle, err, tt.want)
+		}
+	}
+}
