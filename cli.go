@@ -46,6 +46,19 @@ func configureCLI(cmd *cobra.Command) {
 	pf.String("store", "", "path of the key store file")
 	pf.StringP("config", "c", "", "Caddy config file in which to find the store")
 	pf.StringP("adapter", "a", "", "name of the config adapter (inferred from the file name when empty)")
+	pf.Bool("new-store", false, "start a new, empty store where the file is empty, or missing although a store was there before")
+	// Without these, cobra would print the help and exit 0 for a
+	// mistyped command, and a script would never know.
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unknown command %q for %q; the commands are add-client, add-admin, list, revoke, import-legacy", args[0], c.CommandPath())
+		}
+		return nil
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error {
+		_ = c.Help()
+		return errors.New("no command given")
+	}
 
 	addClient := &cobra.Command{
 		Use:   "add-client --stream <stream> [--name <name>] [--proposal <n>] [--bot <bot>] [--expires <duration>]",
@@ -198,11 +211,15 @@ func withStore(c *cobra.Command, fn func(context.Context, *keystore.Store, *stor
 	}
 	ctx, cancel := context.WithTimeout(c.Context(), 2*time.Minute)
 	defer cancel()
-	s, closeFn, err := loc.open()
+	newStore, _ := c.Flags().GetBool("new-store")
+	s, closeFn, err := loc.open(newStore)
 	if err != nil {
 		return err
 	}
 	err = fn(ctx, s, loc)
+	if s.Created() {
+		fmt.Fprintf(c.ErrOrStderr(), "created new key store %s\n", s)
+	}
 	if cerr := closeFn(); err == nil && cerr != nil {
 		err = cerr
 	}

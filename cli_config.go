@@ -108,9 +108,10 @@ func storeFromConfig(cfgJSON []byte, configFile string) (*storeLocation, error) 
 
 // open opens the store without its watcher: a command reads the freshest
 // document under the lock for each change, and exits.
-func (l *storeLocation) open() (*keystore.Store, func() error, error) {
+func (l *storeLocation) open(newStore bool) (*keystore.Store, func() error, error) {
+	opt := keystore.Options{NewStore: newStore}
 	if l.path != "" {
-		s, err := keystore.OpenFile(l.path, keystore.Options{})
+		s, err := keystore.OpenFile(l.path, opt)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -120,7 +121,7 @@ func (l *storeLocation) open() (*keystore.Store, func() error, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("config %s: setting up caddy storage: %w", l.config, err)
 	}
-	s, err := keystore.OpenStorage(ctx.Storage(), keystore.Options{})
+	s, err := keystore.OpenStorage(ctx.Storage(), opt)
 	if err != nil {
 		return nil, nil, err
 	}

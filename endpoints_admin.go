@@ -89,7 +89,7 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	n.CreatedBy = "admin:" + c.entry.ID
 	key, e, err := h.store.Add(r.Context(), n)
 	if err != nil {
-		return err
+		return h.storeFailure(err)
 	}
 	h.logger.Info("key created", zap.String("key_id", e.ID), zap.String("stream", e.Stream), zap.String("by", n.CreatedBy))
 	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: h.viewOf(&e)})
@@ -124,9 +124,26 @@ func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *c
 		return newError(http.StatusNotFound, codeNotFound, "no client with id '"+c.arg+"'")
 	}
 	if err != nil {
-		return err
+		return h.storeFailure(err)
 	}
 	h.logger.Info("key revoked", zap.String("key_id", e.ID), zap.String("by", "admin:"+c.entry.ID))
 	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: h.viewOf(&e)})
 	return nil
+}
+
+// storeFailure answers a change the key store could not take: the
+// store's fault, not the caller's, and not an internal error. The details
+// (paths, the system's error) go to the log only.
+func (h *Handler) storeFailure(err error) error {
+	switch {
+	case errors.Is(err, keystore.ErrNotWritable):
+		h.logger.Error("key store cannot be written", zap.Error(err))
+		return newError(http.StatusServiceUnavailable, codeUnavailable,
+			"the key store cannot be written, so keys cannot be created or revoked now; existing keys keep working, and the server's log says why")
+	case errors.Is(err, keystore.ErrStoreLost), errors.Is(err, keystore.ErrCorruptStore):
+		h.logger.Error("key store is damaged", zap.Error(err))
+		return newError(http.StatusServiceUnavailable, codeUnavailable,
+			"the key store is damaged, so keys cannot be created or revoked now; the keys it held keep working, and the server's log says why")
+	}
+	return err
 }

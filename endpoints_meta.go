@@ -1,6 +1,7 @@
 package zulipproxy
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -47,18 +48,34 @@ func (h *Handler) viewOf(e *keystore.Entry) entryView {
 type healthBody struct {
 	Status  string `json:"status"`
 	Version string `json:"version"`
-	Msg     string `json:"msg,omitempty"`
+	// Store is "ok", "read-only" (keys work, changes fail) or
+	// "unreadable" (the last good keys work, the document is damaged).
+	Store string `json:"store"`
+	Msg   string `json:"msg,omitempty"`
 }
 
 // serveHealth is for load balancers: 503 when the key store cannot be read,
-// so traffic moves to an instance that can check keys.
+// so traffic moves to an instance that can check keys; "degraded" (still
+// 200) when keys work but changes cannot be written.
 func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) error {
 	if err := h.store.Healthy(); err != nil {
 		h.logger.Warn("health check failing: key store unreadable", zap.Error(err))
-		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: zulip.Version, Msg: "key store cannot be read"})
+		msg := "the key store cannot be read; the last good keys keep working"
+		switch {
+		case errors.Is(err, keystore.ErrStoreLost):
+			msg = "the key store lacks keys it held (emptied, replaced or gone); the last good keys keep working until it is restored"
+		case errors.Is(err, keystore.ErrCorruptStore):
+			msg = "the key store is corrupt; the last good keys keep working until it is repaired"
+		}
+		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: zulip.Version, Store: "unreadable", Msg: msg})
 		return nil
 	}
-	writeJSON(w, http.StatusOK, healthBody{Status: "OK", Version: zulip.Version})
+	if err := h.store.Writable(); err != nil {
+		writeJSON(w, http.StatusOK, healthBody{Status: "degraded", Version: zulip.Version, Store: "read-only",
+			Msg: "the key store cannot be written: keys work, but cannot be created or revoked"})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, healthBody{Status: "OK", Version: zulip.Version, Store: "ok"})
 	return nil
 }
 

@@ -11,6 +11,13 @@ var (
 	ErrKeyExpired   = errors.New("key expired")
 	ErrNotFound     = errors.New("no such key")
 	ErrCorruptStore = errors.New("key store is corrupt")
+	// ErrStoreLost: the document lacks entries the store held, or is
+	// empty, or vanished where a store was written before. Entries are
+	// revoked, never deleted, so such a document is not a newer version,
+	// and it is neither adopted nor written over.
+	ErrStoreLost = errors.New("key store lost its entries")
+	// ErrNotWritable: a change could not be written.
+	ErrNotWritable = errors.New("key store cannot be written")
 )
 
 // storeVersion is the version of the store document this code writes.

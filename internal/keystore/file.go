@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +64,15 @@ func (f *fileBackend) lock(ctx context.Context) (func(), error) {
 		return nil, errors.New("lock not acquired")
 	}
 	return func() { _ = fl.Unlock() }, nil
+}
+
+// wroteBefore: every write takes the lock file beside the store, and it
+// stays there, so a lock file without a store is a store that was lost.
+func (f *fileBackend) wroteBefore() string {
+	if _, err := os.Stat(f.path + ".lock"); err == nil {
+		return "its lock file " + f.path + ".lock is there"
+	}
+	return ""
 }
 
 // mkdirDurable creates dir and its missing parents (0700: the folder of a
@@ -122,7 +133,20 @@ func (f *fileBackend) write(_ context.Context, data []byte) (err error) {
 			_ = os.Remove(tmp.Name())
 		}
 	}()
-	if err = tmp.Chmod(0o600); err != nil {
+	// The new file keeps the old one's mode, owner and group: a store the
+	// Caddy service user owns must stay readable to it after a root CLI
+	// wrote it. Checked before any data is written.
+	mode := os.FileMode(0o600)
+	if fi, serr := os.Stat(f.path); serr == nil {
+		mode = fi.Mode().Perm()
+		if uid, gid, ok := ownerOf(fi); ok && (uid != os.Geteuid() || gid != os.Getegid()) {
+			if err = tmp.Chown(uid, gid); err != nil {
+				tmp.Close()
+				return fmt.Errorf("%w: %s belongs to %s; writing it as %s would leave a file its owner may not read: run this as %s (or as root, which keeps the owner)", ErrNotWritable, f.path, userName(uid, gid), userName(os.Geteuid(), os.Getegid()), userName(uid, -1))
+			}
+		}
+	}
+	if err = tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -161,4 +185,20 @@ func syncDir(dir string) error {
 		return err
 	}
 	return nil
+}
+
+// userName names a user (and group, unless gid < 0) for messages.
+func userName(uid, gid int) string {
+	name := strconv.Itoa(uid)
+	if u, err := user.LookupId(name); err == nil {
+		name = u.Username
+	}
+	if gid < 0 {
+		return name
+	}
+	group := strconv.Itoa(gid)
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	return name + ":" + group
 }

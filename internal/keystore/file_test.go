@@ -2,11 +2,15 @@ package keystore
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -119,19 +123,31 @@ func TestStoreFileModes(t *testing.T) {
 	}
 }
 
-// An empty file holds no keys, so it may be read as an empty store; what
-// is written over it must be a full document.
+// An empty file holds no keys, so it is read as an empty store; but no
+// store this proxy wrote is ever empty, so an empty file is most likely
+// one truncated (': > clients.json', a backup restored with cp), and no
+// write starts a new document over it unless told to (--new-store).
 func TestStoreEmptyFileIsEmptyStore(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.json")
 	if err := os.WriteFile(path, []byte(" \n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := mustOpen(t, path, Options{})
-	if s.Len() != 0 {
-		t.Fatalf("%d entries in an empty file", s.Len())
+	if s.Len() != 0 || s.Healthy() != nil {
+		t.Fatalf("an empty file: %d entries, %v", s.Len(), s.Healthy())
+	}
+	if _, _, err := s.Add(ctxT(t), NewEntry{Stream: "a"}); !errors.Is(err, ErrStoreLost) || !strings.Contains(err.Error(), "--new-store") {
+		t.Fatalf("a write over an empty file: %v, want ErrStoreLost saying --new-store", err)
+	}
+	if raw, _ := os.ReadFile(path); string(raw) != " \n" {
+		t.Fatalf("the refused write changed the file: %q", raw)
 	}
 	var is issued
+	s = mustOpen(t, path, Options{NewStore: true})
 	k, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
+	if !s.Created() {
+		t.Error("a store begun over an empty file does not say it was created")
+	}
 	raw, _ := os.ReadFile(path)
 	if doc, err := parseDocument(raw); err != nil || len(doc.Clients) != 1 {
 		t.Fatalf("written document: %v %+v", err, doc)
@@ -140,6 +156,109 @@ func TestStoreEmptyFileIsEmptyStore(t *testing.T) {
 		t.Error("key missing after reopening")
 	}
 	is.assertNoKeyIn(t, path)
+}
+
+// A store emptied while it holds keys (': > clients.json', or cp of a
+// backup, which truncates first) is damaged, not empty: the last good keys
+// keep serving, Healthy says why, nothing is written over it, and the
+// store recovers by itself once a good document is back.
+func TestStoreEmptiedWhileHolding(t *testing.T) {
+	for _, empty := range []string{"", " \n\t"} {
+		path := filepath.Join(t.TempDir(), "clients.json")
+		var is issued
+		s := mustOpen(t, path, Options{PollInterval: 10 * time.Millisecond})
+		k, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
+		admin, _ := mustAdd(t, s, NewEntry{Admin: true}, &is)
+		good, _ := os.ReadFile(path)
+		s.Start()
+		if err := os.WriteFile(path, []byte(empty), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "unhealthy", func() bool { return s.Healthy() != nil })
+		if err := s.Healthy(); !errors.Is(err, ErrStoreLost) || !strings.Contains(err.Error(), "is empty") {
+			t.Errorf("Healthy: %v", err)
+		}
+		for _, key := range []string{k, admin} {
+			if _, ok := s.Lookup(key); !ok {
+				t.Error("the last good keys are no longer served")
+			}
+		}
+		if _, _, err := s.Add(ctxT(t), NewEntry{Stream: "b"}); !errors.Is(err, ErrStoreLost) {
+			t.Errorf("a key was added to an emptied store: %v", err)
+		}
+		if raw, _ := os.ReadFile(path); string(raw) != empty {
+			t.Errorf("a new document was begun over the emptied one: %q", raw)
+		}
+		if err := os.WriteFile(path, good, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "healthy again", func() bool { return s.Healthy() == nil })
+		mustAdd(t, s, NewEntry{Stream: "c"}, &is)
+		if r := mustOpen(t, path, Options{}); r.Len() != 3 {
+			t.Errorf("%d entries once restored, want 3", r.Len())
+		}
+	}
+}
+
+// A document that lacks entries the store holds is never adopted, however
+// it came (a CLI that began a new store where the file had vanished, a
+// stale backup): entries are revoked, never deleted.
+func TestStoreNeverAdoptsAShrunkDocument(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	var is issued
+	s := mustOpen(t, path, Options{PollInterval: 10 * time.Millisecond})
+	k1, _ := mustAdd(t, s, NewEntry{Stream: "a"}, &is)
+	k2, _ := mustAdd(t, s, NewEntry{Stream: "b"}, &is)
+	s.Start()
+	// What a CLI does where the file vanished, forced.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	cli := mustOpen(t, path, Options{NewStore: true})
+	k3, _ := mustAdd(t, cli, NewEntry{Stream: "c"}, &is)
+	waitFor(t, 5*time.Second, "unhealthy", func() bool {
+		err := s.Healthy()
+		return err != nil && strings.Contains(err.Error(), "lacks 2 of the 2 entries")
+	})
+	for _, k := range []string{k1, k2} {
+		if _, ok := s.Lookup(k); !ok {
+			t.Error("a key the store held is no longer served")
+		}
+	}
+	if _, ok := s.Lookup(k3); ok {
+		t.Error("the store adopted a document that lacks its entries")
+	}
+	if _, err := s.Revoke(ctxT(t), "nope"); !errors.Is(err, ErrStoreLost) {
+		t.Errorf("a write over the shrunk document: %v, want ErrStoreLost", err)
+	}
+}
+
+// A missing store where one was written before (its lock file is there)
+// is a lost store: a fresh writer refuses to begin a new one unless told
+// to, and one where none has been says it created it.
+func TestStoreLostFileRefusesNewDocument(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data", "clients.json")
+	s := mustOpen(t, path, Options{})
+	mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	if !s.Created() {
+		t.Error("the first write of a new store does not say it was created")
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	fresh := mustOpen(t, path, Options{})
+	_, _, err := fresh.Add(ctxT(t), NewEntry{Stream: "b"})
+	if !errors.Is(err, ErrStoreLost) || !strings.Contains(err.Error(), "mounted") || !strings.Contains(err.Error(), "--new-store") {
+		t.Fatalf("a write where a store vanished: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a document was begun: %v", err)
+	}
+	forced := mustOpen(t, path, Options{NewStore: true})
+	mustAdd(t, forced, NewEntry{Stream: "b"}, nil)
+	if !forced.Created() || forced.Len() != 1 {
+		t.Errorf("forced: created %v, %d entries", forced.Created(), forced.Len())
+	}
 }
 
 // A crash after the temporary file is written but before the rename
@@ -288,5 +407,123 @@ func TestStoreDocumentFormat(t *testing.T) {
 		if lines := strings.Count(string(raw), "\n"); lines != 4+len(entries)+min(len(entries), 1) {
 			t.Errorf("%d lines for %d entries:\n%s", lines, len(entries), raw)
 		}
+	}
+}
+
+// A write keeps the store file's owner, group and mode: run as root, a CLI
+// must not replace a store the Caddy service user owns with a root:root
+// 0600 file that user can no longer read.
+func TestStoreWriteKeepsOwnerAndMode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("changing a file's owner needs root")
+	}
+	path := filepath.Join(t.TempDir(), "clients.json")
+	mustAdd(t, mustOpen(t, path, Options{}), NewEntry{Stream: "a"}, nil)
+	const uid, gid = 65534, 65534 // nobody, nogroup
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	mustAdd(t, mustOpen(t, path, Options{}), NewEntry{Stream: "b"}, nil)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, g, _ := ownerOf(fi); u != uid || g != gid || fi.Mode().Perm() != 0o640 {
+		t.Errorf("after a write as root: owner %d:%d mode %o, want %d:%d 640", u, g, fi.Mode().Perm(), uid, gid)
+	}
+}
+
+// A writer that cannot keep the owner refuses before writing, naming the
+// owner: here the test binary run as nobody against a store root owns.
+func TestStoreWriteRefusesToChangeOwner(t *testing.T) {
+	if os.Getenv("ZWOP_OWNER_HELPER") != "" {
+		s, err := OpenFile(os.Getenv("ZWOP_OWNER_HELPER"), Options{})
+		if err != nil {
+			fmt.Println("OPEN", err)
+			return
+		}
+		_, _, err = s.Add(context.Background(), NewEntry{Stream: "b"})
+		fmt.Println("ADD", err)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("running a helper as another user needs root")
+	}
+	dir := t.TempDir()
+	// nobody must reach the folder (the test's own is 0700) and write in it.
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "clients.json")
+	mustAdd(t, mustOpen(t, path, Options{}), NewEntry{Stream: "a"}, nil)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path+".lock", 0o666); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	// The test binary, where nobody may run it.
+	bin := filepath.Join(dir, "keystore.test")
+	raw, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, raw, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestStoreWriteRefusesToChangeOwner$")
+	cmd.Env = append(os.Environ(), "ZWOP_OWNER_HELPER="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "ADD "+ErrNotWritable.Error()) || !strings.Contains(string(out), "belongs to root") {
+		t.Errorf("the helper's write as nobody: %s", out)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Error("the refused write changed the store")
+	}
+	fi, _ := os.Stat(path)
+	if u, _, _ := ownerOf(fi); u != 0 {
+		t.Errorf("the store now belongs to %d", u)
+	}
+}
+
+// A store that cannot be written says so (Writable), keeps serving its
+// keys, and clears once a write goes through again.
+func TestStoreWriteFailureIsVisible(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	s := mustOpen(t, path, Options{})
+	k, _ := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	// A folder where the lock file belongs fails every write, even as root.
+	if err := os.Remove(path + ".lock"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path+".lock", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Add(ctxT(t), NewEntry{Stream: "b"}); !errors.Is(err, ErrNotWritable) {
+		t.Fatalf("a write that cannot lock: %v, want ErrNotWritable", err)
+	}
+	if !errors.Is(s.Writable(), ErrNotWritable) {
+		t.Errorf("Writable: %v", s.Writable())
+	}
+	if _, ok := s.Lookup(k); !ok || s.Healthy() != nil {
+		t.Errorf("lookups stopped (%v) or Healthy failed: %v", ok, s.Healthy())
+	}
+	if err := os.Remove(path + ".lock"); err != nil {
+		t.Fatal(err)
+	}
+	mustAdd(t, s, NewEntry{Stream: "c"}, nil)
+	if s.Writable() != nil {
+		t.Errorf("Writable after a good write: %v", s.Writable())
 	}
 }

@@ -21,3 +21,12 @@ func fileIdentity(fi fs.FileInfo) string {
 	}
 	return ""
 }
+
+// ownerOf is the file's owner and group.
+func ownerOf(fi fs.FileInfo) (uid, gid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return int(st.Uid), int(st.Gid), true
+}

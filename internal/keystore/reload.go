@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -23,7 +24,7 @@ func (s *Store) reloadLocked(ctx context.Context) error {
 		s.setLoadErr(err)
 		return err
 	}
-	doc, sum, err := s.readDoc(ctx)
+	doc, sum, _, err := s.readDoc(ctx)
 	if err != nil {
 		s.setLoadErr(err)
 		return err
@@ -33,32 +34,72 @@ func (s *Store) reloadLocked(ctx context.Context) error {
 	return nil
 }
 
+// docState says what readDoc found where the document belongs.
+type docState uint8
+
+const (
+	docPresent docState = iota
+	docMissing
+	docEmpty // present, but 0 bytes or only white space
+)
+
 // readDoc reads the document as it is now. A document identical to the
 // one the index was built from is not parsed again: at 100,000 keys,
-// parsing is most of the cost of a write.
-func (s *Store) readDoc(ctx context.Context) (document, [32]byte, error) {
+// parsing is most of the cost of a write. A document that lacks entries
+// the index holds is refused (ErrStoreLost), whatever else it holds.
+func (s *Store) readDoc(ctx context.Context) (document, [32]byte, docState, error) {
 	raw, err := s.b.read(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
 		if s.held.Load() {
-			return document{}, [32]byte{}, fmt.Errorf("key store %s has disappeared; it held %d entries, which this instance keeps serving: restore the document, or restart to begin an empty store", s.b, s.Len())
+			return document{}, [32]byte{}, docMissing, fmt.Errorf("%w: key store %s has disappeared; it held %d entries, which this instance keeps serving: restore the document, or restart to begin an empty store", ErrStoreLost, s.b, s.Len())
 		}
-		return document{Version: storeVersion}, [32]byte{}, nil
+		return document{Version: storeVersion}, [32]byte{}, docMissing, nil
 	}
 	if err != nil {
-		return document{}, [32]byte{}, fmt.Errorf("reading key store %s: %w", s.b, err)
+		return document{}, [32]byte{}, docPresent, fmt.Errorf("reading key store %s: %w", s.b, err)
+	}
+	state := docPresent
+	if len(bytes.TrimSpace(raw)) == 0 {
+		state = docEmpty
 	}
 	sum := sha256.Sum256(raw)
 	if sum == s.lastSum && s.Healthy() == nil {
 		idx := s.idx.Load()
 		entries := make([]Entry, len(idx.entries))
 		copy(entries, idx.entries)
-		return document{Version: storeVersion, Clients: entries}, sum, nil
+		return document{Version: storeVersion, Clients: entries}, sum, state, nil
 	}
 	doc, err := parseDocument(raw)
 	if err != nil {
-		return document{}, [32]byte{}, fmt.Errorf("reading key store %s: %w", s.b, err)
+		return document{}, [32]byte{}, state, fmt.Errorf("reading key store %s: %w", s.b, err)
 	}
-	return doc, sum, nil
+	if missing := s.missingFrom(doc); missing > 0 {
+		what := fmt.Sprintf("lacks %d of the %d entries", missing, s.Len())
+		if state == docEmpty {
+			what = fmt.Sprintf("is empty; it held %d entries", s.Len())
+		}
+		return document{}, [32]byte{}, state, fmt.Errorf("%w: key store %s %s, which this instance keeps serving. Entries are revoked, never deleted, so this is not a newer version: restore the document (a backup copied over it with cp is truncated first: copy it beside the store, then mv it into place)", ErrStoreLost, s.b, what)
+	}
+	return doc, sum, state, nil
+}
+
+// missingFrom counts the entries of the index that doc lacks.
+func (s *Store) missingFrom(doc document) int {
+	idx := s.idx.Load()
+	if len(idx.entries) == 0 {
+		return 0
+	}
+	ids := make(map[string]struct{}, len(doc.Clients))
+	for i := range doc.Clients {
+		ids[doc.Clients[i].ID] = struct{}{}
+	}
+	missing := 0
+	for i := range idx.entries {
+		if _, ok := ids[idx.entries[i].ID]; !ok {
+			missing++
+		}
+	}
+	return missing
 }
 
 // install makes entries, read from or written as the document whose

@@ -99,3 +99,6 @@ func (b *storageBackend) lock(ctx context.Context) (func(), error) {
 func (b *storageBackend) write(ctx context.Context, data []byte) error {
 	return b.storage().Store(ctx, storageKey, data)
 }
+
+// wroteBefore: a storage shows nothing of a document it no longer has.
+func (b *storageBackend) wroteBefore() string { return "" }

@@ -26,6 +26,9 @@ type backend interface {
 	lock(ctx context.Context) (unlock func(), err error)
 	// write replaces the document atomically and durably.
 	write(ctx context.Context, data []byte) error
+	// wroteBefore says why a missing document is likely a lost one (a
+	// sign a store was written there before), or "" when nothing says so.
+	wroteBefore() string
 	String() string
 }
 
@@ -37,6 +40,11 @@ type Options struct {
 	// FlushInterval is how often last-used times are written. Default 1m.
 	FlushInterval time.Duration
 	Logger        *zap.Logger
+	// NewStore lets a write start a new, empty document where the file
+	// is empty, or missing although a store was written there before.
+	// Without it such a write is refused: the store was most likely lost
+	// (truncated, an unmounted volume, a wrong path), not never made.
+	NewStore bool
 }
 
 // Store is the key store: an immutable in-memory index for the request
@@ -46,8 +54,11 @@ type Store struct {
 	b   backend
 	opt Options
 
-	idx     atomic.Pointer[index]
-	loadErr atomic.Pointer[error]
+	idx      atomic.Pointer[index]
+	loadErr  atomic.Pointer[error]
+	writeErr atomic.Pointer[error]
+	// created is set once a write of this store started a new document.
+	created atomic.Bool
 
 	// mu serialises this process's writes and reloads; other processes are
 	// kept out by the backend's lock.
@@ -150,6 +161,19 @@ func (s *Store) setLoadErr(err error) {
 	}
 	s.loadErr.Store(&err)
 }
+
+// Writable is nil while changes can be written; otherwise the error of
+// the last failed write. Lookups keep working meanwhile.
+func (s *Store) Writable() error {
+	if p := s.writeErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Created says whether a write through this store started a new document
+// where there was none.
+func (s *Store) Created() bool { return s.created.Load() }
 
 // Closed is closed once Close has been called.
 func (s *Store) Closed() <-chan struct{} { return s.stop }

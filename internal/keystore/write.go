@@ -15,12 +15,14 @@ import (
 func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool, err error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Asked before the lock, which leaves a lock file of its own.
+	wroteBefore := s.b.wroteBefore()
 	unlock, err := s.b.lock(ctx)
 	if err != nil {
-		return fmt.Errorf("locking key store %s: %w", s.b, err)
+		return s.failedWrite(fmt.Errorf("%w: locking %s: %w", ErrNotWritable, s.b, err))
 	}
 	defer unlock()
-	doc, sum, err := s.readDoc(ctx)
+	doc, sum, state, err := s.readDoc(ctx)
 	if err != nil {
 		s.setLoadErr(err)
 		return err
@@ -43,13 +45,30 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 	if len(doc.Clients) < before {
 		return fmt.Errorf("refusing to write key store %s: %d entries would become %d", s.b, before, len(doc.Clients))
 	}
+	if !s.opt.NewStore {
+		switch {
+		case state == docEmpty:
+			return fmt.Errorf("%w: key store %s is empty (0 bytes or only white space), which a store this proxy wrote never is: restore it from a backup, or, to start a new, empty store there, run again with --new-store", ErrStoreLost, s.b)
+		case state == docMissing:
+			if wroteBefore != "" {
+				return fmt.Errorf("%w: key store %s does not exist, but a store was written there before (%s): check that its volume is mounted and that the path is right; to start a new, empty store there, run again with --new-store", ErrStoreLost, s.b, wroteBefore)
+			}
+		}
+	}
 	doc.Version = storeVersion
 	data, err := doc.marshal()
 	if err != nil {
 		return fmt.Errorf("encoding key store: %w", err)
 	}
 	if err := s.b.write(ctx, data); err != nil {
-		return fmt.Errorf("writing key store %s: %w", s.b, err)
+		if errors.Is(err, ErrNotWritable) {
+			return s.failedWrite(err)
+		}
+		return s.failedWrite(fmt.Errorf("%w: %s: %w", ErrNotWritable, s.b, err))
+	}
+	s.writeErr.Store(nil)
+	if state != docPresent {
+		s.created.Store(true)
 	}
 	st, err := s.b.stamp(ctx)
 	if err != nil {
@@ -58,6 +77,12 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 	s.install(doc.Clients, st, sha256.Sum256(data))
 	s.setLoadErr(nil)
 	return nil
+}
+
+// failedWrite remembers a write that failed, for Writable.
+func (s *Store) failedWrite(err error) error {
+	s.writeErr.Store(&err)
+	return err
 }
 
 // Add creates a key and returns it with its entry. The key is not kept.

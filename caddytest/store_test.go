@@ -1,0 +1,160 @@
+package caddytest
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// healthOf reads /health's status and body.
+func healthOf(t *testing.T) (int, map[string]any) {
+	t.Helper()
+	r := request(t, "GET", "/health", nil)
+	return r.Status, r.JSON(t)
+}
+
+// A store file emptied while Caddy runs (': > clients.json', or a backup
+// restored with cp, which truncates first) is a damaged store, not an
+// empty one: every key keeps working, /health says 503 and why, no change
+// is written over it, and once a good document is back all is as before.
+func TestEmptiedStoreKeepsKeys(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	admin, _ := adminKey(t, store)
+	start(t, config{store: store})
+	good, err := os.ReadFile(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(store, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "/health says 503", func() bool {
+		status, _ := healthOf(t)
+		return status == 503
+	})
+	_, h := healthOf(t)
+	if msg, _ := h["msg"].(string); h["store"] != "unreadable" || !strings.Contains(msg, "lacks keys it held") {
+		t.Errorf("/health: %v", h)
+	}
+	for _, k := range []string{key, admin} {
+		if r := request(t, "GET", "/me", nil, withKey(k)); r.Status != 200 {
+			t.Errorf("a key of the emptied store: %d %s", r.Status, r.Body)
+		}
+	}
+	r := request(t, "POST", "/create_client?stream=general", nil, withKey(admin))
+	assertError(t, r, 503, "key store is damaged")
+	if raw, _ := os.ReadFile(store); len(raw) != 0 {
+		t.Errorf("something was written over the emptied store: %s", raw)
+	}
+	// The CLI will not start a new store over it either.
+	_, errOut, err := cli(t, "add-client", "--store", store, "--stream", "general")
+	if err == nil || !strings.Contains(err.Error()+errOut, "--new-store") {
+		t.Errorf("the CLI wrote over an emptied store: %v %s", err, errOut)
+	}
+
+	if err := os.WriteFile(store, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "/health says 200", func() bool {
+		status, _ := healthOf(t)
+		return status == 200
+	})
+	if r := request(t, "POST", "/create_client?stream=general", nil, withKey(admin)); r.Status != 200 {
+		t.Errorf("create_client once restored: %d %s", r.Status, r.Body)
+	}
+}
+
+// A store file that vanished (an unmounted volume, a wrong path, a delete)
+// is not a first run: the CLI refuses to begin a new store there, saying
+// what to check and how to force it, and the server keeps every key.
+func TestVanishedStoreAndTheCLI(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store})
+	if err := os.Remove(store); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := cli(t, "add-client", "--store", store, "--stream", "general")
+	if err == nil || !strings.Contains(err.Error(), "mounted") || !strings.Contains(err.Error(), "--new-store") {
+		t.Fatalf("add-client where the store vanished: %v %s", err, errOut)
+	}
+	if _, err := os.Stat(store); err == nil {
+		t.Fatal("the CLI began a new store where one vanished")
+	}
+	if r := request(t, "GET", "/me", nil, withKey(key)); r.Status != 200 {
+		t.Errorf("a key of the vanished store: %d %s", r.Status, r.Body)
+	}
+
+	// Forced, the CLI starts anew and says so; the server, which held a
+	// key that the new document lacks, does not adopt it.
+	out, errOut, err := cli(t, "add-client", "--store", store, "--stream", "general", "--new-store")
+	if err != nil || !strings.Contains(errOut, "created new key store") {
+		t.Fatalf("forced: %v\n%s\n%s", err, out, errOut)
+	}
+	if k := keyLine.FindStringSubmatch(out); k != nil {
+		addSecret(k[1])
+	}
+	time.Sleep(1500 * time.Millisecond) // the server looks every second
+	if r := request(t, "GET", "/me", nil, withKey(key)); r.Status != 200 {
+		t.Errorf("the server dropped a key for a document that lacks it: %d %s", r.Status, r.Body)
+	}
+	if status, h := healthOf(t); status != 503 {
+		t.Errorf("/health with a document that lacks held keys: %d %v", status, h)
+	}
+}
+
+// A new store is made only where none has been, and the CLI says so.
+func TestCLISaysItCreatedAStore(t *testing.T) {
+	store := newStore(t)
+	_, errOut, err := cli(t, "add-admin", "--store", store)
+	if err != nil || !strings.Contains(errOut, "created new key store") || !strings.Contains(errOut, store) {
+		t.Fatalf("first key: %v %s", err, errOut)
+	}
+	_, errOut, err = cli(t, "add-admin", "--store", store)
+	if err != nil || strings.Contains(errOut, "created") {
+		t.Errorf("second key: %v %s", err, errOut)
+	}
+}
+
+// A store that cannot be written answers changes with 503 saying so, and
+// /health reports it degraded while every key keeps working.
+func TestUnwritableStore(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	admin, id := adminKey(t, store)
+	start(t, config{store: store})
+	// A folder where the lock file belongs fails every write, even as root.
+	if err := os.Remove(store + ".lock"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(store+".lock", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(store + ".lock")
+	for _, r := range []reply{
+		request(t, "POST", "/create_client?stream=general", nil, withKey(admin)),
+		request(t, "DELETE", "/clients/"+id, nil, withKey(admin)),
+	} {
+		assertError(t, r, 503, "key store cannot be written")
+	}
+	status, h := healthOf(t)
+	if status != 200 || h["status"] != "degraded" || h["store"] != "read-only" {
+		t.Errorf("/health of an unwritable store: %d %v", status, h)
+	}
+	if r := request(t, "GET", "/me", nil, withKey(key)); r.Status != 200 {
+		t.Errorf("a key of the unwritable store: %d %s", r.Status, r.Body)
+	}
+}
+
+// A mistyped command fails, rather than printing the help and exiting 0.
+func TestCLIUnknownCommand(t *testing.T) {
+	_, _, err := cli(t, "frobnicate", "--store", newStore(t))
+	if err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("frobnicate: %v", err)
+	}
+	if _, _, err := cli(t); err == nil {
+		t.Error("no command at all exits 0")
+	}
+}
