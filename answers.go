@@ -1,6 +1,7 @@
 package zulipproxy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -36,7 +37,7 @@ func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError,
 	var zerr *zulip.Error
 	if errors.As(err, &zerr) {
 		if zerr.Raw != nil && len(zerr.Raw.Body) > 0 {
-			return zerr.Raw, nil, true
+			return withBothShapes(zerr.Raw), nil, true
 		}
 		e := newError(zerr.Status, zerr.Code, zerr.Msg)
 		if zerr.RetryAfter > 0 {
@@ -48,6 +49,24 @@ func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError,
 	switch {
 	case errors.As(err, &bad) && bad.Status == http.StatusRequestEntityTooLarge:
 		return nil, newError(http.StatusRequestEntityTooLarge, codeTooLarge, "Zulip refused the upload as too large"), true
+	case errors.As(err, &bad) && bad.Status >= 500:
+		// Zulip, or its nginx, failing in its own words (an HTML page):
+		// its status says what happened, and a 503 for maintenance keeps
+		// its Retry-After, so a client waits rather than giving up.
+		code := codeBadUpstream
+		switch bad.Status {
+		case http.StatusServiceUnavailable:
+			code = codeUnavailable
+		case http.StatusGatewayTimeout:
+			code = codeUpstreamTimeout
+		}
+		e := newError(bad.Status, code, fmt.Sprintf("Zulip failed with HTTP %d (%s)", bad.Status, http.StatusText(bad.Status)))
+		if bad.Raw != nil {
+			if ra := bad.Raw.Header.Get("Retry-After"); ra != "" {
+				e = e.withHeader("Retry-After", ra)
+			}
+		}
+		return nil, e, true
 	case errors.Is(err, zulip.ErrBadResponse):
 		return nil, newError(http.StatusBadGateway, codeBadUpstream, "Zulip answered with something that is not Zulip's JSON"), true
 	case errors.Is(err, zulip.ErrTimeout):
@@ -92,4 +111,41 @@ func uploadStatus(up *zulip.UploadResult, err error) int {
 		return errStatus(err)
 	}
 	return up.Raw.Status
+}
+
+// withBothShapes makes sure a Zulip error body also has the upstream
+// service's shape and a code: Zulip's unhandled-exception 500 has no
+// code, and none of Zulip's errors has `detail`. Other answers pass as
+// they are.
+func withBothShapes(resp *zulip.Response) *zulip.Response {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(resp.Body, &m) != nil {
+		return resp
+	}
+	_, hasCode := m["code"]
+	_, hasDetail := m["detail"]
+	if hasCode && hasDetail {
+		return resp
+	}
+	if !hasDetail {
+		msg := m["msg"]
+		if msg == nil {
+			msg = json.RawMessage(`""`)
+		}
+		m["detail"] = msg
+	}
+	if !hasCode {
+		code := codeBadRequest
+		if resp.Status >= 500 {
+			code = codeBadUpstream
+		}
+		m["code"], _ = json.Marshal(code)
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return resp
+	}
+	out := *resp
+	out.Body = body
+	return &out
 }

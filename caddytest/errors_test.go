@@ -46,13 +46,18 @@ func TestZulipFailures(t *testing.T) {
 				t.Errorf("not Zulip's 429: %v %s", r.Header, r.Body)
 			}
 		}},
-		{"Zulip's own 500", emulator.Fault{Status: 500, Count: 1}, 500, func(t *testing.T, r reply) {
-			if r.JSON(t)["result"] != "error" {
-				t.Errorf("%s", r.Body)
-			}
+		{"Zulip's own 500, which has no code", emulator.Fault{Status: 500, Count: 1}, 500, func(t *testing.T, r reply) {
+			// Zulip's words, in both shapes.
+			assertError(t, r, 500, "Internal server error")
 		}},
 		{"nginx 502 page", emulator.Fault{Status: 502, Count: 1}, 502, func(t *testing.T, r reply) {
-			assertError(t, r, 502, "not Zulip's JSON")
+			assertError(t, r, 502, "HTTP 502")
+		}},
+		{"503 for maintenance", emulator.Fault{Status: 503, RetryAfter: 30, Count: 1}, 503, func(t *testing.T, r reply) {
+			assertError(t, r, 503, "HTTP 503")
+			if r.Header.Get("Retry-After") != "30" {
+				t.Errorf("Retry-After %q, want Zulip's 30", r.Header.Get("Retry-After"))
+			}
 		}},
 		{"garbage", emulator.Fault{Garbage: true, Count: 1}, 502, func(t *testing.T, r reply) {
 			assertError(t, r, 502, "not Zulip's JSON")
@@ -83,13 +88,13 @@ func TestZulipFailures(t *testing.T) {
 	t.Run("unreachable", func(t *testing.T) {
 		assertError(t, send(deadKey), 502, "unreachable")
 	})
-	t.Run("Zulip's own error passes through", func(t *testing.T) {
+	t.Run("Zulip's own error passes through, in both shapes", func(t *testing.T) {
 		gone, _ := scopedKey(t, store, "nowhere")
 		eventually(t, 5*time.Second, "key picked up", func() bool {
 			return request(t, "GET", "/me", nil, withKey(gone)).Status == 200
 		})
 		r := send(gone)
-		if m := r.JSON(t); r.Status != 400 || m["msg"] != "Invalid channel name 'nowhere'" || m["detail"] != nil {
+		if m := r.JSON(t); r.Status != 400 || m["msg"] != "Invalid channel name 'nowhere'" || m["detail"] != m["msg"] || m["code"] != "BAD_REQUEST" {
 			t.Errorf("%d %s", r.Status, r.Body)
 		}
 	})

@@ -23,7 +23,9 @@ type Fault struct {
 	// Garbage answers 200 with a body that is not JSON but claims to be.
 	Garbage bool `json:"garbage,omitempty"`
 	// RateLimited answers Zulip's 429 RATE_LIMIT_HIT with Retry-After
-	// RetryAfter seconds (a float, as Zulip sends; default 1.5).
+	// RetryAfter seconds (a float, as Zulip sends; default 1.5). With
+	// Status 503, RetryAfter is sent as the maintenance page's
+	// Retry-After.
 	RateLimited bool    `json:"rate_limited,omitempty"`
 	RetryAfter  float64 `json:"retry_after,omitempty"`
 	// Status answers this HTTP status: 500 with Zulip's JSON, 502, 503
@@ -194,18 +196,26 @@ func (x *exchange) applyFault(f Fault) bool {
 	case f.Status != 0:
 		names = append(names, "status "+strconv.Itoa(f.Status))
 		setMark("status")
-		x.writeStatusFault(f.Status)
+		x.writeStatusFault(f)
 		return true
 	}
 	return false
 }
 
-func (x *exchange) writeStatusFault(status int) {
+func (x *exchange) writeStatusFault(f Fault) {
+	status := f.Status
 	switch status {
 	case http.StatusInternalServerError:
 		// Zulip's json_unhandled_exception: no code.
 		x.writeJSON(status, obj{{"result", "error"}, {"msg", "Internal server error"}})
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusServiceUnavailable:
+		// Down for maintenance (an upgrade, a restart); RetryAfter, when
+		// set, says for how long.
+		if f.RetryAfter > 0 {
+			x.w.Header().Set("Retry-After", strconv.FormatFloat(f.RetryAfter, 'f', -1, 64))
+		}
+		x.writeNginxPage(status)
+	case http.StatusBadGateway, http.StatusGatewayTimeout:
 		x.writeNginxPage(status)
 	default:
 		x.writeError(&apiError{status: status, code: "BAD_REQUEST", msg: "Emulated fault: " + http.StatusText(status)})
