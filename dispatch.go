@@ -21,7 +21,10 @@ type call struct {
 	// id, an integration name.
 	arg   string
 	entry *keystore.Entry // nil on public routes
-	bot   *bot            // the bot a scoped key speaks as
+	// key is the caller's own key, kept for this request only so that
+	// nothing forwarded carries it.
+	key   string
+	bot   *bot // the bot a scoped key speaks as
 	start time.Time
 	// zulipStatus is the HTTP status of the last call to Zulip, for the
 	// log line; 0 when Zulip was not reached.
@@ -84,7 +87,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, c *call) err
 		return aerr.withHeader("WWW-Authenticate", wwwAuthenticate)
 	}
 	setAuthUser(r, e)
-	c.entry = e
+	c.entry, c.key = e, key
 	switch {
 	case rt.access == scoped && e.Admin:
 		return newError(http.StatusForbidden, codeForbidden, "admin keys cannot use "+rt.name+"; use a scoped key")

@@ -66,6 +66,9 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 // send posts to the key's stream, by its id. to, when given, is what the
 // client named as the destination; it must be the key's stream.
 func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, content string, to *streamRef) error {
+	// A script that prints its environment into a message must not post
+	// its own key for the whole stream to read.
+	topic, content = scrubString(topic, c.key), scrubString(content, c.key)
 	var res *zulip.SendResult
 	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
 		if to != nil && !to.is(c.entry.Stream, id) {
@@ -326,6 +329,11 @@ func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *call, msgID int64, u zulip.UpdateMessage) error {
 	if u.Topic != nil && u.PropagateMode == "" {
 		u.PropagateMode = "change_one"
+	}
+	for _, p := range []*string{u.Topic, u.Content} {
+		if p != nil {
+			*p = scrubString(*p, c.key)
+		}
 	}
 	if _, err := h.checkOwnMessage(r.Context(), c, msgID); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -133,11 +134,11 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 			queryFields = append(queryFields, field{name, v})
 		}
 	}
-	out, streams, aerr := webhookParams(integration, queryFields)
+	out, streams, aerr := webhookParams(integration, queryFields, true)
 	if aerr != nil {
 		return aerr
 	}
-	bodyOut, bodyStreams, aerr := webhookParams(integration, fields)
+	bodyOut, bodyStreams, aerr := webhookParams(integration, fields, false)
 	if aerr != nil {
 		return aerr
 	}
@@ -180,12 +181,20 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 	// id. In the query always, and first in a body, where Zulip reads
 	// first.
 	stream := strconv.FormatInt(sid, 10)
+	// The caller's own key goes nowhere: not in an option, a field, a
+	// header or the payload (scrub.go).
 	query := url.Values{"stream": {stream}}
 	for _, f := range out {
-		query.Set(f.name, f.value)
+		query.Set(f.name, scrubString(f.value, c.key))
 	}
-	call := zulip.WebhookCall{Integration: integration, Method: r.Method, Query: query, BasicAuth: hook.basic,
-		Header: webhookHeader(r.Header)}
+	for i := range bodyOut {
+		bodyOut[i].value = scrubString(bodyOut[i].value, c.key)
+	}
+	header := webhookHeader(r.Header, c.key)
+	if payload != nil {
+		payload = []byte(scrubString(string(payload), c.key))
+	}
+	call := zulip.WebhookCall{Integration: integration, Method: r.Method, Query: query, BasicAuth: hook.basic, Header: header}
 	switch {
 	case mt == mtForm:
 		body := encodeForm(append([]field{{"stream", stream}}, bodyOut...))
@@ -199,7 +208,9 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 	case payload != nil:
 		call.ContentType, call.Body, call.ContentLength = r.Header.Get("Content-Type"), bytes.NewReader(payload), int64(len(payload))
 	case mt != "" || r.ContentLength != 0:
-		call.ContentType, call.Body, call.ContentLength = r.Header.Get("Content-Type"), r.Body, r.ContentLength
+		// Streamed, the key replaced on the way by a marker of its
+		// length, so the declared length holds.
+		call.ContentType, call.Body, call.ContentLength = r.Header.Get("Content-Type"), newKeyScrubber(r.Body, c.key), r.ContentLength
 	}
 	body := &recordingReader{r: call.Body}
 	if call.Body != nil {
@@ -219,32 +230,64 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 	return nil
 }
 
-// webhookParams checks a webhook's query or body fields: single values
-// only, no `method`, no api_key (the client adds the bot's), and none of
-// the options that make an integration send elsewhere. `stream` values
-// are returned for checking against the key's stream, and left out.
-// Everything else passes, since integrations read their own options
-// (topic, only_events, branches, ...).
-func webhookParams(integration string, in []field) (out []field, streams []string, aerr *apiError) {
+// webhookOptions are the query options the proxy passes to an
+// integration: those Zulip's integrations read that cannot choose a
+// stream or a recipient. From Zulip's server code:
+//   - zerver/lib/webhooks/common.py, check_send_webhook_message, read by
+//     every integration: topic, only_events, exclude_events, no_previews
+//     (stream is set by the proxy; unquote_url_parameters is left out,
+//     since it changes how the stream is read);
+//   - zerver/webhooks/github/view.py: branches, ignore_private_repositories;
+//   - gitlab, bitbucket2, bitbucket3, gogs, gitea, beanstalk: branches;
+//     gitlab: use_merge_request_title; travis: ignore_pull_requests;
+//     alertmanager: name, desc (which alert labels make the topic and
+//     the text).
+//
+// Anything else is refused with a 400 naming it: an option a newer Zulip
+// adds may route messages (Slack's mapping=channels posts to the stream
+// a Slack channel names), and a proxy that passed unknown options would
+// let it.
+var webhookOptions = []string{
+	"topic", "only_events", "exclude_events", "no_previews",
+	"branches", "ignore_private_repositories", "use_merge_request_title",
+	"ignore_pull_requests", "name", "desc",
+}
+
+// routingBodyFields are the names that Zulip reads from a form body as
+// options choosing where a webhook's message goes. A form body is the
+// sender's payload, whose fields cannot be allow-listed; these are
+// refused there.
+var routingBodyFields = []string{"mapping", "channels_map_to_topics", "unquote_url_parameters"}
+
+// webhookParams checks a webhook's query options or body fields: single
+// values only, no `method`, no api_key (the client adds the bot's), query
+// options from webhookOptions only, and nothing that chooses a
+// destination. `stream` values are returned for checking against the
+// key's stream, and left out.
+func webhookParams(integration string, in []field, query bool) (out []field, streams []string, aerr *apiError) {
 	seen := make(map[string]bool, len(in))
 	for _, f := range in {
 		if seen[f.name] {
 			return nil, nil, errBadParam(f.name, "parameter '"+f.name+"' given more than once")
 		}
 		seen[f.name] = true
-		switch f.name {
-		case "api_key":
+		switch {
+		case f.name == "api_key":
 			continue
-		case "method":
+		case f.name == "method":
 			return nil, nil, errBadParam(f.name, "parameter 'method' is not allowed: it would make Zulip run another endpoint")
-		case "stream":
+		case f.name == "stream":
 			streams = append(streams, f.value)
 			continue
-		case "channels_map_to_topics":
-			if integration == "slack" && f.value != "1" {
-				return nil, nil, newError(http.StatusForbidden, codeForbidden,
-					"channels_map_to_topics="+f.value+" would post to the stream named by the Slack channel; a scoped key posts only to its own stream")
-			}
+		case f.name == "channels_map_to_topics" && integration == "slack" && f.value == "1":
+			// Slack channels as topics of the key's stream: allowed.
+		case f.name == "channels_map_to_topics" && integration == "slack":
+			return nil, nil, newError(http.StatusForbidden, codeForbidden,
+				"channels_map_to_topics="+f.value+" would post to the stream named by the Slack channel; a scoped key posts only to its own stream")
+		case slices.Contains(routingBodyFields, f.name):
+			return nil, nil, errBadParam(f.name, "webhook option '"+f.name+"' is not available through a scoped key: it can choose where messages go")
+		case query && !slices.Contains(webhookOptions, f.name):
+			return nil, nil, errBadParam(f.name, "webhook option '"+f.name+"' is not available through a scoped key (it takes "+strings.Join(webhookOptions, ", ")+")")
 		}
 		out = append(out, f)
 	}
@@ -264,9 +307,10 @@ func webhookStreamIs(v, name string, id int64) bool {
 
 // webhookHeader picks the sender's headers to pass to the integration
 // (event type, delivery id, signature): all but the proxy's credential
-// header and those that describe the connection to the proxy. The zulip
-// client keeps the headers it owns (credentials, body framing) itself.
-func webhookHeader(in http.Header) http.Header {
+// header and those that describe the connection to the proxy, with the
+// caller's key replaced wherever a sender put it. The zulip client keeps
+// the headers it owns (credentials, body framing) itself.
+func webhookHeader(in http.Header, key string) http.Header {
 	out := make(http.Header, len(in))
 	for k, vs := range in {
 		switch {
@@ -275,7 +319,11 @@ func webhookHeader(in http.Header) http.Header {
 			k == "X-Http-Method-Override", k == "X-Http-Method", k == "X-Method-Override":
 			continue
 		}
-		out[k] = vs
+		kept := make([]string, len(vs))
+		for i, v := range vs {
+			kept[i] = scrubString(v, key)
+		}
+		out[k] = kept
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package zulipproxy
 import (
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -98,11 +99,18 @@ func TestWebhookParams(t *testing.T) {
 		{"slack, unknown mapping", "slack", []field{{"channels_map_to_topics", "2"}}, nil, nil, 403},
 		{"slack channels to topics", "slack", []field{{"channels_map_to_topics", "1"}},
 			[]field{{"channels_map_to_topics", "1"}}, nil, 0},
-		{"the option means nothing to others", "github", []field{{"channels_map_to_topics", "0"}},
-			[]field{{"channels_map_to_topics", "0"}}, nil, 0},
+		{"a routing option is refused for any integration", "github", []field{{"channels_map_to_topics", "0"}}, nil, nil, 400},
+		// Zulip's Slack integration reads mapping=channels to post to the
+		// stream a Slack channel names.
+		{"slack's newer mapping option", "slack", []field{{"mapping", "channels"}}, nil, nil, 400},
+		{"an option Zulip may add one day", "github", []field{{"route_to", "elsewhere"}}, nil, nil, 400},
+		{"unquote_url_parameters changes how the stream is read", "jira", []field{{"unquote_url_parameters", "true"}}, nil, nil, 400},
+		{"every option Zulip's integrations read that routes nowhere", "github",
+			[]field{{"only_events", `["push"]`}, {"exclude_events", `["ping"]`}, {"ignore_private_repositories", "true"}, {"no_previews", "true"}},
+			[]field{{"only_events", `["push"]`}, {"exclude_events", `["ping"]`}, {"ignore_private_repositories", "true"}, {"no_previews", "true"}}, nil, 0},
 	}
 	for _, c := range cases {
-		out, streams, aerr := webhookParams(c.integration, c.in)
+		out, streams, aerr := webhookParams(c.integration, c.in, true)
 		if c.status != 0 {
 			if aerr == nil || aerr.Status != c.status {
 				t.Errorf("%s: %v, want status %d", c.name, aerr, c.status)
@@ -111,6 +119,21 @@ func TestWebhookParams(t *testing.T) {
 		}
 		if aerr != nil || !reflect.DeepEqual(out, c.out) || !reflect.DeepEqual(streams, c.streams) {
 			t.Errorf("%s: %v %v %v", c.name, out, streams, aerr)
+		}
+	}
+}
+
+// A form body is the sender's payload: its fields pass, but for the few
+// names Zulip would read as options that choose where messages go.
+func TestWebhookBodyFields(t *testing.T) {
+	payload := []field{{"channel_name", "other"}, {"user_name", "u"}, {"text", "hi"}, {"token", "t"}}
+	out, _, aerr := webhookParams("slack", payload, false)
+	if aerr != nil || !reflect.DeepEqual(out, payload) {
+		t.Errorf("a Slack payload: %v %v", out, aerr)
+	}
+	for _, name := range []string{"mapping", "channels_map_to_topics", "unquote_url_parameters", "method"} {
+		if _, _, aerr := webhookParams("slack", []field{{name, "x"}}, false); aerr == nil || !strings.Contains(aerr.Msg, name) {
+			t.Errorf("%s in a body: %v", name, aerr)
 		}
 	}
 }
@@ -126,9 +149,11 @@ func TestWebhookHeader(t *testing.T) {
 		"Forwarded":              {"for=10.0.0.1"},
 		"X-Real-Ip":              {"10.0.0.1"},
 		"X-Http-Method-Override": {"DELETE"},
+		"X-Hook-Note":            {"sent with zwop_secret"},
 	}
-	got := webhookHeader(in)
-	want := http.Header{"X-Github-Event": {"push"}, "X-Event-Key": {"repo:push"}, "Sentry-Hook-Resource": {"issue"}}
+	got := webhookHeader(in, "zwop_secret")
+	want := http.Header{"X-Github-Event": {"push"}, "X-Event-Key": {"repo:push"}, "Sentry-Hook-Resource": {"issue"},
+		"X-Hook-Note": {"sent with " + keyMarker("zwop_secret")}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("%v, want %v", got, want)
 	}

@@ -104,6 +104,9 @@ func start(t *testing.T, cfg config) *caddytest.Tester {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// A new config may close the old one's connections; a request must
+	// not go out on one of those (a POST is not retried).
+	client.CloseIdleConnections()
 	return tc
 }
 

@@ -82,6 +82,39 @@ func TestWebhooks(t *testing.T) {
 			t.Errorf("query %q body %q", q.Query, q.Body)
 		}
 	})
+	t.Run("the caller's own key is never forwarded", func(t *testing.T) {
+		// GitHub's ping quotes the hook's URL, api_key and all. (A key in
+		// a header is replaced too, webhook_test.go in the root package:
+		// here Caddy's access log would record it before the proxy runs.)
+		ping := `{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"config":{"url":"https://zwop.example.org/api/v1/external/github?api_key=` + key + `&topic=ci"}}}`
+		for name, body := range map[string]struct{ body, ctype string }{
+			"json":       {ping, jsonCT},
+			"form":       {"payload=" + url.QueryEscape(ping), formCT},
+			"url-quoted": {`{"url":"` + url.QueryEscape("https://x/?api_key="+key) + `"}`, jsonCT},
+		} {
+			mark := zulipMark()
+			path := hook(withAPIKey)
+			if body.ctype == formCT {
+				path = "/api/v1/external/slack_incoming?" + withAPIKey
+			}
+			r := zreq(t, "POST", path, "", body.body, body.ctype, "X-GitHub-Event: ping")
+			if r.Status != 200 {
+				t.Fatalf("%s: %d %s", name, r.Status, r.Body)
+			}
+			reqs := zulipRequests(mark)
+			if len(reqs) != 1 {
+				t.Fatalf("%s: %d requests reached Zulip", name, len(reqs))
+			}
+			q := reqs[0]
+			all := q.Query + q.Body + fmt.Sprint(q.Header) + fmt.Sprint(q.Params)
+			if strings.Contains(all, key) {
+				t.Errorf("%s: the caller's key reached Zulip", name)
+			}
+			if !strings.Contains(all, "zwop_REDACTED") {
+				t.Errorf("%s: no marker where the key was: %s", name, all)
+			}
+		}
+	})
 	t.Run("the sender's event headers reach the integration, the proxy's do not", func(t *testing.T) {
 		mark := zulipMark()
 		r := zreq(t, "POST", hook(withAPIKey), "", `{"zen":"ok"}`, jsonCT,
@@ -215,6 +248,11 @@ func TestWebhooks(t *testing.T) {
 		{"yo, which sends only direct messages", "/api/v1/external/yo?email=owner%40zulip.example.com&" + withAPIKey, "", "", "", 403},
 		{"slack mapping channels to streams, in the query", "/api/v1/external/slack?channels_map_to_topics=0&" + withAPIKey, "channel_name=other&user_name=u&text=t", formCT, "", 403},
 		{"slack mapping channels to streams, in the body", "/api/v1/external/slack?" + withAPIKey, "channels_map_to_topics=0&channel_name=other&user_name=u&text=t", formCT, "", 403},
+		// Zulip's Slack integration has since renamed the option above:
+		// mapping=channels posts to the stream a Slack channel names.
+		{"slack's mapping=channels, in the query", "/api/v1/external/slack?mapping=channels&" + withAPIKey, "channel_name=other&user_name=u&text=t", formCT, "", 400},
+		{"slack's mapping=channels, in the body", "/api/v1/external/slack?" + withAPIKey, "mapping=channels&channel_name=other&user_name=u&text=t", formCT, "", 400},
+		{"an option no integration of Zulip 10 reads", hook(withAPIKey + "&route_to=other"), payload, jsonCT, "", 400},
 		{"teamcity personal build, a direct message to whoever started it", "/api/v1/external/teamcity?" + withAPIKey, teamcity("true"), jsonCT, "", 403},
 		{"teamcity payload that is not JSON", "/api/v1/external/teamcity?" + withAPIKey, "build=x", "Content-Type: text/plain", "", 400},
 		{"no key", hook("topic=x"), payload, jsonCT, "", 401},
