@@ -158,3 +158,47 @@ func TestCLIUnknownCommand(t *testing.T) {
 		t.Error("no command at all exits 0")
 	}
 }
+
+// create_client takes its parameters from the query, a form body or a
+// JSON body alike, and refuses any name it does not take: a typo such as
+// expire_in=1h would otherwise make a key that never expires.
+func TestCreateClientParamsAreStrict(t *testing.T) {
+	store := newStore(t)
+	admin, _ := adminKey(t, store)
+	start(t, config{store: store})
+	for name, call := range map[string]struct {
+		path, body, ctype string
+	}{
+		"a typo in the query":      {"/create_client?stream=general&expire_in=1h", "", ""},
+		"a typo in a form body":    {"/create_client?stream=general", "expire_in=1h", "Content-Type: application/x-www-form-urlencoded"},
+		"a typo in a JSON body":    {"/create_client", `{"stream":"general","expire_in":"1h"}`, "Content-Type: application/json"},
+		"a name in query and body": {"/create_client?stream=general", "stream=other", "Content-Type: application/x-www-form-urlencoded"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hdrs := []string{withKey(admin)}
+			if call.ctype != "" {
+				hdrs = append(hdrs, call.ctype)
+			}
+			r := request(t, "POST", call.path, strings.NewReader(call.body), hdrs...)
+			assertError(t, r, 400, "")
+			if !strings.Contains(r.Body, "expire_in") && !strings.Contains(r.Body, "more than once") {
+				t.Errorf("the error does not name the parameter: %s", r.Body)
+			}
+		})
+	}
+	for name, call := range map[string]struct{ body, ctype string }{
+		"form": {"stream=general&expires_in=1h", "Content-Type: application/x-www-form-urlencoded"},
+		"JSON": {`{"stream":"general","expires_in":"1h"}`, "Content-Type: application/json"},
+	} {
+		r := request(t, "POST", "/create_client", strings.NewReader(call.body), withKey(admin), call.ctype)
+		if r.Status != 200 {
+			t.Fatalf("%s body: %d %s", name, r.Status, r.Body)
+		}
+		m := r.JSON(t)
+		addSecret(m["key"].(string))
+		exp, err := time.Parse(time.RFC3339, m["expires_at"].(string))
+		if err != nil || time.Until(exp) > time.Hour || time.Until(exp) < 50*time.Minute {
+			t.Errorf("%s body: expires_at %v (%v), want in an hour", name, m["expires_at"], err)
+		}
+	}
+}
