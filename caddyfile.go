@@ -58,7 +58,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			size, err := humanize.ParseBytes(s)
 			if err != nil {
-				return d.Errf("zulip_proxy: max_upload: bad size '%s': %v", s, err)
+				return d.Errf("zulip_proxy: max_upload: '%s' is not a size; give a number with a unit, such as 25MiB, 10MB or 500KiB", s)
 			}
 			if size == 0 || size > 1<<40 {
 				return d.Errf("zulip_proxy: max_upload: size '%s' out of range", s)

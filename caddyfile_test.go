@@ -83,7 +83,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"unknown subdirective", "zulip_proxy {\n stor /x\n}", "unrecognized subdirective 'stor'"},
 		{"store without path", "zulip_proxy {\n store\n}", "wrong argument count"},
 		{"store twice", "zulip_proxy {\n store a\n store b\n}", "duplicate subdirective 'store'"},
-		{"bad size", "zulip_proxy {\n max_upload lots\n}", "max_upload: bad size 'lots'"},
+		{"bad size", "zulip_proxy {\n max_upload lots\n}", "max_upload: 'lots' is not a size; give a number with a unit, such as 25MiB"},
 		{"zero size", "zulip_proxy {\n max_upload 0\n}", "out of range"},
 		{"bad duration", "zulip_proxy {\n timeout soon\n}", "timeout: bad duration 'soon'"},
 		{"negative duration", "zulip_proxy {\n timeout -5s\n}", "timeout must be positive"},

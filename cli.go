@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -275,17 +276,24 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		if e.Admin {
 			admin = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, dash(e.Name), dash(e.Stream), dash(bot), admin,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
 			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false))
 	}
 	return tw.Flush()
 }
 
+// dash is a table cell: "-" for nothing, and control characters (a
+// newline, ESC, a tab) and other unprintable runes written as Go escapes,
+// so a key's name cannot forge a row, hide one, or drive the terminal.
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == '\\' }) < 0 {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 func timeCell(t *time.Time, now time.Time, expiry bool) string {

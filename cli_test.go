@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -290,5 +291,33 @@ func TestCLIExitStatus(t *testing.T) {
 	}
 	if out, code := run("zulip-proxy", "add-client", "--store", store, "--stream", "general"); code != 0 || !cliKeyLine.MatchString(out) {
 		t.Errorf("add-client: exit %d\n%s", code, out)
+	}
+}
+
+// A key's name is whatever its creator typed: in the table, control
+// characters are escaped, so a name cannot forge a row, hide one, or send
+// the terminal an escape sequence.
+func TestListEscapesNames(t *testing.T) {
+	now := time.Now()
+	entries := []keystore.Entry{
+		{ID: "aaaaaaaaaaaa", Name: "innocent\nbbbbbbbbbbbb  forged  general  (default)  no", Stream: "general", CreatedAt: now},
+		{ID: "cccccccccccc", Name: "\x1b[2K\x1b[1Ahidden", Stream: "s\tt", CreatedAt: now},
+		{ID: "dddddddddddd", Name: "Beamline 3 — ok ✓", Stream: "general", CreatedAt: now},
+	}
+	var out bytes.Buffer
+	if err := printList(&out, entries, false, now); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	if n := strings.Count(table, "\n"); n != 4 {
+		t.Errorf("%d lines for 3 entries and a header:\n%s", n, table)
+	}
+	if strings.ContainsRune(table, '\x1b') || strings.Contains(table, "s\tt") {
+		t.Errorf("a control character reached the terminal: %q", table)
+	}
+	for _, want := range []string{`innocent\nbbbbbbbbbbbb`, `\x1b[2K`, `s\tt`, "Beamline 3 — ok ✓"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("%q not in the table:\n%s", want, table)
+		}
 	}
 }
