@@ -232,19 +232,19 @@ func (h *Handler) serveStreamTopics(w http.ResponseWriter, r *http.Request, c *c
 	if aerr := onlyParams(q, "query parameter"); aerr != nil {
 		return aerr
 	}
-	return h.topics(w, r, c, 0)
+	return h.topics(w, r, c, 0, zulip.ReadOptions{})
 }
 
 // topics answers Zulip's topic list of the key's stream. want, when not
 // zero, is the stream id the client asked for; it must be the key's.
-func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want int64) error {
+func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want int64, opts zulip.ReadOptions) error {
 	var resp *zulip.Response
 	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
 		if want != 0 && id != want {
 			return errNotYourStream(c.entry.Stream)
 		}
 		var err error
-		resp, err = c.bot.client.StreamTopics(r.Context(), id)
+		resp, err = c.bot.client.StreamTopicsWith(r.Context(), id, opts)
 		return c.record(respStatus(resp, err), err)
 	})
 	if err != nil {
@@ -335,7 +335,7 @@ func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *ca
 			*p = scrubString(*p, c.key)
 		}
 	}
-	if _, err := h.checkOwnMessage(r.Context(), c, msgID); err != nil {
+	if _, err := h.checkOwnMessage(r.Context(), c, msgID, zulip.ReadOptions{}); err != nil {
 		return err
 	}
 	resp, err := c.bot.client.UpdateMessage(r.Context(), msgID, u)
@@ -393,12 +393,12 @@ func (h *Handler) readEditContent(r *http.Request) (string, error) {
 // checkOwnMessage lets a message through only if it is a stream message
 // that the key's bot sent in the key's stream. It answers Zulip's reply
 // to fetching the message.
-func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64) (*zulip.Response, error) {
+func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64, opts zulip.ReadOptions) (*zulip.Response, error) {
 	uid, err := h.botUserID(ctx, c.bot)
 	if err != nil {
 		return nil, c.record(errStatus(err), err)
 	}
-	msg, resp, err := c.bot.client.GetMessage(ctx, msgID)
+	msg, resp, err := c.bot.client.GetMessageWith(ctx, msgID, opts)
 	if err != nil {
 		return nil, c.record(errStatus(err), err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
 // The Zulip-compatible API answers a safe subset of Zulip's own API under
@@ -115,4 +117,38 @@ func messageIDArg(c *call, p url.Values) (int64, *apiError) {
 // errNotYourStream is the answer for anything outside the key's stream.
 func errNotYourStream(stream string) *apiError {
 	return newError(http.StatusForbidden, codeForbidden, "this key may only use the stream '"+stream+"'")
+}
+
+// readOptionNames are Zulip's read options that change only how an
+// answer is written; the Zulip-compatible API passes them on.
+var readOptionNames = []string{"apply_markdown", "client_gravatar", "include_anchor", "use_first_unread_anchor", "allow_empty_topic_name"}
+
+// readOptions reads the read options a call was given, as Zulip reads a
+// boolean (JSON true or false).
+func readOptions(p url.Values) (zulip.ReadOptions, *apiError) {
+	var o zulip.ReadOptions
+	for _, opt := range []struct {
+		name string
+		dst  **bool
+	}{
+		{"apply_markdown", &o.ApplyMarkdown},
+		{"client_gravatar", &o.ClientGravatar},
+		{"include_anchor", &o.IncludeAnchor},
+		{"use_first_unread_anchor", &o.UseFirstUnreadAnchor},
+		{"allow_empty_topic_name", &o.AllowEmptyTopicName},
+	} {
+		if !p.Has(opt.name) {
+			continue
+		}
+		var b bool
+		switch p.Get(opt.name) {
+		case "true":
+			b = true
+		case "false":
+		default:
+			return o, errBadParam(opt.name, "'"+opt.name+"' must be true or false")
+		}
+		*opt.dst = &b
+	}
+	return o, nil
 }

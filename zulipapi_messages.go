@@ -54,12 +54,15 @@ func (h *Handler) zulipSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 // key's stream. A client's narrow may only narrow further by topic; the
 // narrow sent to Zulip is built here.
 func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *call) error {
-	p, err := h.zulipParams(w, r, "anchor", "num_before", "num_after", "narrow", "apply_markdown",
-		"client_gravatar", "include_anchor", "use_first_unread_anchor", "allow_empty_topic_name")
+	p, err := h.zulipParams(w, r, append([]string{"anchor", "num_before", "num_after", "narrow"}, readOptionNames...)...)
 	if err != nil {
 		return err
 	}
-	q := zulip.GetMessages{Anchor: "newest"}
+	opts, aerr := readOptions(p)
+	if aerr != nil {
+		return aerr
+	}
+	q := zulip.GetMessages{Anchor: "newest", ReadOptions: opts}
 	if p.Has("anchor") {
 		q.Anchor = p.Get("anchor")
 		if _, err := strconv.ParseUint(q.Anchor, 10, 63); err != nil && q.Anchor != "newest" && q.Anchor != "oldest" && q.Anchor != "first_unread" {
@@ -75,13 +78,6 @@ func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 			return errBadParam(name, "'"+name+"' must be an integer from 0 to 1000")
 		}
 		*dst = n
-	}
-	if p.Has("apply_markdown") {
-		b, err := strconv.ParseBool(p.Get("apply_markdown"))
-		if err != nil {
-			return errBadParam("apply_markdown", "'apply_markdown' must be true or false")
-		}
-		q.ApplyMarkdown = &b
 	}
 	uid, err := h.botUserID(r.Context(), c.bot)
 	if err != nil {
@@ -179,7 +175,11 @@ func (h *Handler) zulipGetMessage(w http.ResponseWriter, r *http.Request, c *cal
 	if aerr != nil {
 		return aerr
 	}
-	resp, err := h.checkOwnMessage(r.Context(), c, id)
+	opts, aerr := readOptions(p)
+	if aerr != nil {
+		return aerr
+	}
+	resp, err := h.checkOwnMessage(r.Context(), c, id, opts)
 	if err != nil {
 		return err
 	}

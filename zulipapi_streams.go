@@ -39,14 +39,19 @@ func (h *Handler) zulipGetStreamID(w http.ResponseWriter, r *http.Request, c *ca
 // zulipStreamTopics is GET /api/v1/users/me/{stream_id}/topics, for the
 // key's own stream.
 func (h *Handler) zulipStreamTopics(w http.ResponseWriter, r *http.Request, c *call) error {
-	if _, err := h.zulipParams(w, r, "allow_empty_topic_name"); err != nil {
+	p, err := h.zulipParams(w, r, "allow_empty_topic_name")
+	if err != nil {
 		return err
+	}
+	opts, aerr := readOptions(p)
+	if aerr != nil {
+		return aerr
 	}
 	want, err := strconv.ParseInt(c.arg, 10, 64)
 	if err != nil || want <= 0 {
 		return errBadParam("stream_id", "invalid stream id")
 	}
-	return h.topics(w, r, c, want)
+	return h.topics(w, r, c, want, opts)
 }
 
 // zulipMe is GET /api/v1/users/me: the bot's profile, since the key

@@ -282,3 +282,51 @@ func TestZulipAPIServerSettingsPerBot(t *testing.T) {
 		})
 	}
 }
+
+// Zulip's read options that change only how an answer is written reach
+// Zulip; they were once accepted and dropped (apply_markdown=false gave
+// rendered HTML). Any other option is refused, not dropped.
+func TestZulipAPIReadOptionsReachZulip(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store})
+	r := zreq(t, "POST", "/api/v1/messages", key, "type=stream&to=general&topic=options&content=**bold**")
+	if r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	id := int64(r.JSON(t)["id"].(float64))
+	path := fmt.Sprintf("/api/v1/messages/%d", id)
+
+	raw := zreq(t, "GET", path+"?apply_markdown=false", key, "")
+	if msg, _ := raw.JSON(t)["message"].(map[string]any); raw.Status != 200 || msg["content"] != "**bold**" {
+		t.Errorf("apply_markdown=false: %d %s", raw.Status, raw.Body)
+	}
+	html := zreq(t, "GET", path, key, "")
+	if msg, _ := html.JSON(t)["message"].(map[string]any); html.Status != 200 || msg["content"] == "**bold**" {
+		t.Errorf("the default, rendered: %d %s", html.Status, html.Body)
+	}
+
+	mark := zulipMark()
+	opts := "client_gravatar=false&include_anchor=false&use_first_unread_anchor=false&allow_empty_topic_name=true&apply_markdown=false"
+	if r := zreq(t, "GET", "/api/v1/messages?anchor=newest&num_before=5&"+opts, key, ""); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	var got *emulator.Request
+	for _, q := range env.emu.RequestsAfter(mark) {
+		if q.Path == "/api/v1/messages" {
+			got = &q
+		}
+	}
+	if got == nil {
+		t.Fatal("GET /messages did not reach Zulip")
+	}
+	for _, name := range []string{"client_gravatar", "include_anchor", "use_first_unread_anchor", "allow_empty_topic_name", "apply_markdown"} {
+		if _, _, ok := got.Param(name); !ok {
+			t.Errorf("%s did not reach Zulip: %s", name, got.Query)
+		}
+	}
+	mark = zulipMark()
+	assertError(t, zreq(t, "GET", "/api/v1/messages?anchor=newest&include_subscribers=true", key, ""), 400, "include_subscribers")
+	assertError(t, zreq(t, "GET", path+"?apply_markdown=maybe", key, ""), 400, "apply_markdown")
+	assertNothingReachedZulip(t, mark)
+}

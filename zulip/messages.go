@@ -77,12 +77,21 @@ type messageAnswer struct {
 // Zulip renders it by default, so the raw answer can be passed through
 // as a client of Zulip's own API expects.
 func (c *Client) GetMessage(ctx context.Context, id int64) (*Message, *Response, error) {
+	return c.GetMessageWith(ctx, id, ReadOptions{})
+}
+
+// GetMessageWith is GetMessage with read options (apply_markdown=false
+// for the raw Markdown, say); ClientGravatar, IncludeAnchor and
+// UseFirstUnreadAnchor mean nothing to it and are not sent.
+func (c *Client) GetMessageWith(ctx context.Context, id int64, o ReadOptions) (*Message, *Response, error) {
 	if id <= 0 {
 		return nil, nil, errors.New("zulip: get message: id must be positive")
 	}
+	var f form
+	ReadOptions{ApplyMarkdown: o.ApplyMarkdown, AllowEmptyTopicName: o.AllowEmptyTopicName}.add(&f)
 	var a messageAnswer
 	resp, err := c.call(ctx, &request{
-		method: "GET", path: "/messages/" + strconv.FormatInt(id, 10),
+		method: "GET", path: "/messages/" + strconv.FormatInt(id, 10), query: f.String(),
 		endpoint: "GET /messages/{id}",
 	}, &a)
 	if err != nil {
@@ -113,9 +122,37 @@ type GetMessages struct {
 	NumBefore int
 	NumAfter  int
 	Narrow    []NarrowTerm
-	// ApplyMarkdown false asks for raw Markdown; nil leaves Zulip's
-	// default (rendered HTML).
-	ApplyMarkdown *bool
+	ReadOptions
+}
+
+// ReadOptions are the options of Zulip's read calls that change only how
+// an answer is written, never what it may hold. nil leaves Zulip's
+// default.
+type ReadOptions struct {
+	// ApplyMarkdown false asks for raw Markdown instead of rendered HTML.
+	ApplyMarkdown        *bool
+	ClientGravatar       *bool
+	IncludeAnchor        *bool
+	UseFirstUnreadAnchor *bool
+	AllowEmptyTopicName  *bool
+}
+
+// add puts the options that are set into f.
+func (o ReadOptions) add(f *form) {
+	for _, opt := range []struct {
+		name string
+		v    *bool
+	}{
+		{"apply_markdown", o.ApplyMarkdown},
+		{"client_gravatar", o.ClientGravatar},
+		{"include_anchor", o.IncludeAnchor},
+		{"use_first_unread_anchor", o.UseFirstUnreadAnchor},
+		{"allow_empty_topic_name", o.AllowEmptyTopicName},
+	} {
+		if opt.v != nil {
+			f.add(opt.name, strconv.FormatBool(*opt.v))
+		}
+	}
 }
 
 type anyAnswer struct{ envelope }
@@ -147,9 +184,7 @@ func (c *Client) GetMessages(ctx context.Context, q GetMessages) (*Response, err
 		}
 		f.add("narrow", narrow)
 	}
-	if q.ApplyMarkdown != nil {
-		f.add("apply_markdown", strconv.FormatBool(*q.ApplyMarkdown))
-	}
+	q.ReadOptions.add(&f)
 	var a anyAnswer
 	return c.call(ctx, &request{method: "GET", path: "/messages", query: f.String(), endpoint: "GET /messages"}, &a)
 }

@@ -35,12 +35,20 @@ func (c *Client) GetStreamID(ctx context.Context, name string) (int64, *Response
 // StreamTopics lists a stream's topics, most recent first.
 // GET /users/me/{stream_id}/topics.
 func (c *Client) StreamTopics(ctx context.Context, streamID int64) (*Response, error) {
+	return c.StreamTopicsWith(ctx, streamID, ReadOptions{})
+}
+
+// StreamTopicsWith is StreamTopics with allow_empty_topic_name, the one
+// read option the call takes.
+func (c *Client) StreamTopicsWith(ctx context.Context, streamID int64, o ReadOptions) (*Response, error) {
 	if streamID <= 0 {
 		return nil, errors.New("zulip: stream topics: stream id must be positive")
 	}
+	var f form
+	ReadOptions{AllowEmptyTopicName: o.AllowEmptyTopicName}.add(&f)
 	var a anyAnswer
 	return c.call(ctx, &request{
-		method: "GET", path: "/users/me/" + strconv.FormatInt(streamID, 10) + "/topics",
+		method: "GET", path: "/users/me/" + strconv.FormatInt(streamID, 10) + "/topics", query: f.String(),
 		endpoint: "GET /users/me/{stream_id}/topics",
 	}, &a)
 }
