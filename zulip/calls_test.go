@@ -180,7 +180,7 @@ func TestGetMessagesWithNarrow(t *testing.T) {
 			{Operator: "channel", Operand: general},
 			{Operator: "sender", Operand: bot.ID},
 		},
-		ApplyMarkdown: ptr(false),
+		ReadOptions: zulip.ReadOptions{ApplyMarkdown: ptr(false)},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -126,7 +126,7 @@ func openAPICalls(t *testing.T, srv *emulator.Server, c *zulip.Client, v checker
 			return err
 		}},
 		{"get messages, raw markdown", func() error {
-			_, err := c.GetMessages(ctx, zulip.GetMessages{Anchor: "oldest", NumAfter: 5, ApplyMarkdown: ptr(false)})
+			_, err := c.GetMessages(ctx, zulip.GetMessages{Anchor: "oldest", NumAfter: 5, ReadOptions: zulip.ReadOptions{ApplyMarkdown: ptr(false)}})
 			return err
 		}},
 		{"get messages, unknown channel", func() error {
