@@ -103,3 +103,23 @@ func TestZuliprcCertBundle(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseZuliprc: any file reads as a whole config or an error, and the
+// error names a line or a field, never the key.
+func FuzzParseZuliprc(f *testing.F) {
+	f.Add("[api]\nemail=b@x\nkey=" + testKey + "\nsite=https://c.org\n")
+	f.Add("[api]\nemail=b@x\nkey=" + testKey + "\nkey=" + testKey + "\n")
+	f.Add("\uFEFF[api]\n  continued\ncert_bundle=ca.pem\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		cfg, err := zulip.ParseZuliprc(strings.NewReader(in))
+		if err != nil {
+			if strings.Contains(err.Error(), testKey) {
+				t.Errorf("the error quotes the key: %v", err)
+			}
+			return
+		}
+		if cfg.Email == "" || cfg.APIKey == "" || cfg.Site == "" {
+			t.Errorf("a config without email, key or site: %+v", cfg)
+		}
+	})
+}
