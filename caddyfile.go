@@ -3,6 +3,7 @@ package zulipproxy
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -77,6 +78,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("zulip_proxy: timeout must be positive, got '%s'", s)
 			}
 			h.Timeout = caddy.Duration(dur)
+		case "client_idle_timeout":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil || dur <= 0 {
+				return d.Errf("zulip_proxy: client_idle_timeout: '%s' is not a positive duration such as 30s or 2m", s)
+			}
+			h.ClientIdleTimeout = caddy.Duration(dur)
+		case "max_uploads_per_key":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				return d.Errf("zulip_proxy: max_uploads_per_key: '%s' is not a positive whole number", s)
+			}
+			h.MaxUploadsPerKey = n
 		case "stream_template":
 			if !d.AllArgs(&h.StreamTemplate) {
 				return d.ArgErr()

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
+	"sync/atomic"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
@@ -188,10 +188,20 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 	return nil
 }
 
-// uploadTimeout bounds an upload, which streams the client's body and so
-// also waits for a slow client.
-func (h *Handler) uploadTimeout() time.Duration {
-	return max(10*time.Duration(h.Timeout), 5*time.Minute)
+// takeUploadSlot counts an upload against its key's max_uploads_per_key;
+// release gives the slot back.
+func (h *Handler) takeUploadSlot(c *call) (release func(), aerr *apiError) {
+	v, ok := h.uploads.Load(c.entry.ID)
+	if !ok {
+		v, _ = h.uploads.LoadOrStore(c.entry.ID, new(atomic.Int32))
+	}
+	n := v.(*atomic.Int32)
+	if n.Add(1) > int32(h.MaxUploadsPerKey) {
+		n.Add(-1)
+		return nil, newError(http.StatusTooManyRequests, codeRateLimited,
+			"this key has "+strconv.Itoa(h.MaxUploadsPerKey)+" uploads in flight already (max_uploads_per_key); send the next when one is done").withHeader("Retry-After", "1")
+	}
+	return func() { n.Add(-1) }, nil
 }
 
 // uploadPart streams one file part to Zulip.
@@ -204,8 +214,13 @@ func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.uploadTimeout())
-	defer cancel()
+	// No deadline of its own: the client's pace is bounded by
+	// client_idle_timeout, Zulip's answer by timeout once all is sent.
+	release, aerr := h.takeUploadSlot(c)
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer release()
 	body := &recordingReader{r: p}
 	up, err := c.bot.client.UploadFile(ctx, name, ctype, body)
 	if body.err != nil {

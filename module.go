@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -22,7 +23,13 @@ func init() {
 const (
 	defaultMaxUpload = 25 << 20 // Zulip 10's nginx caps /user_uploads at 25 MiB
 	defaultTimeout   = 30 * time.Second
-	defaultBotName   = "default"
+	// defaultClientIdleTimeout: a client on a slow link still sends
+	// something every few seconds; one silent for 30 s has stalled.
+	defaultClientIdleTimeout = 30 * time.Second
+	// defaultMaxUploadsPerKey lets a script upload a few files at once,
+	// but not hold the proxy's connections to Zulip with a hundred.
+	defaultMaxUploadsPerKey = 4
+	defaultBotName          = "default"
 )
 
 // Handler is a write-only proxy to Zulip. It holds real Zulip bot
@@ -42,6 +49,8 @@ const (
 //		store           <file>
 //		max_upload      <size>
 //		timeout         <duration>
+//		client_idle_timeout <duration>
+//		max_uploads_per_key <n>
 //		stream_template <template>
 //		allow_propagate
 //	}
@@ -62,9 +71,19 @@ type Handler struct {
 	// Default: 25 MiB, Zulip's own upload limit.
 	MaxUpload int64 `json:"max_upload,omitempty"`
 
-	// Timeout bounds each call to Zulip; a slower answer gives 504.
-	// Default: 30s.
+	// Timeout bounds how long Zulip takes to answer a call once the call
+	// has been sent to it; a slower answer gives 504. Default: 30s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// ClientIdleTimeout bounds how long a client may send nothing while
+	// the proxy reads its request body; a client that stalls longer gets
+	// 408, and nothing it sent is kept. Default: 30s.
+	ClientIdleTimeout caddy.Duration `json:"client_idle_timeout,omitempty"`
+
+	// MaxUploadsPerKey is how many uploads one key may have in flight at
+	// once (upload_file, a send_message image, Zulip's user_uploads); the
+	// next gets 429. Default: 4.
+	MaxUploadsPerKey int `json:"max_uploads_per_key,omitempty"`
 
 	// StreamTemplate is the stream of a key created with a proposal number
 	// and no stream; `{proposal_no}` is replaced by the number, for example
@@ -83,6 +102,8 @@ type Handler struct {
 	// settingsBot answers server_settings called without a key: the
 	// default bot, else the first by name.
 	settingsBot *bot
+	// uploads counts each key's uploads in flight, by key id.
+	uploads *sync.Map
 	// linkEscaper keeps a file name from breaking the Markdown link a
 	// message with an attachment ends in.
 	linkEscaper *strings.Replacer
@@ -108,6 +129,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Timeout == 0 {
 		h.Timeout = caddy.Duration(defaultTimeout)
 	}
+	if h.ClientIdleTimeout == 0 {
+		h.ClientIdleTimeout = caddy.Duration(defaultClientIdleTimeout)
+	}
+	if h.MaxUploadsPerKey == 0 {
+		h.MaxUploadsPerKey = defaultMaxUploadsPerKey
+	}
+	h.uploads = new(sync.Map)
 
 	bots, def, keys, err := provisionBots(h.Bots, time.Duration(h.Timeout))
 	h.botKeys = keys
@@ -183,6 +211,12 @@ func (h *Handler) Validate() error {
 	}
 	if h.Timeout < 0 {
 		return fmt.Errorf("zulip_proxy: timeout must be positive, got %s", time.Duration(h.Timeout))
+	}
+	if h.ClientIdleTimeout < 0 {
+		return fmt.Errorf("zulip_proxy: client_idle_timeout must be positive, got %s", time.Duration(h.ClientIdleTimeout))
+	}
+	if h.MaxUploadsPerKey < 0 {
+		return fmt.Errorf("zulip_proxy: max_uploads_per_key must be positive, got %d", h.MaxUploadsPerKey)
 	}
 	if h.store == nil {
 		return errors.New("zulip_proxy: key store not opened")

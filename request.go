@@ -7,9 +7,11 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/dustin/go-humanize"
@@ -91,9 +93,45 @@ func (h *Handler) limitBody(w http.ResponseWriter, r *http.Request) *apiError {
 	if r.ContentLength > h.MaxUpload {
 		return errTooLarge(h.MaxUpload)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.MaxUpload)
+	body := io.ReadCloser(r.Body)
+	if idle := time.Duration(h.ClientIdleTimeout); idle > 0 && r.ContentLength != 0 {
+		body = &idleReader{ReadCloser: body, rc: http.NewResponseController(w), idle: idle}
+	}
+	r.Body = http.MaxBytesReader(w, body, h.MaxUpload)
 	return nil
 }
+
+// idleReader bounds the wait for each piece of a client's body by
+// pushing the connection's read deadline on before every read: a client
+// that sends slowly but steadily is fine, one that stalls gets 408. Once
+// the body is read, the deadline is cleared again for the next request.
+type idleReader struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	done bool
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	if ir.done {
+		return ir.ReadCloser.Read(p)
+	}
+	// Where the connection has no deadlines (a test recorder, HTTP/2
+	// through some wrappers), the body is read without one.
+	_ = ir.rc.SetReadDeadline(time.Now().Add(ir.idle))
+	n, err := ir.ReadCloser.Read(p)
+	if err != nil {
+		ir.done = true
+		_ = ir.rc.SetReadDeadline(time.Time{})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errClientStalled
+		}
+	}
+	return n, err
+}
+
+// errClientStalled is a client that stopped sending its body.
+var errClientStalled = errors.New("client sent nothing for too long")
 
 // readBody reads a whole (already limited) body, into a buffer of the
 // declared size when there is one.
@@ -230,6 +268,12 @@ func (h *Handler) readField(p io.Reader, name string, limit int) (string, error)
 	return string(b), nil
 }
 
+// errStalled is the client's fault, not Zulip's: 408, never a 504.
+func (h *Handler) errStalled() *apiError {
+	return newError(http.StatusRequestTimeout, "REQUEST_TIMEOUT",
+		"the request body stopped arriving: nothing for "+time.Duration(h.ClientIdleTimeout).String()+" (client_idle_timeout); nothing was kept")
+}
+
 func errTooLarge(limit int64) *apiError {
 	return newError(http.StatusRequestEntityTooLarge, codeTooLarge,
 		"request body larger than this server's max_upload of "+humanize.IBytes(uint64(limit)))
@@ -245,6 +289,9 @@ func (h *Handler) bodyError(err error) *apiError {
 	if errors.As(err, &mbe) {
 		return errTooLarge(h.MaxUpload)
 	}
+	if errors.Is(err, errClientStalled) {
+		return h.errStalled()
+	}
 	return newError(http.StatusBadRequest, codeBadRequest, "could not read the request body")
 }
 
@@ -253,6 +300,9 @@ func (h *Handler) multipartError(err error) *apiError {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return errTooLarge(h.MaxUpload)
+	}
+	if errors.Is(err, errClientStalled) {
+		return h.errStalled()
 	}
 	return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
 }

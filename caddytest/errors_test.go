@@ -3,6 +3,7 @@ package caddytest
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -144,4 +145,107 @@ func TestUploadLimits(t *testing.T) {
 			t.Errorf("%d %s", r.Status, r.Body)
 		}
 	})
+}
+
+// timeout measures Zulip, not the client: an upload to a Zulip that
+// hangs fails after timeout (it once waited 5 minutes, then blamed Zulip
+// for 2 s), and a client that stalls its body gets 408, its fault, with
+// nothing kept in Zulip.
+func TestTimeoutsMeasureZulipNotTheClient(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store, extra: "timeout 2s\n\t\tclient_idle_timeout 1s"})
+	t.Cleanup(env.emu.ClearFault)
+
+	t.Run("a hung Zulip, a 10-byte upload", func(t *testing.T) {
+		if err := env.emu.SetFault(emulator.Fault{Delay: 5 * time.Second, Count: 1, PathPrefix: "/api/v1/user_uploads"}); err != nil {
+			t.Fatal(err)
+		}
+		defer env.emu.ClearFault()
+		body, ct := multipartBody(t, part{name: "file", filename: "tiny.txt", data: []byte("0123456789")})
+		// Zulip answers after 5 s, which an upload bounded by anything
+		// but timeout (2 s) would wait for.
+		assertError(t, request(t, "POST", "/upload_file", body, withKey(key), ct), 504, "within 2s")
+	})
+
+	t.Run("a client that stalls", func(t *testing.T) {
+		before := env.emu.UploadCount()
+		pr, pw := io.Pipe()
+		mw := multipart.NewWriter(pw)
+		go func() {
+			w, _ := mw.CreateFormFile("file", "slow.bin")
+			_, _ = w.Write(bytes.Repeat([]byte("x"), 1000))
+			time.Sleep(4 * time.Second) // past client_idle_timeout
+			_ = pw.CloseWithError(errors.New("gave up"))
+		}()
+		req, _ := http.NewRequest("POST", base+"/upload_file", pr)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.Header.Set("X-API-key", key)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("no answer to a stalled upload: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assertError(t, reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}, 408, "client_idle_timeout")
+		time.Sleep(100 * time.Millisecond)
+		if n := env.emu.UploadCount(); n != before {
+			t.Errorf("a stalled upload was stored: %d files, were %d", n, before)
+		}
+	})
+}
+
+// A key has at most max_uploads_per_key uploads in flight; the next is
+// refused with 429 before anything of it reaches Zulip.
+func TestUploadsPerKeyAreBounded(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	other, _ := scopedKey(t, store, "general")
+	start(t, config{store: store, extra: "max_uploads_per_key 1"})
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	started := make(chan struct{})
+	go func() {
+		w, _ := mw.CreateFormFile("file", "long.bin")
+		_, _ = w.Write([]byte("part one"))
+		close(started)
+		time.Sleep(1500 * time.Millisecond)
+		_, _ = w.Write([]byte("part two"))
+		_ = mw.Close()
+		_ = pw.Close()
+	}()
+	first := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", base+"/upload_file", pr)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.Header.Set("X-API-key", key)
+		resp, err := client.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-started
+	time.Sleep(300 * time.Millisecond) // the first upload is under way
+	mark := zulipMark()
+	body, ct := multipartBody(t, part{name: "file", filename: "second.txt", data: []byte("second")})
+	r := request(t, "POST", "/upload_file", body, withKey(key), ct)
+	assertError(t, r, 429, "max_uploads_per_key")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	assertNothingReachedZulip(t, mark)
+	body, ct = multipartBody(t, part{name: "file", filename: "other.txt", data: []byte("other key")})
+	if r := request(t, "POST", "/upload_file", body, withKey(other), ct); r.Status != 200 {
+		t.Errorf("another key's upload: %d %s", r.Status, r.Body)
+	}
+	if st := <-first; st != 200 {
+		t.Errorf("the first upload: %d", st)
+	}
+	body, ct = multipartBody(t, part{name: "file", filename: "third.txt", data: []byte("after")})
+	if r := request(t, "POST", "/upload_file", body, withKey(key), ct); r.Status != 200 {
+		t.Errorf("an upload once the first is done: %d %s", r.Status, r.Body)
+	}
 }

@@ -29,6 +29,13 @@ type Upload struct {
 	Data        []byte
 }
 
+// UploadCount is how many files are stored.
+func (e *Emulator) UploadCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.uploads)
+}
+
 // Upload returns a stored file by its URL path (/user_uploads/...).
 func (e *Emulator) Upload(url string) (Upload, bool) {
 	e.mu.Lock()
