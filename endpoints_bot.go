@@ -8,13 +8,15 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
+	"go.uber.org/zap"
 )
 
 // serveSendMessage sends to the key's stream, with an optional file that
 // is streamed to Zulip while it is read and linked at the end of content.
-func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *call) error {
+func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *call) (err error) {
 	q, aerr := queryValues(r)
 	if aerr != nil {
 		return aerr
@@ -33,9 +35,16 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	var haveContent bool
 	switch mediaType(r) {
 	case mtMultipart:
+		// A file already stored for a request answered with an error is
+		// removed again: an error leaves nothing in Zulip.
+		var up *zulip.UploadResult
+		defer func() {
+			if err != nil && up != nil {
+				h.removeUpload(r, c, up.URI)
+			}
+		}()
 		var link string
-		var err error
-		content, haveContent, link, err = h.readMessageParts(r, c)
+		content, haveContent, link, up, err = h.readMessageParts(r, c)
 		if err != nil {
 			return err
 		}
@@ -87,7 +96,7 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, c
 
 // readMessageParts reads send_message's multipart body in order: a file
 // goes to Zulip as it arrives, so memory does not depend on its size.
-func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, haveContent bool, link string, err error) {
+func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, haveContent bool, link string, up *zulip.UploadResult, err error) {
 	haveImage := false
 	err = h.readParts(r, partReader{
 		fieldBytes: maxFieldBytes,
@@ -123,15 +132,27 @@ func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, ha
 				return errBadParam("image", "form field 'image' given more than once")
 			}
 			haveImage = true
-			up, err := h.uploadPart(r.Context(), c, p)
-			if err != nil {
+			var err error
+			if up, err = h.uploadPart(r.Context(), c, p); err != nil {
 				return err
 			}
 			link = h.markdownLink(p.FileName(), up.URI)
 			return nil
 		},
 	})
-	return content, haveContent, link, err
+	return content, haveContent, link, up, err
+}
+
+// removeUpload deletes a file this request stored in Zulip, when the
+// request is answered with an error after all. It is the proxy's own
+// call, bounded by timeout and not by the client, who may have gone.
+func (h *Handler) removeUpload(r *http.Request, c *call, uri string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Duration(h.Timeout))
+	defer cancel()
+	if err := c.bot.client.DeleteUpload(ctx, uri); err != nil {
+		h.logger.Warn("an upload of a failed request could not be removed from Zulip",
+			append([]zap.Field{zap.String("key_id", c.entry.ID)}, errorFields(err)...)...)
+	}
 }
 
 // serveUploadFile uploads one file and answers Zulip's JSON (uri, url).
@@ -176,6 +197,10 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 		},
 	})
 	if err != nil {
+		if up != nil {
+			// The first file is in Zulip already; the answer is an error.
+			h.removeUpload(r, c, up.URI)
+		}
 		return err
 	}
 	if up == nil {

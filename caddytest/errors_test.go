@@ -249,3 +249,53 @@ func TestUploadsPerKeyAreBounded(t *testing.T) {
 		t.Errorf("an upload once the first is done: %d %s", r.Status, r.Body)
 	}
 }
+
+// A request answered with an error leaves nothing in Zulip: a file that
+// was already stored when the error showed is deleted again.
+func TestErrorAnswersStoreNothing(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store})
+	cases := map[string]struct {
+		path  string
+		parts []part
+	}{
+		"two files to upload_file": {"/upload_file", []part{
+			{name: "file", filename: "a.txt", data: []byte("a")}, {name: "file", filename: "b.txt", data: []byte("b")}}},
+		"a file, then a field upload_file does not take": {"/upload_file", []part{
+			{name: "file", filename: "a.txt", data: []byte("a")}, {name: "comment", data: []byte("x")}}},
+		"an image, then a bad field": {"/send_message?topic=t", []part{
+			{name: "image", filename: "plot.png", data: []byte("png")}, {name: "to", data: []byte("other")}}},
+		"an image, and no content": {"/send_message?topic=t", []part{
+			{name: "image", filename: "plot.png", data: []byte("png")}}},
+		"an image, then content over Zulip's limit": {"/send_message?topic=t", []part{
+			{name: "image", filename: "plot.png", data: []byte("png")}, {name: "content", data: bytes.Repeat([]byte("x"), 10001)}}},
+		"two files to Zulip's user_uploads": {"/api/v1/user_uploads", []part{
+			{name: "a", filename: "a.txt", data: []byte("a")}, {name: "b", filename: "b.txt", data: []byte("b")}}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := env.emu.UploadCount()
+			body, ct := multipartBody(t, tc.parts...)
+			var r reply
+			if strings.HasPrefix(tc.path, "/api/v1/") {
+				req, _ := http.NewRequest("POST", base+tc.path, body)
+				req.Header.Set("Content-Type", strings.TrimPrefix(ct, "Content-Type: "))
+				req.SetBasicAuth("bot@example.com", key)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				r = reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+			} else {
+				r = request(t, "POST", tc.path, body, withKey(key), ct)
+			}
+			assertError(t, r, 400, "")
+			if n := env.emu.UploadCount(); n != before {
+				t.Errorf("the request was refused, yet %d file(s) stayed in Zulip", n-before)
+			}
+		})
+	}
+}

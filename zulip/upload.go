@@ -8,6 +8,8 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/textproto"
+	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -138,4 +140,44 @@ func partContentType(ct string) string {
 		return "application/octet-stream"
 	}
 	return mime.FormatMediaType(mt, params)
+}
+
+type attachmentsAnswer struct {
+	envelope
+	Attachments []struct {
+		ID     int64  `json:"id"`
+		PathID string `json:"path_id"`
+	} `json:"attachments"`
+}
+
+// ErrNoSuchUpload: DeleteUpload found no upload of this bot's at that uri.
+var ErrNoSuchUpload = errors.New("zulip: no such upload")
+
+// DeleteUpload removes a file this bot uploaded, named by the uri Zulip
+// answered the upload with: GET /attachments finds its attachment id,
+// DELETE /attachments/{id} removes it. Zulip lets a user delete only its
+// own uploads.
+func (c *Client) DeleteUpload(ctx context.Context, uri string) error {
+	pathID, ok := strings.CutPrefix(uri, "/user_uploads/")
+	if !ok || pathID == "" {
+		return fmt.Errorf("zulip: delete upload: %q is not an upload's uri", uri)
+	}
+	unescaped, err := url.PathUnescape(pathID)
+	if err != nil {
+		unescaped = pathID
+	}
+	var a attachmentsAnswer
+	if _, err := c.call(ctx, &request{method: "GET", path: "/attachments", endpoint: "GET /attachments"}, &a); err != nil {
+		return err
+	}
+	for _, at := range a.Attachments {
+		if at.PathID != pathID && at.PathID != unescaped {
+			continue
+		}
+		var d anyAnswer
+		_, err := c.call(ctx, &request{method: "DELETE", path: "/attachments/" + strconv.FormatInt(at.ID, 10),
+			endpoint: "DELETE /attachments/{id}"}, &d)
+		return err
+	}
+	return ErrNoSuchUpload
 }

@@ -118,3 +118,34 @@ func TestUploadBodyErrorIsReported(t *testing.T) {
 		t.Errorf("%d messages", n)
 	}
 }
+
+// DeleteUpload removes the bot's own upload, and only that; its calls
+// and Zulip's answers match Zulip's OpenAPI description.
+func TestDeleteUpload(t *testing.T) {
+	srv := emulator.NewServer(t)
+	c, v := client(t, srv)
+	ctx := context.Background()
+	up, err := c.UploadFile(ctx, "notes.txt", "text/plain", strings.NewReader("notes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := srv.Upload(up.URI); !ok {
+		t.Fatal("not stored")
+	}
+	var before int
+	if v != nil {
+		before = v.CheckedCount()
+	}
+	if err := c.DeleteUpload(ctx, up.URI); err != nil {
+		t.Fatal(err)
+	}
+	if v != nil && v.CheckedCount() != before+2 {
+		t.Errorf("%d of GET /attachments and DELETE /attachments/{id} checked against Zulip's description", v.CheckedCount()-before)
+	}
+	if _, ok := srv.Upload(up.URI); ok {
+		t.Error("still stored after DeleteUpload")
+	}
+	if err := c.DeleteUpload(ctx, up.URI); !errors.Is(err, zulip.ErrNoSuchUpload) {
+		t.Errorf("deleting it again: %v, want ErrNoSuchUpload", err)
+	}
+}

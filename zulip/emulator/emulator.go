@@ -62,6 +62,7 @@ type Emulator struct {
 	msgByID      map[int64]*message
 	uploads      map[string]*upload // by path_id
 	uploadOrder  []string
+	lastUploadID int64
 	uploadBytes  int64
 
 	log   requestLog

@@ -11,6 +11,7 @@ import (
 )
 
 type upload struct {
+	id          int64 // the attachment id
 	pathID      string
 	ownerID     int64
 	name        string
@@ -71,6 +72,8 @@ func uploadFile(x *exchange, _ []string) *apiError {
 func (e *Emulator) storeUpload(up *upload) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.lastUploadID++
+	up.id = e.lastUploadID
 	e.uploads[up.pathID] = up
 	e.uploadOrder = append(e.uploadOrder, up.pathID)
 	e.uploadBytes += int64(len(up.data))
@@ -82,6 +85,48 @@ func (e *Emulator) storeUpload(up *upload) {
 			delete(e.uploads, old)
 		}
 	}
+}
+
+// getAttachments is GET /attachments: the caller's own uploads, as
+// Zulip's Attachment objects (the emulator links no messages to them).
+func getAttachments(x *exchange, _ []string) *apiError {
+	x.e.mu.Lock()
+	var list []obj
+	var used int64
+	for _, pathID := range x.e.uploadOrder {
+		up, ok := x.e.uploads[pathID]
+		if !ok {
+			continue
+		}
+		used += int64(len(up.data))
+		if up.ownerID != x.user.ID {
+			continue
+		}
+		list = append(list, obj{{"id", up.id}, {"name", up.name}, {"path_id", up.pathID},
+			{"size", len(up.data)}, {"create_time", up.created.UnixMilli()}, {"messages", []obj{}}})
+	}
+	x.e.mu.Unlock()
+	if list == nil {
+		list = []obj{}
+	}
+	x.success(obj{{"attachments", list}, {"upload_space_used", used}})
+	return nil
+}
+
+// deleteAttachment is DELETE /attachments/{id}, for the caller's own.
+func deleteAttachment(x *exchange, vars []string) *apiError {
+	id, _ := strconv.ParseInt(vars[0], 10, 64)
+	x.e.mu.Lock()
+	defer x.e.mu.Unlock()
+	for pathID, up := range x.e.uploads {
+		if up.id == id && up.ownerID == x.user.ID {
+			x.e.uploadBytes -= int64(len(up.data))
+			delete(x.e.uploads, pathID)
+			x.success(nil)
+			return nil
+		}
+	}
+	return errBadRequest("Invalid attachment")
 }
 
 var (

@@ -33,6 +33,8 @@ var (
 	routeMessage  = &route{methods: map[string]handlerFunc{
 		"GET": getMessage, "PATCH": updateMessage, "DELETE": deleteMessage}}
 	routeUploads        = &route{methods: map[string]handlerFunc{"POST": uploadFile}}
+	routeAttachments    = &route{methods: map[string]handlerFunc{"GET": getAttachments}}
+	routeAttachment     = &route{methods: map[string]handlerFunc{"DELETE": deleteAttachment}}
 	routeGetStreamID    = &route{methods: map[string]handlerFunc{"GET": getStreamID}}
 	routeOwnUser        = &route{methods: map[string]handlerFunc{"GET": getOwnUser}}
 	routeSubscriptions  = &route{methods: map[string]handlerFunc{"POST": subscribe}}
@@ -54,6 +56,8 @@ func match(path string) (*route, []string) {
 		return routeMessages, nil
 	case "user_uploads":
 		return routeUploads, nil
+	case "attachments":
+		return routeAttachments, nil
 	case "get_stream_id":
 		return routeGetStreamID, nil
 	case "users/me":
@@ -67,6 +71,8 @@ func match(path string) (*route, []string) {
 	switch {
 	case len(seg) == 2 && seg[0] == "messages" && isDigits(seg[1]):
 		return routeMessage, seg[1:]
+	case len(seg) == 2 && seg[0] == "attachments" && isDigits(seg[1]):
+		return routeAttachment, seg[1:]
 	case len(seg) == 4 && seg[0] == "users" && seg[1] == "me" && isDigits(seg[2]) && seg[3] == "topics":
 		return routeStreamTopics, seg[2:3]
 	case len(seg) == 2 && seg[0] == "external" && isIntegration(seg[1]):
