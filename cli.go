@@ -181,6 +181,11 @@ func runAdd(c *cobra.Command, n keystore.NewEntry, expires string) error {
 		if n.Bot != "" && loc.bots != nil && !loc.bots[n.Bot] {
 			return fmt.Errorf("--bot %q is not configured in %s", n.Bot, loc.config)
 		}
+		if !n.Admin {
+			if err := loc.checkStream(ctx, c.ErrOrStderr(), n.Bot, n.Stream); err != nil {
+				return err
+			}
+		}
 		key, e, err := s.Add(ctx, n)
 		if err != nil {
 			return err

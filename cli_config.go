@@ -1,15 +1,19 @@
 package zulipproxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
 // storeLocation is where the CLI finds the key store: a file, or Caddy's
@@ -19,6 +23,9 @@ type storeLocation struct {
 	storageRaw json.RawMessage // the config's `storage`; nil means Caddy's default
 	config     string          // the config file, for messages
 	bots       map[string]bool // bots the config defines; nil when unknown
+	// botCfgs are those bots' settings, to ask Zulip whether a stream
+	// exists; nil when unknown.
+	botCfgs map[string]*Bot
 }
 
 func locateStore(storePath, configFile, adapter string) (*storeLocation, error) {
@@ -69,14 +76,20 @@ func storeFromConfig(cfgJSON []byte, configFile string) (*storeLocation, error) 
 	if len(found) == 0 {
 		return nil, fmt.Errorf("config %s has no zulip_proxy handler; use --store FILE", configFile)
 	}
-	loc := &storeLocation{config: configFile, bots: map[string]bool{}}
+	loc := &storeLocation{config: configFile, bots: map[string]bool{}, botCfgs: map[string]*Bot{}}
 	stores := map[string]bool{}
 	for _, hd := range found {
 		s, _ := hd["store"].(string)
 		stores[s] = true
 		if bots, ok := hd["bots"].(map[string]any); ok {
-			for name := range bots {
+			for name, raw := range bots {
 				loc.bots[name] = true
+				if b, err := json.Marshal(raw); err == nil {
+					var cfg Bot
+					if json.Unmarshal(b, &cfg) == nil {
+						loc.botCfgs[name] = &cfg
+					}
+				}
 			}
 		}
 	}
@@ -126,4 +139,53 @@ func (l *storeLocation) open(newStore bool) (*keystore.Store, func() error, erro
 		return nil, nil, err
 	}
 	return s, s.Close, nil
+}
+
+// checkStream asks the key's bot's Zulip whether the stream exists, as
+// create_client does, so a typo fails now rather than on the bot's first
+// message. A Zulip that cannot be reached from here (or credentials only
+// the server's environment has) is no reason to refuse: the key is made,
+// with a note.
+func (l *storeLocation) checkStream(ctx context.Context, errOut io.Writer, botName, stream string) error {
+	if l.botCfgs == nil {
+		return nil
+	}
+	if botName == "" {
+		switch {
+		case l.botCfgs[defaultBotName] != nil:
+			botName = defaultBotName
+		case len(l.botCfgs) == 1:
+			for name := range l.botCfgs {
+				botName = name
+			}
+		default:
+			return nil
+		}
+	}
+	b := l.botCfgs[botName]
+	if b == nil {
+		return nil
+	}
+	cfg, err := resolveBot(botName, b)
+	if err != nil {
+		fmt.Fprintf(errOut, "note: stream %q not checked with Zulip: %v\n", stream, err)
+		return nil
+	}
+	cfg.Timeout = 10 * time.Second
+	c, err := zulip.NewClient(cfg)
+	if err != nil {
+		fmt.Fprintf(errOut, "note: stream %q not checked with Zulip: %v\n", stream, err)
+		return nil
+	}
+	defer c.CloseIdleConnections()
+	_, _, err = c.GetStreamID(ctx, stream)
+	var zerr *zulip.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &zerr):
+		return fmt.Errorf("stream %q: Zulip (%s) says: %s", stream, c.Site(), zerr.Msg)
+	}
+	fmt.Fprintf(errOut, "note: stream %q not checked, Zulip at %s did not answer: %v\n", stream, c.Site(), err)
+	return nil
 }

@@ -2,9 +2,12 @@ package caddytest
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // healthOf reads /health's status and body.
@@ -200,5 +203,63 @@ func TestCreateClientParamsAreStrict(t *testing.T) {
 		if err != nil || time.Until(exp) > time.Hour || time.Until(exp) < 50*time.Minute {
 			t.Errorf("%s body: expires_at %v (%v), want in an hour", name, m["expires_at"], err)
 		}
+	}
+}
+
+// Config errors found when the config loads name the directive, the
+// setting and the file: Caddy hands a module its config as JSON, so the
+// Caddyfile line is known only to parsing errors (TestCaddyfileTypoNamesTheLine).
+func TestLoadErrorsNameTheSettingAndFile(t *testing.T) {
+	corrupt := filepath.Join(t.TempDir(), "clients.json")
+	if err := os.WriteFile(corrupt, []byte("{nope"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Setenv("ZWOP_TEST_EMPTY", "")
+	for _, tc := range []struct {
+		cfg  config
+		want string
+	}{
+		{config{store: newStore(t), extra: "bot other {\n zuliprc /nonexistent/zuliprc\n}"},
+			`bot \"other\": reading zuliprc: open /nonexistent/zuliprc`},
+		{config{store: newStore(t), extra: "bot e {\n site https://x.org\n email {env.ZWOP_TEST_EMPTY}\n api_key k\n}"},
+			`bot \"e\": email: evaluated placeholder {env.ZWOP_TEST_EMPTY} is empty`},
+		{config{store: corrupt}, "reading key store file " + corrupt + ": key store is corrupt"},
+	} {
+		caddytest.AssertLoadError(t, tc.cfg.String(), "caddyfile", tc.want)
+	}
+}
+
+// add-client with --config refuses, as create_client does, a bot the
+// config lacks and a stream its Zulip does not have; with a Zulip that
+// cannot be reached it makes the key and says the stream went unchecked.
+func TestCLIChecksBotAndStream(t *testing.T) {
+	store := newStore(t)
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(caddyfile, []byte(config{store: store}.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli(t, "add-client", "--config", caddyfile, "--stream", "general", "--bot", "nope"); err == nil || !strings.Contains(err.Error(), "not configured") {
+		t.Errorf("an unknown bot: %v", err)
+	}
+	_, _, err := cli(t, "add-client", "--config", caddyfile, "--stream", "no such stream")
+	if err == nil || !strings.Contains(err.Error(), "no such stream") || !strings.Contains(err.Error(), "Zulip") {
+		t.Errorf("a stream Zulip does not have: %v", err)
+	}
+	if out, errOut, err := cli(t, "add-client", "--config", caddyfile, "--stream", "general"); err != nil {
+		t.Errorf("a stream Zulip has: %v %s", err, errOut)
+	} else if k := keyLine.FindStringSubmatch(out); k != nil {
+		addSecret(k[1])
+	}
+
+	down := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(down, []byte(config{store: store, site: "http://127.0.0.1:1"}.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := cli(t, "add-client", "--config", down, "--stream", "general")
+	if err != nil || !strings.Contains(errOut, "not checked") {
+		t.Errorf("an unreachable Zulip: %v %s", err, errOut)
+	}
+	if k := keyLine.FindStringSubmatch(out); k != nil {
+		addSecret(k[1])
 	}
 }
