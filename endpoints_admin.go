@@ -1,13 +1,9 @@
 package zulipproxy
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
-	"maps"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,73 +149,12 @@ func (h *Handler) storeFailure(err error) error {
 // is a 400 naming it, so a typo (expire_in=1h) cannot make a key that
 // never expires; a name given twice, anywhere, is a 400 too.
 func (h *Handler) adminParams(w http.ResponseWriter, r *http.Request, c *call, allowed ...string) (url.Values, error) {
-	q, aerr := queryValues(r)
-	if aerr != nil {
-		return nil, aerr
-	}
-	out := url.Values{}
-	add := func(name, value string) *apiError {
-		if !slices.Contains(allowed, name) {
+	return h.readParams(w, r, paramSpec{
+		allowed: allowed,
+		unknown: func(name string) *apiError {
 			return errBadParam(name, "unknown parameter '"+name+"': "+c.route.name+" takes "+strings.Join(allowed, ", "))
-		}
-		if out.Has(name) {
-			return errBadParam(name, "parameter '"+name+"' given more than once")
-		}
-		out.Set(name, value)
-		return nil
-	}
-	for name, vs := range q {
-		for _, v := range vs {
-			if aerr := add(name, v); aerr != nil {
-				return nil, aerr
-			}
-		}
-	}
-	if aerr := h.limitBody(w, r); aerr != nil {
-		return nil, aerr
-	}
-	switch mt := mediaType(r); mt {
-	case mtForm:
-		fields, aerr := h.readFormBody(r)
-		if aerr != nil {
-			return nil, aerr
-		}
-		for _, f := range fields {
-			if aerr := add(f.name, f.value); aerr != nil {
-				return nil, aerr
-			}
-		}
-	case "application/json":
-		raw, err := readBody(r)
-		if err != nil {
-			return nil, h.bodyError(err)
-		}
-		var obj map[string]any
-		if err := json.Unmarshal(raw, &obj); err != nil {
-			return nil, newError(http.StatusBadRequest, codeBadRequest, "the body must be a JSON object of parameters")
-		}
-		for _, name := range slices.Sorted(maps.Keys(obj)) {
-			var v string
-			switch t := obj[name].(type) {
-			case string:
-				v = t
-			case float64:
-				v = strconv.FormatFloat(t, 'f', -1, 64)
-			case nil:
-				continue
-			default:
-				return nil, errBadParam(name, "parameter '"+name+"' must be a string or a number")
-			}
-			if aerr := add(name, v); aerr != nil {
-				return nil, aerr
-			}
-		}
-	case "":
-		if n, _ := io.ReadFull(r.Body, make([]byte, 1)); n > 0 {
-			return nil, errUnsupportedBody("send parameters in the query, or as a form or JSON body")
-		}
-	default:
-		return nil, errUnsupportedBody("send parameters in the query, or as a form or JSON body")
-	}
-	return out, nil
+		},
+		jsonBody: true,
+		bodyHint: "send parameters in the query, or as a form or JSON body",
+	})
 }

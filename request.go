@@ -1,8 +1,10 @@
 package zulipproxy
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -341,4 +343,111 @@ func (rr *recordingReader) Read(p []byte) (int, error) {
 		rr.err = err
 	}
 	return n, err
+}
+
+// paramSpec says where a call's parameters may come from and how a name
+// outside its allow-list is answered.
+type paramSpec struct {
+	allowed []string
+	// unknown is the error for a name not in allowed.
+	unknown func(name string) *apiError
+	// multipart takes multipart text fields (files are refused);
+	// jsonBody takes a JSON object.
+	multipart, jsonBody bool
+	// bodyHint says which bodies the call takes, for a 415.
+	bodyHint string
+}
+
+// readParams reads a call's parameters from the query and the body alike,
+// as Zulip does, and refuses what Zulip would read differently from us or
+// the proxy does not understand: the `method` override, a name outside
+// the allow-list, and a name given twice anywhere (Zulip takes the last,
+// body before query).
+func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramSpec) (url.Values, error) {
+	out := url.Values{}
+	add := func(name, v string) *apiError {
+		if name == "method" {
+			return errBadParam(name, "parameter 'method' is not allowed: it would make Zulip run another endpoint")
+		}
+		if !slices.Contains(spec.allowed, name) {
+			return spec.unknown(name)
+		}
+		if out.Has(name) {
+			return errBadParam(name, "parameter '"+name+"' given more than once")
+		}
+		out.Set(name, v)
+		return nil
+	}
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	for name, vs := range q {
+		for _, v := range vs {
+			if aerr := add(name, v); aerr != nil {
+				return nil, aerr
+			}
+		}
+	}
+	if aerr := h.limitBody(w, r); aerr != nil {
+		return nil, aerr
+	}
+	switch mt := mediaType(r); {
+	case mt == mtForm:
+		fields, aerr := h.readFormBody(r)
+		if aerr != nil {
+			return nil, aerr
+		}
+		for _, f := range fields {
+			if aerr := add(f.name, f.value); aerr != nil {
+				return nil, aerr
+			}
+		}
+	case mt == mtMultipart && spec.multipart:
+		err := h.readParts(r, partReader{
+			fieldBytes: maxFieldBytes,
+			text: func(name, value string) error {
+				if aerr := add(name, value); aerr != nil {
+					return aerr
+				}
+				return nil
+			},
+			noFiles: "files are only taken by /api/v1/user_uploads",
+		})
+		if err != nil {
+			return nil, err
+		}
+	case mt == "application/json" && spec.jsonBody:
+		raw, err := readBody(r)
+		if err != nil {
+			return nil, h.bodyError(err)
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(raw, &obj); err != nil {
+			return nil, newError(http.StatusBadRequest, codeBadRequest, "the body must be a JSON object of parameters")
+		}
+		for _, name := range slices.Sorted(maps.Keys(obj)) {
+			var v string
+			switch t := obj[name].(type) {
+			case string:
+				v = t
+			case float64:
+				v = strconv.FormatFloat(t, 'f', -1, 64)
+			case nil:
+				continue
+			default:
+				return nil, errBadParam(name, "parameter '"+name+"' must be a string or a number")
+			}
+			if aerr := add(name, v); aerr != nil {
+				return nil, aerr
+			}
+		}
+	case mt == "":
+		if n, _ := io.ReadFull(r.Body, make([]byte, 1)); n > 0 {
+			return nil, errUnsupportedBody(spec.bodyHint)
+		}
+	default:
+		return nil, errUnsupportedBody(spec.bodyHint)
+	}
+	return out, nil
 }

@@ -1,10 +1,8 @@
 package zulipproxy
 
 import (
-	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
@@ -15,72 +13,17 @@ import (
 // scoped key: HTTP Basic with any email and the scoped key as the
 // password. This file reads its parameters the way Zulip does.
 
-// zulipParams reads a request's parameters the way Zulip does — a form
-// body and the query string together — and refuses what Zulip would read
-// differently from us: a name given twice anywhere (Zulip takes the last,
-// body before query), the `method` override, and names not allowed.
+// zulipParams reads a Zulip API call's parameters the way Zulip does: a
+// form or multipart body and the query string together.
 func (h *Handler) zulipParams(w http.ResponseWriter, r *http.Request, allowed ...string) (url.Values, error) {
-	out := url.Values{}
-	add := func(name, v string) *apiError {
-		if name == "method" {
-			return errBadParam(name, "parameter 'method' is not allowed: it would make Zulip run another endpoint")
-		}
-		if !slices.Contains(allowed, name) {
+	return h.readParams(w, r, paramSpec{
+		allowed: allowed,
+		unknown: func(name string) *apiError {
 			return errBadParam(name, "parameter '"+name+"' is not available through a scoped key")
-		}
-		if out.Has(name) {
-			return errBadParam(name, "parameter '"+name+"' given more than once")
-		}
-		out.Set(name, v)
-		return nil
-	}
-	q, aerr := queryValues(r)
-	if aerr != nil {
-		return nil, aerr
-	}
-	for name, vs := range q {
-		for _, v := range vs {
-			if aerr := add(name, v); aerr != nil {
-				return nil, aerr
-			}
-		}
-	}
-	if aerr := h.limitBody(w, r); aerr != nil {
-		return nil, aerr
-	}
-	switch mt := mediaType(r); mt {
-	case mtForm:
-		fields, aerr := h.readFormBody(r)
-		if aerr != nil {
-			return nil, aerr
-		}
-		for _, f := range fields {
-			if aerr := add(f.name, f.value); aerr != nil {
-				return nil, aerr
-			}
-		}
-	case mtMultipart:
-		err := h.readParts(r, partReader{
-			fieldBytes: maxFieldBytes,
-			text: func(name, value string) error {
-				if aerr := add(name, value); aerr != nil {
-					return aerr
-				}
-				return nil
-			},
-			noFiles: "files are only taken by /api/v1/user_uploads",
-		})
-		if err != nil {
-			return nil, err
-		}
-	case "":
-		if n, _ := io.ReadFull(r.Body, make([]byte, 1)); n > 0 {
-			return nil, errUnsupportedBody("send parameters as a form (application/x-www-form-urlencoded or multipart/form-data)")
-		}
-	default:
-		return nil, errUnsupportedBody("send parameters as a form (application/x-www-form-urlencoded or multipart/form-data)")
-	}
-	return out, nil
+		},
+		multipart: true,
+		bodyHint:  "send parameters as a form (application/x-www-form-urlencoded or multipart/form-data)",
+	})
 }
 
 // topicOf reads `topic`, or its old name `subject`; both at once are an
