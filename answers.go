@@ -22,6 +22,10 @@ var passedHeaders = []string{"Retry-After", "X-Ratelimit-Limit", "X-Ratelimit-Re
 func writeZulipAnswer(w http.ResponseWriter, resp *zulip.Response) {
 	hdr := w.Header()
 	for _, k := range passedHeaders {
+		if _, ours := hdr[k]; ours && k != "Retry-After" {
+			// The key's own rate limit, not the bot's.
+			continue
+		}
 		if v := resp.Header[k]; len(v) > 0 && v[0] != "" {
 			hdr[k] = v[:1:1]
 		}

@@ -88,6 +88,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("zulip_proxy: client_idle_timeout: '%s' is not a positive duration such as 30s or 2m", s)
 			}
 			h.ClientIdleTimeout = caddy.Duration(dur)
+		case "rate_limit":
+			var events, window string
+			if !d.Args(&events, &window) || d.NextArg() {
+				return d.ArgErr()
+			}
+			rl, err := parseRateLimit(events + "/" + window)
+			if err != nil {
+				return d.Errf("zulip_proxy: rate_limit: '%s %s' is not <events> <window>, such as 120 1m", events, window)
+			}
+			h.RateLimit = &rl
 		case "max_uploads_per_key":
 			var s string
 			if !d.AllArgs(&s) {

@@ -72,6 +72,7 @@ func configureCLI(cmd *cobra.Command) {
 			proposal, _ := f.GetInt64("proposal")
 			botName, _ := f.GetString("bot")
 			expires, _ := f.GetString("expires")
+			rateLimit, _ := f.GetString("rate-limit")
 			if strings.TrimSpace(stream) == "" {
 				return errors.New("--stream is required: the one stream this key may write to")
 			}
@@ -82,6 +83,13 @@ func configureCLI(cmd *cobra.Command) {
 				name = "proposal " + strconv.FormatInt(proposal, 10)
 			}
 			n := keystore.NewEntry{Name: name, ProposalNo: proposal, Stream: strings.TrimSpace(stream), Bot: botName}
+			if rateLimit != "" {
+				rl, err := parseRateLimit(rateLimit)
+				if err != nil {
+					return fmt.Errorf("--rate-limit: %w", err)
+				}
+				n.RateLimit = rl.String()
+			}
 			return runAdd(c, n, expires)
 		},
 	}
@@ -90,6 +98,7 @@ func configureCLI(cmd *cobra.Command) {
 	addClient.Flags().Int64("proposal", 0, "proposal number (upstream compatibility)")
 	addClient.Flags().String("bot", "", "name of the configured bot the key speaks as (default: the default bot)")
 	addClient.Flags().String("expires", "", "lifetime, e.g. 90d or 12h (default: never expires)")
+	addClient.Flags().String("rate-limit", "", "this key's own rate limit, <events>/<window> such as 10/1m (default: the server's rate_limit)")
 
 	addAdmin := &cobra.Command{
 		Use:   "add-admin [--name <name>] [--expires <duration>]",
@@ -271,7 +280,7 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED")
+	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED\tRATE LIMIT")
 	for _, e := range entries {
 		bot := e.Bot
 		if bot == "" && !e.Admin {
@@ -281,8 +290,8 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		if e.Admin {
 			admin = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
-			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
+			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false), dash(e.RateLimit))
 	}
 	return tw.Flush()
 }

@@ -51,8 +51,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	c := &call{route: rt, arg: arg, start: time.Now()}
 	err := h.authorize(w, r, c)
-	// Per-key and per-bot rate limits will be checked here, once the
-	// caller is known and before anything is read or forwarded.
+	// The caller is known; nothing is read or forwarded yet.
+	if err == nil {
+		if aerr := h.limit(w, c); aerr != nil {
+			err = aerr
+		}
+	}
 	if err == nil {
 		err = rt.serve(h, w, r, c)
 	}

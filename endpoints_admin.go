@@ -24,14 +24,21 @@ type createdBody struct {
 // serveCreateClient makes a scoped key. The stream comes from the request
 // or, for a proposal number alone, from the configured stream template.
 func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	names := []string{"proposal_no", "name", "stream", "bot", "expires_in"}
+	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit"}
 	q, err := h.adminParams(w, r, c, names...)
 	if err != nil {
 		return err
 	}
 	var n keystore.NewEntry
+	if v := strings.TrimSpace(q.Get("rate_limit")); v != "" {
+		rl, err := parseRateLimit(v)
+		if err != nil {
+			return errBadParam("rate_limit", "parameter 'rate_limit' must be <events>/<window>, such as 10/1m")
+		}
+		n.RateLimit = rl.String()
+	}
 	var vals [5]string
-	for i, name := range names {
+	for i, name := range names[:len(vals)] {
 		vals[i] = strings.TrimSpace(q.Get(name))
 	}
 	proposal, name, stream, botName, expiresIn := vals[0], vals[1], vals[2], vals[3], vals[4]

@@ -25,6 +25,9 @@ type entryView struct {
 	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	// RateLimit is the key's own limit ("10/1m"), or, for a scoped key in
+	// the API's answers, the server's rate_limit that applies to it.
+	RateLimit string `json:"rate_limit,omitempty"`
 }
 
 // viewOf is an entry as the HTTP API and `list --json` show it.
@@ -32,7 +35,7 @@ func viewOf(e *keystore.Entry) entryView {
 	return entryView{
 		ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
 		Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
-		ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt,
+		ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt, RateLimit: e.RateLimit,
 	}
 }
 
@@ -41,6 +44,9 @@ func (h *Handler) viewOf(e *keystore.Entry) entryView {
 	v := viewOf(e)
 	if !e.Admin && v.Bot == "" {
 		v.Bot = h.defaultBot
+	}
+	if !e.Admin && v.RateLimit == "" && h.RateLimit != nil {
+		v.RateLimit = h.RateLimit.String()
 	}
 	return v
 }

@@ -51,6 +51,7 @@ const (
 //		timeout         <duration>
 //		client_idle_timeout <duration>
 //		max_uploads_per_key <n>
+//		rate_limit <events> <window>
 //		stream_template <template>
 //		allow_propagate
 //	}
@@ -80,6 +81,14 @@ type Handler struct {
 	// 408, and nothing it sent is kept. Default: 30s.
 	ClientIdleTimeout caddy.Duration `json:"client_idle_timeout,omitempty"`
 
+	// RateLimit bounds each scoped key's calls: a token bucket of
+	// `events` calls per `window` (Caddyfile: `rate_limit 120 1m`). A call
+	// over it gets 429 with Retry-After and is not forwarded; every answer
+	// to a scoped key carries X-RateLimit-Limit, -Remaining and -Reset for
+	// that key. A key created with its own rate_limit uses that instead.
+	// Default: no limit of the proxy's own.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+
 	// MaxUploadsPerKey is how many uploads one key may have in flight at
 	// once (upload_file, a send_message image, Zulip's user_uploads); the
 	// next gets 429. Default: 4.
@@ -102,6 +111,10 @@ type Handler struct {
 	// settingsBot answers server_settings called without a key: the
 	// default bot, else the first by name.
 	settingsBot *bot
+	// buckets are the keys' rate-limit buckets, shared by the configs of
+	// one store through limiterPool; bucketsKey is this config's entry.
+	buckets    *keyBuckets
+	bucketsKey string
 	// uploads counts each key's uploads in flight, by key id.
 	uploads *sync.Map
 	// linkEscaper keeps a file name from breaking the Markdown link a
@@ -152,6 +165,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.openStore(ctx); err != nil {
 		return err
 	}
+	v, _, err := limiterPool.LoadOrNew(h.storeKey, func() (caddy.Destructor, error) {
+		return newKeyBuckets(), nil
+	})
+	if err != nil {
+		return fmt.Errorf("rate limits: %w", err)
+	}
+	h.buckets, h.bucketsKey = v.(*keyBuckets), h.storeKey
 	return nil
 }
 
@@ -215,6 +235,9 @@ func (h *Handler) Validate() error {
 	if h.ClientIdleTimeout < 0 {
 		return fmt.Errorf("zulip_proxy: client_idle_timeout must be positive, got %s", time.Duration(h.ClientIdleTimeout))
 	}
+	if h.RateLimit != nil && !h.RateLimit.set() {
+		return errors.New("zulip_proxy: rate_limit needs a positive number of events and a positive window")
+	}
 	if h.MaxUploadsPerKey < 0 {
 		return fmt.Errorf("zulip_proxy: max_uploads_per_key must be positive, got %d", h.MaxUploadsPerKey)
 	}
@@ -232,6 +255,9 @@ func (h *Handler) Validate() error {
 func (h *Handler) Cleanup() error {
 	for _, key := range h.botKeys {
 		_, _ = botPool.Delete(key)
+	}
+	if h.bucketsKey != "" {
+		_, _ = limiterPool.Delete(h.bucketsKey)
 	}
 	if h.storeKey == "" {
 		return nil

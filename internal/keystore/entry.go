@@ -39,6 +39,9 @@ type Entry struct {
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 	// Legacy marks a plain key imported from the upstream service.
 	Legacy bool `json:"legacy,omitempty"`
+	// RateLimit overrides the server's rate_limit for this key, as
+	// "<events>/<window>" ("10/1m"); empty: the server's.
+	RateLimit string `json:"rate_limit,omitempty"`
 }
 
 // Usable says whether the key may be used now.
@@ -74,4 +77,5 @@ type NewEntry struct {
 	Admin      bool
 	CreatedBy  string
 	ExpiresAt  *time.Time
+	RateLimit  string
 }

@@ -112,7 +112,7 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 		e = Entry{
 			ID: id, KeyHash: HashKey(key), Name: n.Name, ProposalNo: n.ProposalNo,
 			Stream: n.Stream, Bot: n.Bot, Admin: n.Admin,
-			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: expires,
+			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: expires, RateLimit: n.RateLimit,
 		}
 		doc.Clients = append(doc.Clients, e)
 		return true, nil

@@ -1,0 +1,180 @@
+package zulipproxy
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"golang.org/x/time/rate"
+)
+
+// RateLimit is a token bucket per scoped key: Events calls per Window,
+// in bursts of up to Events.
+type RateLimit struct {
+	// Events is how many calls a key may make per window.
+	Events int `json:"events,omitempty"`
+	// Window is the time over which Events are counted, e.g. 1m.
+	Window caddy.Duration `json:"window,omitempty"`
+}
+
+func (rl RateLimit) set() bool { return rl.Events > 0 && rl.Window > 0 }
+
+func (rl RateLimit) String() string {
+	return strconv.Itoa(rl.Events) + "/" + time.Duration(rl.Window).String()
+}
+
+// parseRateLimit reads a per-key limit as create_client and the CLI take
+// it: "<events>/<window>", such as 10/1m.
+func parseRateLimit(s string) (RateLimit, error) {
+	n, w, ok := strings.Cut(strings.TrimSpace(s), "/")
+	events, err := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err != nil || events <= 0 {
+		return RateLimit{}, fmt.Errorf("rate limit %q: want <events>/<window>, such as 10/1m", s)
+	}
+	d, err := caddy.ParseDuration(strings.TrimSpace(w))
+	if err != nil || d <= 0 {
+		return RateLimit{}, fmt.Errorf("rate limit %q: want <events>/<window>, such as 10/1m", s)
+	}
+	return RateLimit{Events: events, Window: caddy.Duration(d)}, nil
+}
+
+// keyBuckets holds one token bucket per key that called recently. It
+// lives in limiterPool, so buckets survive config reloads; buckets that
+// are full again and unused for a window are dropped, so memory follows
+// the keys in use, not every key ever seen.
+type keyBuckets struct {
+	mu   sync.Mutex
+	m    map[string]*bucket
+	stop chan struct{}
+}
+
+type bucket struct {
+	lim      *rate.Limiter
+	spec     RateLimit
+	lastUsed time.Time
+}
+
+func newKeyBuckets() *keyBuckets {
+	kb := &keyBuckets{m: map[string]*bucket{}, stop: make(chan struct{})}
+	go kb.sweep(time.Minute)
+	return kb
+}
+
+// Destruct stops the sweeper when the last config lets go.
+func (kb *keyBuckets) Destruct() error {
+	close(kb.stop)
+	return nil
+}
+
+func (kb *keyBuckets) sweep(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-kb.stop:
+			return
+		case now := <-t.C:
+			kb.drop(now)
+		}
+	}
+}
+
+// drop forgets the buckets a fresh one would replace: full, and idle.
+func (kb *keyBuckets) drop(now time.Time) {
+	kb.mu.Lock()
+	defer kb.mu.Unlock()
+	for id, b := range kb.m {
+		if now.Sub(b.lastUsed) > time.Duration(b.spec.Window) && b.lim.TokensAt(now) >= float64(b.spec.Events) {
+			delete(kb.m, id)
+		}
+	}
+}
+
+// rateState is a key's bucket after a call, as Zulip reports its own:
+// the limit, what is left, and when the bucket is full again.
+type rateState struct {
+	ok         bool
+	limit      int
+	remaining  int
+	reset      time.Time
+	retryAfter time.Duration
+}
+
+// take spends one token of key id's bucket, made or updated to spec.
+func (kb *keyBuckets) take(id string, spec RateLimit, now time.Time) rateState {
+	every := rate.Limit(float64(spec.Events) / time.Duration(spec.Window).Seconds())
+	kb.mu.Lock()
+	b, found := kb.m[id]
+	if !found {
+		b = &bucket{lim: rate.NewLimiter(every, spec.Events), spec: spec}
+		kb.m[id] = b
+	} else if b.spec != spec {
+		// A reload or the key's own limit changed it.
+		b.lim.SetLimitAt(now, every)
+		b.lim.SetBurstAt(now, spec.Events)
+		b.spec = spec
+	}
+	b.lastUsed = now
+	kb.mu.Unlock()
+
+	st := rateState{ok: b.lim.AllowN(now, 1), limit: spec.Events}
+	tokens := b.lim.TokensAt(now)
+	st.remaining = max(int(math.Floor(tokens)), 0)
+	missing := float64(spec.Events) - tokens
+	st.reset = now.Add(time.Duration(missing / float64(every) * float64(time.Second)))
+	if !st.ok {
+		st.retryAfter = time.Duration((1 - tokens) / float64(every) * float64(time.Second))
+	}
+	return st
+}
+
+// limiterPool shares the buckets between configs of one store.
+var limiterPool = caddy.NewUsagePool()
+
+// rateLimitFor is the limit that applies to a scoped key: its own, else
+// the server's; zero for none.
+func (h *Handler) rateLimitFor(c *call) RateLimit {
+	if c.entry.RateLimit != "" {
+		if rl, err := parseRateLimit(c.entry.RateLimit); err == nil {
+			return rl
+		}
+	}
+	if h.RateLimit != nil {
+		return *h.RateLimit
+	}
+	return RateLimit{}
+}
+
+// limit spends one of the calling key's tokens, says how many are left
+// in the headers Zulip uses, and refuses a call over the limit with 429
+// before anything is read or forwarded.
+func (h *Handler) limit(w http.ResponseWriter, c *call) *apiError {
+	if c.entry == nil || c.entry.Admin || h.buckets == nil {
+		return nil
+	}
+	spec := h.rateLimitFor(c)
+	if !spec.set() {
+		return nil
+	}
+	st := h.buckets.take(c.entry.ID, spec, c.start)
+	hdr := w.Header()
+	hdr.Set("X-RateLimit-Limit", strconv.Itoa(st.limit))
+	hdr.Set("X-RateLimit-Remaining", strconv.Itoa(st.remaining))
+	hdr.Set("X-RateLimit-Reset", strconv.FormatInt(st.reset.Unix(), 10))
+	if st.ok {
+		return nil
+	}
+	// Zulip sends Retry-After as float seconds; the upstream service's
+	// clients expect whole ones.
+	retry := strconv.FormatInt(int64(math.Ceil(st.retryAfter.Seconds())), 10)
+	if c.route.key != keyHeader {
+		retry = strconv.FormatFloat(st.retryAfter.Seconds(), 'f', 3, 64)
+	}
+	return newError(http.StatusTooManyRequests, codeRateLimited,
+		"API usage exceeded rate limit: this key may make "+spec.String()+" calls").withHeader("Retry-After", retry)
+}
