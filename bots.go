@@ -140,6 +140,7 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string
 			if err != nil {
 				return nil, fmt.Errorf("bot %q: %w", name, err)
 			}
+			c.Observe(func(resp *zulip.Response) { observeBudget(name, resp) })
 			return &bot{name: name, client: c}, nil
 		})
 		if err != nil {

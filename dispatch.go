@@ -63,7 +63,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if err != nil {
 		h.writeCallError(w, c, err)
 	}
-	// Metrics will be observed here, once per request.
+	observe(c, err)
 	if c.bot != nil {
 		h.logCall(c, err)
 	}

@@ -223,6 +223,7 @@ func (h *Handler) takeUploadSlot(c *call) (release func(), aerr *apiError) {
 	n := v.(*atomic.Int32)
 	if n.Add(1) > int32(h.MaxUploadsPerKey) {
 		n.Add(-1)
+		metrics.limited.WithLabelValues("uploads").Inc()
 		return nil, newError(http.StatusTooManyRequests, codeRateLimited,
 			"this key has "+strconv.Itoa(h.MaxUploadsPerKey)+" uploads in flight already (max_uploads_per_key); send the next when one is done").withHeader("Retry-After", "1")
 	}
@@ -248,6 +249,7 @@ func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*
 	defer release()
 	body := &recordingReader{r: p}
 	up, err := c.bot.client.UploadFile(ctx, name, ctype, body)
+	metrics.uploadBytes.Add(float64(body.n))
 	if body.err != nil {
 		return nil, h.bodyError(body.err)
 	}

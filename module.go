@@ -172,6 +172,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("rate limits: %w", err)
 	}
 	h.buckets, h.bucketsKey = v.(*keyBuckets), h.storeKey
+	if err := h.registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	return nil
 }
 
@@ -179,7 +182,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // keeps the already-loaded index and its watcher instead of reading the
 // store again.
 func (h *Handler) openStore(ctx caddy.Context) error {
-	opt := keystore.Options{Logger: h.logger.Named("store")}
+	opt := keystore.Options{Logger: h.logger.Named("store"), OnFailure: func(kind string) {
+		metrics.storeErrors.WithLabelValues(kind).Inc()
+	}}
 	if h.Store != "" {
 		abs, err := filepath.Abs(h.Store)
 		if err != nil {

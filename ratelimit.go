@@ -169,6 +169,7 @@ func (h *Handler) limit(w http.ResponseWriter, c *call) *apiError {
 	if st.ok {
 		return nil
 	}
+	metrics.limited.WithLabelValues("key_limit").Inc()
 	// Zulip sends Retry-After as float seconds; the upstream service's
 	// clients expect whole ones.
 	retry := strconv.FormatInt(int64(math.Ceil(st.retryAfter.Seconds())), 10)

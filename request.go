@@ -335,10 +335,12 @@ func parseInt64Param(name, v string) (int64, *apiError) {
 type recordingReader struct {
 	r   io.Reader
 	err error
+	n   int64 // bytes read
 }
 
 func (rr *recordingReader) Read(p []byte) (int, error) {
 	n, err := rr.r.Read(p)
+	rr.n += int64(n)
 	if err != nil && err != io.EOF && rr.err == nil {
 		rr.err = err
 	}

@@ -31,6 +31,7 @@ type Client struct {
 	// headerTimeout says the transport itself bounds the wait for an
 	// answer by timeout.
 	headerTimeout bool
+	onAnswer      func(*Response)
 	rt            http.RoundTripper
 	// Header values, built once and shared read-only by every request.
 	hdrAuth, hdrUA []string
@@ -90,6 +91,15 @@ func NewClient(cfg Config) (*Client, error) {
 	// on every call, and the answer's body gets a cheaper guard below.
 	c.headerTimeout = cfg.Transport == nil
 	return c, nil
+}
+
+// Observe has f see every answer Zulip gives, errors included, once the
+// client has read it (for metrics: the rate-limit budget Zulip reports).
+// f must not keep or change the answer. Call it before the client is
+// shared; it returns c.
+func (c *Client) Observe(f func(*Response)) *Client {
+	c.onAnswer = f
+	return c
 }
 
 // Site is the normalized Zulip base URL, e.g. "https://chat.example.org".
@@ -226,7 +236,11 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 			}
 		}
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: c.scrub(body)}, nil
+	answer := &Response{Status: resp.StatusCode, Header: resp.Header, Body: c.scrub(body)}
+	if c.onAnswer != nil {
+		c.onAnswer(answer)
+	}
+	return answer, nil
 }
 
 // bodyGuard closes an answer's body that takes too long to arrive.

@@ -40,6 +40,9 @@ type Options struct {
 	// FlushInterval is how often last-used times are written. Default 1m.
 	FlushInterval time.Duration
 	Logger        *zap.Logger
+	// OnFailure, when set, is told of each failed reload ("reload") and
+	// failed write ("write"), for metrics.
+	OnFailure func(kind string)
 	// NewStore lets a write start a new, empty document where the file
 	// is empty, or missing although a store was written there before.
 	// Without it such a write is refused: the store was most likely lost
@@ -158,6 +161,9 @@ func (s *Store) setLoadErr(err error) {
 	if err == nil {
 		s.loadErr.Store(nil)
 		return
+	}
+	if s.opt.OnFailure != nil {
+		s.opt.OnFailure("reload")
 	}
 	s.loadErr.Store(&err)
 }

@@ -82,6 +82,9 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 // failedWrite remembers a write that failed, for Writable.
 func (s *Store) failedWrite(err error) error {
 	s.writeErr.Store(&err)
+	if s.opt.OnFailure != nil {
+		s.opt.OnFailure("write")
+	}
 	return err
 }
 

@@ -1,0 +1,137 @@
+package zulipproxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// The module's metrics, in Caddy's registry (served by Caddy's admin
+// /metrics, no global option needed). Labels are bounded: a route name,
+// an outcome class, a bot's configured name, a reason; never a key id, a
+// stream or a topic. The collectors are made once, as Caddy's own
+// modules do, and registered with each config's registry.
+var metrics = struct {
+	requests     *prometheus.CounterVec
+	zulipSeconds *prometheus.HistogramVec
+	limited      *prometheus.CounterVec
+	botBudget    *prometheus.GaugeVec
+	storeErrors  *prometheus.CounterVec
+	uploadBytes  prometheus.Counter
+}{
+	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "requests_total",
+		Help: "Requests answered, by route and outcome (ok, refused, rate_limited, zulip_error, error).",
+	}, []string{"endpoint", "outcome"}),
+	zulipSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "zulip_request_duration_seconds",
+		Help:    "Time from a request's arrival to Zulip's last answer for it, for requests that reached Zulip, by route.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"endpoint"}),
+	limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "limited_total",
+		Help: "Calls the proxy refused with 429 itself, by reason (key_limit: the key's rate_limit; uploads: max_uploads_per_key).",
+	}, []string{"reason"}),
+	botBudget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "bot_budget_remaining",
+		Help: "Each bot's Zulip rate-limit budget left, from Zulip's last X-RateLimit-Remaining.",
+	}, []string{"bot"}),
+	storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "store_errors_total",
+		Help: "Key store failures, by kind (reload: the document could not be read or adopted; write: a change could not be written).",
+	}, []string{"kind"}),
+	uploadBytes: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "upload_bytes_total",
+		Help: "Bytes of files streamed to Zulip.",
+	}),
+}
+
+// keysCollector reports the store's keys by state at each scrape.
+type keysCollector struct{ store *keystore.Store }
+
+var keysDesc = prometheus.NewDesc("caddy_zulip_proxy_keys", "Keys in the store, by state (active, admin, expired, revoked).", []string{"state"}, nil)
+
+func (kc keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- keysDesc }
+
+func (kc keysCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]float64{"active": 0, "admin": 0, "expired": 0, "revoked": 0}
+	now := time.Now()
+	for _, e := range kc.store.List() {
+		switch err := e.Usable(now); {
+		case errors.Is(err, keystore.ErrKeyRevoked):
+			counts["revoked"]++
+		case errors.Is(err, keystore.ErrKeyExpired):
+			counts["expired"]++
+		case e.Admin:
+			counts["admin"]++
+		default:
+			counts["active"]++
+		}
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, n, state)
+	}
+}
+
+// registerMetrics adds the module's collectors to this config's registry.
+func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	// Shown at 0 from the start, so an alert can be written before the
+	// first failure.
+	for _, kind := range []string{"reload", "write"} {
+		metrics.storeErrors.WithLabelValues(kind)
+	}
+	for _, reason := range []string{"key_limit", "uploads"} {
+		metrics.limited.WithLabelValues(reason)
+	}
+	for _, c := range []prometheus.Collector{metrics.requests, metrics.zulipSeconds, metrics.limited,
+		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, keysCollector{h.store}} {
+		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return err
+		}
+	}
+	return nil
+}
+
+// observe counts one answered request.
+func observe(c *call, err error) {
+	metrics.requests.WithLabelValues(c.route.name, outcome(err)).Inc()
+	if c.zulipStatus != 0 {
+		metrics.zulipSeconds.WithLabelValues(c.route.name).Observe(time.Since(c.start).Seconds())
+	}
+}
+
+func outcome(err error) string {
+	var aerr *apiError
+	var zerr *zulip.Error
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &aerr) && aerr.Status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case errors.As(err, &aerr) && aerr.Status < 500:
+		return "refused"
+	case errors.As(err, &zerr):
+		return "zulip_error"
+	}
+	return "error"
+}
+
+// observeBudget records what Zulip says is left of a bot's budget.
+func observeBudget(bot string, resp *zulip.Response) {
+	v := resp.Header["X-Ratelimit-Remaining"]
+	if len(v) == 0 {
+		return
+	}
+	if n, err := strconv.ParseFloat(v[0], 64); err == nil && n >= 0 {
+		metrics.botBudget.WithLabelValues(bot).Set(n)
+	}
+}
