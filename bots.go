@@ -57,6 +57,8 @@ type bot struct {
 	streamIDs sync.Map
 	// lookups merges concurrent lookups of one stream's id into one call.
 	lookups singleflight.Group
+	// budget is the bot's Zulip rate limit, shared fairly by its keys.
+	budget *budget
 }
 
 // resolveBot turns a bot's config into credentials, replacing global
@@ -140,8 +142,12 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string
 			if err != nil {
 				return nil, fmt.Errorf("bot %q: %w", name, err)
 			}
-			c.Observe(func(resp *zulip.Response) { observeBudget(name, resp) })
-			return &bot{name: name, client: c}, nil
+			b := &bot{name: name, client: c, budget: newBudget()}
+			c.Observe(func(resp *zulip.Response) {
+				b.budget.observe(resp, time.Now())
+				observeBudget(name, resp)
+			})
+			return b, nil
 		})
 		if err != nil {
 			return nil, "", keys, err

@@ -58,6 +58,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 	}
 	if err == nil {
+		release, aerr := h.spendBotBudget(r, c)
+		if aerr != nil {
+			err = aerr
+		} else {
+			defer release()
+		}
+	}
+	if err == nil {
 		err = rt.serve(h, w, r, c)
 	}
 	if err != nil {

@@ -36,7 +36,7 @@ var metrics = struct {
 	}, []string{"endpoint"}),
 	limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "limited_total",
-		Help: "Calls the proxy refused with 429 itself, by reason (key_limit: the key's rate_limit; uploads: max_uploads_per_key).",
+		Help: "Calls the proxy refused with 429 itself, by reason (key_limit: the key's rate_limit; bot_budget: the key's share of its bot's Zulip budget is spent; zulip_backoff: Zulip said 429 and its Retry-After runs; uploads: max_uploads_per_key).",
 	}, []string{"reason"}),
 	botBudget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "bot_budget_remaining",
@@ -89,7 +89,7 @@ func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
 	for _, kind := range []string{"reload", "write"} {
 		metrics.storeErrors.WithLabelValues(kind)
 	}
-	for _, reason := range []string{"key_limit", "uploads"} {
+	for _, reason := range []string{"key_limit", "bot_budget", "zulip_backoff", "uploads"} {
 		metrics.limited.WithLabelValues(reason)
 	}
 	for _, c := range []prometheus.Collector{metrics.requests, metrics.zulipSeconds, metrics.limited,

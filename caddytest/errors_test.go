@@ -42,11 +42,6 @@ func TestZulipFailures(t *testing.T) {
 		status int
 		check  func(t *testing.T, r reply)
 	}{
-		{"rate limited", emulator.Fault{RateLimited: true, RetryAfter: 2.5, Count: 1}, 429, func(t *testing.T, r reply) {
-			if r.Header.Get("Retry-After") != "2.5" || r.JSON(t)["code"] != "RATE_LIMIT_HIT" {
-				t.Errorf("not Zulip's 429: %v %s", r.Header, r.Body)
-			}
-		}},
 		{"Zulip's own 500, which has no code", emulator.Fault{Status: 500, Count: 1}, 500, func(t *testing.T, r reply) {
 			// Zulip's words, in both shapes.
 			assertError(t, r, 500, "Internal server error")
@@ -86,6 +81,24 @@ func TestZulipFailures(t *testing.T) {
 			c.check(t, r)
 		})
 	}
+	t.Run("rate limited, then the bot waits as Zulip asked", func(t *testing.T) {
+		if err := env.emu.SetFault(emulator.Fault{RateLimited: true, RetryAfter: 0.8, Count: 1}); err != nil {
+			t.Fatal(err)
+		}
+		defer env.emu.ClearFault()
+		r := send(key)
+		if r.Status != 429 || r.Header.Get("Retry-After") != "0.8" || r.JSON(t)["code"] != "RATE_LIMIT_HIT" {
+			t.Errorf("not Zulip's 429: %d %v %s", r.Status, r.Header, r.Body)
+		}
+		// Until Zulip's Retry-After is over, the proxy answers for it.
+		mark := zulipMark()
+		assertError(t, send(key), 429, "Zulip asked bot 'default' to wait")
+		assertNothingReachedZulip(t, mark)
+		time.Sleep(900 * time.Millisecond)
+		if r := send(key); r.Status != 200 {
+			t.Errorf("after Retry-After: %d %s", r.Status, r.Body)
+		}
+	})
 	t.Run("unreachable", func(t *testing.T) {
 		assertError(t, send(deadKey), 502, "unreachable")
 	})
@@ -202,6 +215,10 @@ func TestUploadsPerKeyAreBounded(t *testing.T) {
 	key, _ := scopedKey(t, store, "general")
 	other, _ := scopedKey(t, store, "general")
 	start(t, config{store: store, extra: "max_uploads_per_key 1"})
+	// The bot has answered once, so nothing waits to learn its budget.
+	if r := request(t, "GET", "/get_stream_topics", nil, withKey(key)); r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	started := make(chan struct{})

@@ -76,6 +76,9 @@ type Store struct {
 	// (deleted, or a storage answering "not found" by mistake), not a
 	// first run, and dropping every key for it would lock every bot out.
 	held atomic.Bool
+	// generation counts the indexes installed, so a caller can cache what
+	// it derives from List until the next one.
+	generation atomic.Uint64
 
 	// usage holds last-used times (unix nanoseconds) not yet written, by id.
 	usage sync.Map
@@ -180,6 +183,10 @@ func (s *Store) Writable() error {
 // Created says whether a write through this store started a new document
 // where there was none.
 func (s *Store) Created() bool { return s.created.Load() }
+
+// Generation changes whenever the entries may have: a caller may cache
+// what it derives from List while it stays the same.
+func (s *Store) Generation() uint64 { return s.generation.Load() }
 
 // Closed is closed once Close has been called.
 func (s *Store) Closed() <-chan struct{} { return s.stop }
