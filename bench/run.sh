@@ -42,9 +42,10 @@ declare -A url=(
 	[proxy_tls]="http://127.0.0.1:18083"
 	[rp_tls]="http://127.0.0.1:18084"
 	[rp_tls_h1]="http://127.0.0.1:18085"
+	[proxy_rl]="http://127.0.0.1:18086"
 	[upstream]="http://127.0.0.1:19991"
 )
-declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua)
+declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua [proxy_rl]=bench/proxy.lua)
 read -r -a order <<<"${ZWOP_BENCH_TARGETS:-proxy reverse_proxy proxy_tls rp_tls rp_tls_h1 respond upstream}"
 
 # cpu PID: the process's user+system CPU so far, in clock ticks. Divided
@@ -105,5 +106,6 @@ echo "throughput                         CPU per request"
 echo "proxy / reverse_proxy (http)        $(ratio "${med[proxy]:-0}" "${med[reverse_proxy]:-0}")   $(ratio "${cpu[proxy]:-0}" "${cpu[reverse_proxy]:-0}")"
 echo "proxy_tls / rp_tls (https, h2)      $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls]:-0}")"
 echo "proxy_tls / rp_tls_h1 (https, 1.1)  $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls_h1]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls_h1]:-0}")"
+echo "proxy with rate_limit / without       $(ratio "${med[proxy_rl]:-0}" "${med[proxy]:-0}")   $(ratio "${cpu[proxy_rl]:-0}" "${cpu[proxy]:-0}")"
 echo "proxy / respond                     $(ratio "${med[proxy]:-0}" "${med[respond]:-0}")"
 echo "proxy / upstream alone              $(ratio "${med[proxy]:-0}" "${med[upstream]:-0}")"

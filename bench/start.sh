@@ -33,7 +33,7 @@ export ZWOP_BENCH_EXTRA="${ZWOP_BENCH_EXTRA:-}"
 "$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
 pids+=($!)
 targets_pid=$!
-for port in 19991 18080 18081 18082 18083 18084 18085; do
+for port in 19991 18080 18081 18082 18083 18084 18085 18086; do
 	for _ in $(seq 100); do
 		curl -s -o /dev/null "localhost:$port/" && break
 		sleep 0.1
