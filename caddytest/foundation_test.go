@@ -296,17 +296,8 @@ func TestConcurrentStreamLookupsMerged(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest("POST", base+"/send_message?topic=merge", strings.NewReader("content=together"))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.Header.Set("X-API-key", key)
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Errorf("status %d", resp.StatusCode)
+			if st, _ := sendAsync(t, key, "merge"); st != 200 {
+				t.Errorf("status %d", st)
 			}
 		}()
 	}

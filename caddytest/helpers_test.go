@@ -216,6 +216,21 @@ func request(t *testing.T, method, path string, body io.Reader, headers ...strin
 
 func withKey(key string) string { return "X-API-key: " + key }
 
+// sendAsync posts a message with key from any goroutine: a failure to get
+// an answer is reported with t.Error, and the status is 0 then.
+func sendAsync(t *testing.T, key, topic string) (int, http.Header) {
+	req, _ := http.NewRequest("POST", base+"/send_message?topic="+url.QueryEscape(topic), strings.NewReader("content=hello"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-API-key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0, nil
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header
+}
+
 // form encodes an urlencoded body.
 func form(pairs ...string) (io.Reader, string) {
 	var b strings.Builder

@@ -1,7 +1,6 @@
 package caddytest
 
 import (
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,19 +100,11 @@ func TestBotBudgetIsSharedFairly(t *testing.T) {
 	}
 	start(t, config{store: store, site: emu.URL})
 	send := func(k string) int {
-		req, _ := http.NewRequest("POST", base+"/send_message?topic=fair", strings.NewReader("content=hello"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("X-API-key", k)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Error(err)
-			return 0
-		}
-		resp.Body.Close()
-		if resp.StatusCode == 429 && resp.Header.Get("Retry-After") == "" {
+		st, hdr := sendAsync(t, k, "fair")
+		if st == 429 && hdr.Get("Retry-After") == "" {
 			t.Error("429 without Retry-After")
 		}
-		return resp.StatusCode
+		return st
 	}
 	var wg sync.WaitGroup
 	var burstOK atomic.Int32
