@@ -53,7 +53,9 @@ func FuzzKeyScrubber(f *testing.F) {
 	f.Add([]byte("a zwop_key zwop_ke"), "zwop_key", uint8(3))
 	f.Add([]byte("zwop_kzwop_key"), "zwop_key", uint8(1))
 	f.Fuzz(func(t *testing.T, body []byte, key string, chunk uint8) {
-		if key == "" || strings.Contains(keyMarker(key), key) {
+		// Keys are 48 bytes (legacy ones a few dozen); a fuzzed key of
+		// megabytes read a byte at a time only measures the fuzzer.
+		if key == "" || len(key) > 128 || len(body) > 1<<16 || strings.Contains(keyMarker(key), key) {
 			return
 		}
 		r := io.Reader(bytes.NewReader(body))
