@@ -162,34 +162,14 @@ func (bg *budget) admit(ctx context.Context, key string, keys int, now time.Time
 	return budgetVerdict{ok: true}
 }
 
-// keyCounts caches how many scoped keys speak as each bot, for one
-// generation of the store.
-type keyCounts struct {
-	generation uint64
-	byBot      map[string]int
-}
-
-// keysOf is how many usable scoped keys speak as bot b.
+// keysOf is how many scoped keys speak as bot b: those naming it, and,
+// for the default bot, those naming none.
 func (h *Handler) keysOf(b *bot) int {
-	gen := h.store.Generation()
-	kc := h.keyCountCache.Load()
-	if kc == nil || kc.generation != gen {
-		counts := map[string]int{}
-		now := time.Now()
-		for _, e := range h.store.List() {
-			if e.Admin || e.Usable(now) != nil {
-				continue
-			}
-			name := e.Bot
-			if name == "" {
-				name = h.defaultBot
-			}
-			counts[name]++
-		}
-		kc = &keyCounts{generation: gen, byBot: counts}
-		h.keyCountCache.Store(kc)
+	n := h.store.ScopedKeys(b.name)
+	if b.name == h.defaultBot {
+		n += h.store.ScopedKeys("")
 	}
-	return kc.byBot[b.name]
+	return n
 }
 
 // spendBotBudget applies the bot's fair share to a scoped call, after the

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -116,9 +115,6 @@ type Handler struct {
 	// one store through limiterPool; bucketsKey is this config's entry.
 	buckets    *keyBuckets
 	bucketsKey string
-	// keyCountCache holds how many keys speak as each bot, for the bots'
-	// fair shares.
-	keyCountCache *atomic.Pointer[keyCounts]
 	// uploads counts each key's uploads in flight, by key id.
 	uploads *sync.Map
 	// linkEscaper keeps a file name from breaking the Markdown link a
@@ -153,7 +149,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxUploadsPerKey = defaultMaxUploadsPerKey
 	}
 	h.uploads = new(sync.Map)
-	h.keyCountCache = new(atomic.Pointer[keyCounts])
 
 	bots, def, keys, err := provisionBots(h.Bots, time.Duration(h.Timeout))
 	h.botKeys = keys

@@ -9,10 +9,13 @@ import (
 type index struct {
 	entries []Entry // sorted by created_at, then id
 	byHash  map[[32]byte]*Entry
+	// scopedByBot counts the scoped keys not revoked, by bot name ("" for
+	// keys that name none), so the request path never walks the entries.
+	scopedByBot map[string]int
 }
 
 func newIndex(entries []Entry) *index {
-	idx := &index{entries: make([]Entry, len(entries)), byHash: make(map[[32]byte]*Entry, len(entries))}
+	idx := &index{entries: make([]Entry, len(entries)), byHash: make(map[[32]byte]*Entry, len(entries)), scopedByBot: map[string]int{}}
 	copy(idx.entries, entries)
 	sort.SliceStable(idx.entries, func(i, j int) bool {
 		a, b := &idx.entries[i], &idx.entries[j]
@@ -22,6 +25,9 @@ func newIndex(entries []Entry) *index {
 		return a.ID < b.ID
 	})
 	for i := range idx.entries {
+		if e := &idx.entries[i]; !e.Admin && e.RevokedAt == nil {
+			idx.scopedByBot[e.Bot]++
+		}
 		var h [32]byte
 		if _, err := hex.Decode(h[:], []byte(idx.entries[i].KeyHash)); err == nil {
 			idx.byHash[h] = &idx.entries[i]

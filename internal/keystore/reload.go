@@ -106,7 +106,6 @@ func (s *Store) missingFrom(doc document) int {
 // stamp and checksum are given, the index that lookups see.
 func (s *Store) install(entries []Entry, stamp string, sum [32]byte) {
 	s.idx.Store(newIndex(entries))
-	s.generation.Add(1)
 	s.lastStamp, s.lastSum = stamp, sum
 	if len(entries) > 0 {
 		s.held.Store(true)

@@ -76,9 +76,6 @@ type Store struct {
 	// (deleted, or a storage answering "not found" by mistake), not a
 	// first run, and dropping every key for it would lock every bot out.
 	held atomic.Bool
-	// generation counts the indexes installed, so a caller can cache what
-	// it derives from List until the next one.
-	generation atomic.Uint64
 
 	// usage holds last-used times (unix nanoseconds) not yet written, by id.
 	usage sync.Map
@@ -184,9 +181,10 @@ func (s *Store) Writable() error {
 // where there was none.
 func (s *Store) Created() bool { return s.created.Load() }
 
-// Generation changes whenever the entries may have: a caller may cache
-// what it derives from List while it stays the same.
-func (s *Store) Generation() uint64 { return s.generation.Load() }
+// ScopedKeys is how many scoped keys, not revoked, name bot ("" for the
+// keys that name none). Counted when the index is built: no walk, no
+// lock. Expired keys are counted until revoked.
+func (s *Store) ScopedKeys(bot string) int { return s.idx.Load().scopedByBot[bot] }
 
 // Closed is closed once Close has been called.
 func (s *Store) Closed() <-chan struct{} { return s.stop }
