@@ -120,6 +120,32 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.AllowPropagate = true
+		case "access_log_filtered":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.AccessLogFiltered = true
+		case "create_streams":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.CreateStreams = true
+		case "admin_page":
+			if !d.AllArgs(&h.AdminPage) {
+				return d.ArgErr()
+			}
+			if h.AdminPage != "off" && !strings.HasPrefix(h.AdminPage, "/") {
+				return d.Errf("zulip_proxy: admin_page is a path such as /admin/, or off; got '%s'", h.AdminPage)
+			}
+		case "api_docs":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if v != "off" && v != "on" {
+				return d.Errf("zulip_proxy: api_docs is on or off; got '%s'", v)
+			}
+			h.DisableAPIDocs = v == "off"
 		default:
 			return d.Errf("zulip_proxy: unrecognized subdirective '%s'", sub)
 		}

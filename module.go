@@ -105,6 +105,29 @@ type Handler struct {
 	// should not be able to do.
 	AllowPropagate bool `json:"allow_propagate,omitempty"`
 
+	// AccessLogFiltered says that the access log of the site already
+	// deletes the X-API-key header and the api_key query parameter.
+	// Without it the module warns at provision about every server that
+	// logs and routes to it: a handler cannot see log formats, so it
+	// cannot check the filter itself.
+	AccessLogFiltered bool `json:"access_log_filtered,omitempty"`
+
+	// CreateStreams lets create_client make a stream that does not exist
+	// yet (the bot must be allowed to create streams in Zulip). Off by
+	// default: an unknown stream is refused, so a typo cannot create one.
+	// Either way, creating a key subscribes its bot to the stream.
+	CreateStreams bool `json:"create_streams,omitempty"`
+
+	// AdminPage is the path of the admin web page, where staff holding an
+	// admin key list, create, rotate and revoke keys; "off" serves none.
+	// Default: /admin/.
+	AdminPage string `json:"admin_page,omitempty"`
+
+	// DisableAPIDocs stops serving /openapi.json (the API's OpenAPI 3.1
+	// description) and /docs (a page rendering it). Both are public, as
+	// the service this module replaces served them.
+	DisableAPIDocs bool `json:"disable_api_docs,omitempty"`
+
 	bots       map[string]*bot
 	botKeys    []string // this config's entries in the bot pool
 	defaultBot string
@@ -175,6 +198,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
+	h.warnAccessLog(ctx)
 	return nil
 }
 

@@ -151,3 +151,50 @@ func TestZulipEchoesStayInside(t *testing.T) {
 		}
 	}
 }
+
+// A site that logs and takes keys gets a warning with the filter to add,
+// unless the config says its log has the filter.
+func TestAccessLogWarning(t *testing.T) {
+	const warning = "access logging is on for a server that takes keys"
+	countWarnings := func() (int, map[string]any) {
+		raw, err := os.ReadFile(env.logFile)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		n, last := 0, map[string]any(nil)
+		for _, line := range strings.Split(string(raw), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), warning) {
+				n, last = n+1, m
+			}
+		}
+		return n, last
+	}
+	store := newStore(t)
+
+	before, _ := countWarnings()
+	start(t, config{store: store})
+	if n, _ := countWarnings(); n != before {
+		t.Fatalf("a config with access_log_filtered warned %d times", n-before)
+	}
+
+	start(t, config{store: store, logUnchecked: true})
+	var w map[string]any
+	eventually(t, 5*time.Second, "warning logged", func() bool {
+		var n int
+		n, w = countWarnings()
+		return n == before+1
+	})
+	if w["level"] != "warn" || w["server"] == "" {
+		t.Errorf("warning %v: want level warn and the server's name", w)
+	}
+	snippet := fmt.Sprint(w["add_to_the_site"])
+	for _, want := range []string{"format filter", "request>headers>X-Api-Key delete", "delete api_key"} {
+		if !strings.Contains(snippet, want) {
+			t.Errorf("snippet %q lacks %q", snippet, want)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(w["silence"]), "access_log_filtered") {
+		t.Errorf("warning does not say how to silence it: %v", w)
+	}
+}
