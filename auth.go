@@ -51,6 +51,8 @@ func (h *Handler) authenticate(key string, now time.Time) (*keystore.Entry, *api
 			msg = "API key has been revoked"
 		case errors.Is(err, keystore.ErrKeyExpired):
 			msg = "API key has expired"
+		case errors.Is(err, keystore.ErrKeyRotated):
+			msg = "API key was rotated: use the new key"
 		}
 		return nil, newError(http.StatusUnauthorized, codeInvalidKey, msg)
 	}

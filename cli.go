@@ -23,10 +23,10 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "zulip-proxy",
-		Usage: "<add-client|add-admin|list|revoke|import-legacy> [--store <file> | --config <file> [--adapter <name>]]",
+		Usage: "<add-client|add-admin|list|revoke|rotate|expire|import-legacy> [--store <file> | --config <file> [--adapter <name>]]",
 		Short: "Manages the Zulip proxy's scoped keys",
 		Long: `
-Creates, lists and revokes the keys of the zulip_proxy handler, on the same
+Creates, lists, rotates, expires and revokes the keys of the zulip_proxy handler, on the same
 store the server uses. A running server picks up changes within 5 seconds.
 
 Name the store with --store FILE, or let the command find it in your config
@@ -52,7 +52,7 @@ func configureCLI(cmd *cobra.Command) {
 	// mistyped command, and a script would never know.
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
-			return fmt.Errorf("unknown command %q for %q; the commands are add-client, add-admin, list, revoke, import-legacy", args[0], c.CommandPath())
+			return fmt.Errorf("unknown command %q for %q; the commands are add-client, add-admin, list, revoke, rotate, expire, import-legacy", args[0], c.CommandPath())
 		}
 		return nil
 	}
@@ -170,6 +170,7 @@ func configureCLI(cmd *cobra.Command) {
 	}
 
 	cmd.AddCommand(addClient, addAdmin, list, revoke, importLegacy)
+	cmd.AddCommand(lifecycleCommands()...)
 }
 
 // runAdd creates a key and prints it: the only time anyone sees it.
@@ -280,7 +281,7 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED\tRATE LIMIT")
+	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED\tRATE LIMIT\tROTATED")
 	for _, e := range entries {
 		bot := e.Bot
 		if bot == "" && !e.Admin {
@@ -290,8 +291,9 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		if e.Admin {
 			admin = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
-			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false), dash(e.RateLimit))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
+			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false), dash(e.RateLimit),
+			rotatedCell(&e, now))
 	}
 	return tw.Flush()
 }
@@ -308,6 +310,19 @@ func dash(s string) string {
 	}
 	q := strconv.Quote(s)
 	return q[1 : len(q)-1]
+}
+
+// rotatedCell says when a key was rotated, and until when its old secret
+// works while it still does.
+func rotatedCell(e *keystore.Entry, now time.Time) string {
+	if e.RotatedAt == nil {
+		return "-"
+	}
+	s := e.RotatedAt.Local().Format("2006-01-02 15:04")
+	if n := len(e.Retired); n > 0 && now.Before(e.Retired[n-1].Until) {
+		s += " (old key until " + e.Retired[n-1].Until.Local().Format("2006-01-02 15:04") + ")"
+	}
+	return s
 }
 
 func timeCell(t *time.Time, now time.Time, expiry bool) string {

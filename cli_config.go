@@ -143,7 +143,7 @@ func (l *storeLocation) open(newStore bool) (*keystore.Store, func() error, erro
 
 // checkStream asks the key's bot's Zulip whether the stream exists, as
 // create_client does, so a typo fails now rather than on the bot's first
-// message. A Zulip that cannot be reached from here (or credentials only
+// message, and subscribes the bot to it. A Zulip that cannot be reached from here (or credentials only
 // the server's environment has) is no reason to refuse: the key is made,
 // with a note.
 func (l *storeLocation) checkStream(ctx context.Context, errOut io.Writer, botName, stream string) error {
@@ -179,6 +179,10 @@ func (l *storeLocation) checkStream(ctx context.Context, errOut io.Writer, botNa
 	}
 	defer c.CloseIdleConnections()
 	_, _, err = c.GetStreamID(ctx, stream)
+	if err == nil {
+		// The bot joins the stream, as create_client makes it.
+		_, err = c.Subscribe(ctx, stream)
+	}
 	var zerr *zulip.Error
 	switch {
 	case err == nil:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/zulip"
 	"go.uber.org/zap"
 )
 
@@ -85,8 +86,15 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 		n.ExpiresAt = &t
 	}
 	// Ask Zulip now, so a typo in the stream fails here rather than on the
-	// bot's first message.
-	if _, err := h.streamID(r.Context(), b, stream); err != nil {
+	// bot's first message; then the bot joins the stream (which, when
+	// create_streams allows, makes it).
+	if !h.CreateStreams {
+		if _, err := h.streamID(r.Context(), b, stream); err != nil {
+			return err
+		}
+	}
+	sub, err := b.client.Subscribe(r.Context(), stream)
+	if err != nil {
 		return err
 	}
 	n.CreatedBy = "admin:" + c.entry.ID
@@ -94,7 +102,8 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	if err != nil {
 		return h.storeFailure(err)
 	}
-	h.logger.Info("key created", zap.String("key_id", e.ID), zap.String("stream", e.Stream), zap.String("by", n.CreatedBy))
+	h.logger.Info("key created", zap.String("key_id", e.ID), zap.String("stream", e.Stream), zap.String("by", n.CreatedBy),
+		zap.Bool("bot_subscribed_now", sub.Subscribed))
 	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: h.viewOf(&e)})
 	return nil
 }
@@ -124,7 +133,7 @@ type revokedBody struct {
 func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *call) error {
 	e, err := h.store.Revoke(r.Context(), c.arg)
 	if errors.Is(err, keystore.ErrNotFound) {
-		return newError(http.StatusNotFound, codeNotFound, "no client with id '"+c.arg+"'")
+		return errNoClient(c.arg)
 	}
 	if err != nil {
 		return h.storeFailure(err)
@@ -164,4 +173,126 @@ func (h *Handler) adminParams(w http.ResponseWriter, r *http.Request, c *call, a
 		jsonBody: true,
 		bodyHint: "send parameters in the query, or as a form or JSON body",
 	})
+}
+
+// defaultRotateGrace is how long a rotated key's old secret keeps working
+// unless the call says otherwise: a day, for scripts to pick up the new.
+const defaultRotateGrace = 24 * time.Hour
+
+// serveRotateClient gives a key a new secret; the old one works for the
+// grace period.
+func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, err := h.adminParams(w, r, c, "grace")
+	if err != nil {
+		return err
+	}
+	grace := defaultRotateGrace
+	if v := strings.TrimSpace(q.Get("grace")); v != "" {
+		d, err := caddy.ParseDuration(v)
+		if v == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			return errBadParam("grace", "parameter 'grace' must be a duration such as 24h, or 0 to stop the old key now")
+		}
+		grace = d
+	}
+	key, e, err := h.store.Rotate(r.Context(), c.arg, grace)
+	if err != nil {
+		return h.lifecycleFailure(c.arg, err)
+	}
+	h.logger.Info("key rotated", zap.String("key_id", e.ID), zap.Duration("grace", grace), zap.String("by", "admin:"+c.entry.ID))
+	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: h.viewOf(&e)})
+	return nil
+}
+
+// serveUpdateClient changes a key's expiry: expires_in from now, or
+// expires_at a time, or null (or empty, or "never") for never.
+func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, err := h.adminParams(w, r, c, "expires_in", "expires_at")
+	if err != nil {
+		return err
+	}
+	var at *time.Time
+	switch {
+	case q.Has("expires_in") && q.Has("expires_at"):
+		return errBadParam("expires_at", "give 'expires_in' or 'expires_at', not both")
+	case q.Has("expires_in"):
+		d, err := caddy.ParseDuration(strings.TrimSpace(q.Get("expires_in")))
+		if err != nil || d <= 0 {
+			return errBadParam("expires_in", "parameter 'expires_in' must be a positive duration such as 90d or 12h")
+		}
+		t := time.Now().Add(d)
+		at = &t
+	case q.Has("expires_at"):
+		v := strings.TrimSpace(q.Get("expires_at"))
+		if v != "" && v != "null" && v != "never" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return errBadParam("expires_at", "parameter 'expires_at' must be a time such as 2027-01-31T00:00:00Z, or null for never")
+			}
+			at = &t
+		}
+	default:
+		return errMissingParam("expires_in").withMsg("give 'expires_in' (a duration from now) or 'expires_at' (a time, or null for never)")
+	}
+	e, err := h.store.SetExpiry(r.Context(), c.arg, at)
+	if err != nil {
+		return h.lifecycleFailure(c.arg, err)
+	}
+	h.logger.Info("key expiry changed", zap.String("key_id", e.ID), zap.Timep("expires_at", e.ExpiresAt), zap.String("by", "admin:"+c.entry.ID))
+	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: h.viewOf(&e)})
+	return nil
+}
+
+// serveClientMessages shows an admin the last messages a key's bot posted
+// in the key's stream, as the key itself would read them back.
+func (h *Handler) serveClientMessages(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, aerr := queryValues(r)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := onlyParams(q, "query parameter", "num_before"); aerr != nil {
+		return aerr
+	}
+	n := 20
+	if q.Has("num_before") {
+		v, err := strconv.Atoi(q.Get("num_before"))
+		if err != nil || v < 1 || v > 100 {
+			return errBadParam("num_before", "'num_before' must be an integer from 1 to 100")
+		}
+		n = v
+	}
+	e, ok := h.store.Get(c.arg)
+	if !ok {
+		return errNoClient(c.arg)
+	}
+	if e.Admin {
+		return errBadParam("id", "an admin key posts nothing; pick a scoped key")
+	}
+	b, ok := h.botFor(&e)
+	if !ok {
+		return newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server")
+	}
+	c.bot = b
+	// Raw Markdown: the page shows messages as text, never as HTML.
+	raw := false
+	return h.writeBotMessages(w, r, c, e.Stream, zulip.GetMessages{
+		Anchor: "newest", NumBefore: n, ReadOptions: zulip.ReadOptions{ApplyMarkdown: &raw},
+	})
+}
+
+func errNoClient(id string) *apiError {
+	return newError(http.StatusNotFound, codeNotFound, "no client with id '"+id+"'")
+}
+
+// lifecycleFailure answers a rotation or expiry change the store refused.
+func (h *Handler) lifecycleFailure(id string, err error) error {
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		return errNoClient(id)
+	case errors.Is(err, keystore.ErrKeyRevoked):
+		return newError(http.StatusConflict, codeBadRequest, "client '"+id+"' is revoked; a revoked key stays revoked")
+	}
+	return h.storeFailure(err)
 }

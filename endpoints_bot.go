@@ -487,21 +487,24 @@ func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 			return errBadParam("anchor", "'anchor' must be a message id, newest, oldest or first_unread")
 		}
 	}
+	return h.writeBotMessages(w, r, c, c.entry.Stream, zulip.GetMessages{Anchor: anchor, NumBefore: numBefore})
+}
+
+// writeBotMessages answers with the messages c's bot sent to stream.
+// q's narrow is set here.
+func (h *Handler) writeBotMessages(w http.ResponseWriter, r *http.Request, c *call, stream string, q zulip.GetMessages) error {
 	uid, err := h.botUserID(r.Context(), c.bot)
 	if err != nil {
 		return c.record(errStatus(err), err)
 	}
 	var resp *zulip.Response
-	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+	err = h.withStream(r.Context(), c.bot, stream, func(id int64) error {
 		var err error
-		resp, err = c.bot.client.GetMessages(r.Context(), zulip.GetMessages{
-			Anchor:    anchor,
-			NumBefore: numBefore,
-			Narrow: []zulip.NarrowTerm{
-				{Operator: "channel", Operand: id},
-				{Operator: "sender", Operand: uid},
-			},
-		})
+		q.Narrow = []zulip.NarrowTerm{
+			{Operator: "channel", Operand: id},
+			{Operator: "sender", Operand: uid},
+		}
+		resp, err = c.bot.client.GetMessages(r.Context(), q)
 		return c.record(respStatus(resp, err), err)
 	})
 	if err != nil {

@@ -28,15 +28,29 @@ type entryView struct {
 	// RateLimit is the key's own limit ("10/1m"), or, for a scoped key in
 	// the API's answers, the server's rate_limit that applies to it.
 	RateLimit string `json:"rate_limit,omitempty"`
+	// RotatedAt is when the key last got a new secret.
+	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+	// PreviousKeyValidUntil is when the secret the last rotation replaced
+	// stops working, while that is ahead.
+	PreviousKeyValidUntil *time.Time `json:"previous_key_valid_until,omitempty"`
+	// KeyValidUntil, in /me only, says the caller's own secret was
+	// rotated and stops working then.
+	KeyValidUntil *time.Time `json:"key_valid_until,omitempty"`
 }
 
 // viewOf is an entry as the HTTP API and `list --json` show it.
 func viewOf(e *keystore.Entry) entryView {
-	return entryView{
+	v := entryView{
 		ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
 		Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
 		ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt, RateLimit: e.RateLimit,
+		RotatedAt: e.RotatedAt,
 	}
+	if n := len(e.Retired); n > 0 && time.Now().Before(e.Retired[n-1].Until) {
+		t := e.Retired[n-1].Until
+		v.PreviousKeyValidUntil = &t
+	}
+	return v
 }
 
 // viewOf names the bot a key without one uses on this server.
@@ -92,6 +106,13 @@ type meBody struct {
 }
 
 func (h *Handler) serveMe(w http.ResponseWriter, _ *http.Request, c *call) error {
-	writeJSON(w, http.StatusOK, meBody{Result: "success", entryView: h.viewOf(c.entry)})
+	v := h.viewOf(c.entry)
+	v.LastUsedAt = h.store.LastUsed(c.entry)
+	body := meBody{Result: "success", entryView: v}
+	if until := c.entry.RetiredUntil; until != nil {
+		body.KeyValidUntil = until
+		body.Msg = "this key was rotated: it stops working at " + until.UTC().Format(time.RFC3339) + "; use the new key"
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }

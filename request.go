@@ -436,7 +436,8 @@ func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramS
 			case float64:
 				v = strconv.FormatFloat(t, 'f', -1, 64)
 			case nil:
-				continue
+				// Given, and empty: "expires_at": null clears an expiry.
+				v = ""
 			default:
 				return nil, errBadParam(name, "parameter '"+name+"' must be a string or a number")
 			}

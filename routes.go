@@ -57,6 +57,9 @@ var routes = []route{
 	{"POST", "/create_client", "create_client", admin, keyHeader, (*Handler).serveCreateClient},
 	{"GET", "/clients", "clients", admin, keyHeader, (*Handler).serveListClients},
 	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, (*Handler).serveRevokeClient},
+	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, (*Handler).serveUpdateClient},
+	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, (*Handler).serveRotateClient},
+	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, (*Handler).serveClientMessages},
 
 	// A safe subset of Zulip's own API.
 	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, (*Handler).zulipSendMessage},

@@ -2,7 +2,9 @@ package zulip
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -51,4 +53,44 @@ func (c *Client) StreamTopicsWith(ctx context.Context, streamID int64, o ReadOpt
 		method: "GET", path: "/users/me/" + strconv.FormatInt(streamID, 10) + "/topics", query: f.String(),
 		endpoint: "GET /users/me/{stream_id}/topics",
 	}, &a)
+}
+
+// Subscription is what Subscribe did.
+type Subscription struct {
+	// Subscribed: the bot was not subscribed and now is.
+	Subscribed bool
+	Raw        *Response
+}
+
+type subscribeAnswer struct {
+	envelope
+	Subscribed map[string][]string `json:"subscribed"`
+}
+
+// Subscribe subscribes the bot to one stream: POST /users/me/subscriptions.
+// Zulip creates a stream that does not exist (when the bot may create
+// streams), so callers check that the stream exists first unless creating
+// it is wanted. An invite-only stream the bot cannot see is an *Error.
+func (c *Client) Subscribe(ctx context.Context, stream string) (*Subscription, error) {
+	if stream == "" {
+		return nil, errors.New("zulip: subscribe: empty stream name")
+	}
+	subs, err := json.Marshal([]struct {
+		Name string `json:"name"`
+	}{{stream}})
+	if err != nil {
+		return nil, fmt.Errorf("zulip: subscribe: %w", err)
+	}
+	var f form
+	f.add("subscriptions", string(subs))
+	body, n := formBody(f.String())
+	var a subscribeAnswer
+	resp, err := c.call(ctx, &request{
+		method: "POST", path: "/users/me/subscriptions", endpoint: "POST /users/me/subscriptions",
+		ctype: formType, body: body, length: n,
+	}, &a)
+	if err != nil {
+		return nil, err
+	}
+	return &Subscription{Subscribed: len(a.Subscribed) > 0, Raw: resp}, nil
 }

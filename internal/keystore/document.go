@@ -53,12 +53,24 @@ func parseDocument(raw []byte) (document, error) {
 		// Only the lowercase form HashKey writes: an uppercase twin of a
 		// revoked entry's hash would be a second, unrevoked entry for the
 		// same key.
-		if b, err := hex.DecodeString(e.KeyHash); err != nil || len(b) != 32 || hex.EncodeToString(b) != e.KeyHash || hashes[e.KeyHash] {
+		if !canonicalHash(e.KeyHash) || hashes[e.KeyHash] {
 			return document{}, fmt.Errorf("%w: entry %s has a bad or repeated key_hash", ErrCorruptStore, e.ID)
 		}
 		ids[e.ID], hashes[e.KeyHash] = true, true
+		for _, r := range e.Retired {
+			if !canonicalHash(r.KeyHash) || hashes[r.KeyHash] {
+				return document{}, fmt.Errorf("%w: entry %s has a bad or repeated retired key_hash", ErrCorruptStore, e.ID)
+			}
+			hashes[r.KeyHash] = true
+		}
 	}
 	return document{Version: storeVersion, Clients: doc.Clients}, nil
+}
+
+// canonicalHash says whether h is a hash as HashKey writes it.
+func canonicalHash(h string) bool {
+	b, err := hex.DecodeString(h)
+	return err == nil && len(b) == 32 && hex.EncodeToString(b) == h
 }
 
 // jsonErrorText is err's message without an unknown field's name when

@@ -9,6 +9,7 @@ import (
 var (
 	ErrKeyRevoked   = errors.New("key revoked")
 	ErrKeyExpired   = errors.New("key expired")
+	ErrKeyRotated   = errors.New("key was rotated")
 	ErrNotFound     = errors.New("no such key")
 	ErrCorruptStore = errors.New("key store is corrupt")
 	// ErrStoreLost: the document lacks entries the store held, or is
@@ -42,12 +43,35 @@ type Entry struct {
 	// RateLimit overrides the server's rate_limit for this key, as
 	// "<events>/<window>" ("10/1m"); empty: the server's.
 	RateLimit string `json:"rate_limit,omitempty"`
+	// RotatedAt is when the key was last given a new secret.
+	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+	// Retired are the secrets a rotation replaced, newest last; each works
+	// until its Until, then fails as rotated.
+	Retired []RetiredKey `json:"retired_keys,omitempty"`
+
+	// RetiredUntil is set only on what Lookup returns for a retired
+	// secret: the time it stops working.
+	RetiredUntil *time.Time `json:"-"`
 }
+
+// RetiredKey is a secret a rotation replaced.
+type RetiredKey struct {
+	KeyHash string    `json:"key_hash"`
+	Until   time.Time `json:"until"`
+}
+
+// maxRetired bounds the retired secrets kept per entry: past it the oldest
+// (long ended, unless someone rotates in a loop) answer "invalid key"
+// rather than "rotated".
+const maxRetired = 8
 
 // Usable says whether the key may be used now.
 func (e *Entry) Usable(now time.Time) error {
 	if e.RevokedAt != nil {
 		return ErrKeyRevoked
+	}
+	if e.RetiredUntil != nil && !now.Before(*e.RetiredUntil) {
+		return ErrKeyRotated
 	}
 	if e.ExpiresAt != nil && !now.Before(*e.ExpiresAt) {
 		return ErrKeyExpired
@@ -59,12 +83,13 @@ func (e *Entry) Usable(now time.Time) error {
 // cannot reach the index that lookups share.
 func (e *Entry) clone() Entry {
 	c := *e
-	for _, p := range []**time.Time{&c.ExpiresAt, &c.RevokedAt, &c.LastUsedAt} {
+	for _, p := range []**time.Time{&c.ExpiresAt, &c.RevokedAt, &c.LastUsedAt, &c.RotatedAt, &c.RetiredUntil} {
 		if *p != nil {
 			t := **p
 			*p = &t
 		}
 	}
+	c.Retired = append([]RetiredKey(nil), e.Retired...)
 	return c
 }
 

@@ -25,12 +25,23 @@ func newIndex(entries []Entry) *index {
 		return a.ID < b.ID
 	})
 	for i := range idx.entries {
-		if e := &idx.entries[i]; !e.Admin && e.RevokedAt == nil {
+		e := &idx.entries[i]
+		if !e.Admin && e.RevokedAt == nil {
 			idx.scopedByBot[e.Bot]++
 		}
 		var h [32]byte
-		if _, err := hex.Decode(h[:], []byte(idx.entries[i].KeyHash)); err == nil {
-			idx.byHash[h] = &idx.entries[i]
+		if _, err := hex.Decode(h[:], []byte(e.KeyHash)); err == nil {
+			idx.byHash[h] = e
+		}
+		// A retired secret finds a copy of its entry that says until when
+		// it works, so the request path checks it as it checks expiry.
+		for _, r := range e.Retired {
+			if _, err := hex.Decode(h[:], []byte(r.KeyHash)); err == nil {
+				v := e.clone()
+				until := r.Until
+				v.RetiredUntil = &until
+				idx.byHash[h] = &v
+			}
 		}
 	}
 	return idx

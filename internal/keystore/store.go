@@ -138,14 +138,36 @@ func (s *Store) List() []Entry {
 		out[i] = idx.entries[i].clone()
 	}
 	for i := range out {
-		if v, ok := s.usage.Load(out[i].ID); ok {
-			t := time.Unix(0, v.(*atomic.Int64).Load()).UTC()
-			if out[i].LastUsedAt == nil || t.After(*out[i].LastUsedAt) {
-				out[i].LastUsedAt = &t
-			}
-		}
+		out[i].LastUsedAt = s.LastUsed(&out[i])
 	}
 	return out
+}
+
+// Get returns a copy of one entry, like List.
+func (s *Store) Get(id string) (Entry, bool) {
+	idx := s.idx.Load()
+	for i := range idx.entries {
+		if idx.entries[i].ID == id {
+			e := idx.entries[i].clone()
+			e.LastUsedAt = s.LastUsed(&e)
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
+// LastUsed is when e's key was last used: the document's time, or a
+// newer one not yet written.
+func (s *Store) LastUsed(e *Entry) *time.Time {
+	v, ok := s.usage.Load(e.ID)
+	if !ok {
+		return e.LastUsedAt
+	}
+	t := time.Unix(0, v.(*atomic.Int64).Load()).UTC()
+	if e.LastUsedAt != nil && !t.After(*e.LastUsedAt) {
+		return e.LastUsedAt
+	}
+	return &t
 }
 
 // Healthy is nil while the store can be read; otherwise the error of the

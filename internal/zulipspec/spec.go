@@ -119,6 +119,7 @@ func LoadFile(path string) (*Spec, error) { return load(path) }
 // top-level security names "basicAuth" while the scheme is declared as
 // "BasicAuth", so the scheme gets an alias.
 func load(path string) (*Spec, error) {
+	registerFormJSON.Do(func() { openapi3filter.RegisterBodyDecoder(formType, formJSONDecoder) })
 	l := openapi3.NewLoader()
 	doc, err := l.LoadFromFile(path)
 	if err != nil {

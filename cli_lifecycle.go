@@ -1,0 +1,91 @@
+package zulipproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/spf13/cobra"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+)
+
+// lifecycleCommands are the commands that change a key that exists.
+func lifecycleCommands() []*cobra.Command {
+	rotate := &cobra.Command{
+		Use:   "rotate <id> [--grace 24h]",
+		Short: "Gives a key a new secret and prints it once; the old one works for the grace period",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			g, _ := c.Flags().GetString("grace")
+			grace, err := caddy.ParseDuration(g)
+			if g == "0" {
+				grace, err = 0, nil
+			}
+			if err != nil || grace < 0 {
+				return fmt.Errorf("--grace must be a duration such as 24h, or 0 to stop the old key now; got %q", g)
+			}
+			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
+				key, e, err := s.Rotate(ctx, args[0], grace)
+				if err != nil {
+					return lifecycleError(s, args[0], err)
+				}
+				out := c.OutOrStdout()
+				fmt.Fprintf(out, "id:     %s\n", e.ID)
+				fmt.Fprintf(out, "old key works until: %s\n", e.Retired[len(e.Retired)-1].Until.Local().Format(time.RFC3339))
+				fmt.Fprintf(out, "key:    %s\n", key)
+				fmt.Fprintln(c.ErrOrStderr(), "The new key is shown only this once; only its hash is stored.")
+				return nil
+			})
+		},
+	}
+	rotate.Flags().String("grace", "24h", "how long the old key keeps working (0: not at all)")
+
+	expire := &cobra.Command{
+		Use:   "expire <id> (--in <duration> | --never)",
+		Short: "Changes when a key expires",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			in, _ := c.Flags().GetString("in")
+			never, _ := c.Flags().GetBool("never")
+			if (in == "") == !never {
+				return errors.New("give one of --in <duration> (such as 30d) and --never")
+			}
+			var at *time.Time
+			if in != "" {
+				d, err := caddy.ParseDuration(in)
+				if err != nil || d <= 0 {
+					return fmt.Errorf("--in must be a positive duration such as 30d or 12h; got %q", in)
+				}
+				t := time.Now().Add(d)
+				at = &t
+			}
+			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
+				e, err := s.SetExpiry(ctx, args[0], at)
+				if err != nil {
+					return lifecycleError(s, args[0], err)
+				}
+				when := "never"
+				if e.ExpiresAt != nil {
+					when = e.ExpiresAt.Local().Format(time.RFC3339)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s (%s) expires: %s\n", e.ID, describe(&e), when)
+				return nil
+			})
+		},
+	}
+	expire.Flags().String("in", "", "new lifetime from now, e.g. 30d or 12h")
+	expire.Flags().Bool("never", false, "the key never expires")
+	return []*cobra.Command{rotate, expire}
+}
+
+func lifecycleError(s *keystore.Store, id string, err error) error {
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		return fmt.Errorf("no key with id %q in %s (see 'caddy zulip-proxy list')", id, s)
+	case errors.Is(err, keystore.ErrKeyRevoked):
+		return fmt.Errorf("key %q is revoked; a revoked key stays revoked", id)
+	}
+	return err
+}

@@ -1,0 +1,104 @@
+package zulipproxy
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+)
+
+func openForTest(t *testing.T, path string) *keystore.Store {
+	t.Helper()
+	s, err := keystore.OpenFile(path, keystore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestCLIRotate(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "clients.json")
+	old, id := cliAdd(t, "add-client", "--store", store, "--stream", "general", "--name", "ci")
+	key, id2 := cliAdd(t, "rotate", id, "--store", store, "--grace", "2h")
+	if id2 != id || key == old {
+		t.Fatalf("rotate printed id %s (want %s), same key: %v", id2, id, key == old)
+	}
+	s := openForTest(t, store)
+	now := time.Now()
+	if e, ok := s.Lookup(key); !ok || e.Usable(now) != nil {
+		t.Error("the new key does not work")
+	}
+	if e, ok := s.Lookup(old); !ok || e.Usable(now) != nil || e.Usable(now.Add(2*time.Hour+time.Second)) == nil {
+		t.Error("the old key does not work for exactly the grace period")
+	}
+	out, _, err := runCLI(t, "list", "--store", store)
+	if err != nil || !strings.Contains(out, "ROTATED") || !strings.Contains(out, "(old key until ") {
+		t.Errorf("list does not show the rotation (%v):\n%s", err, out)
+	}
+	out, _, _ = runCLI(t, "list", "--json", "--store", store)
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || rows[0]["rotated_at"] == nil || rows[0]["previous_key_valid_until"] == nil {
+		t.Errorf("list --json lacks rotated_at and previous_key_valid_until: %v %s", err, out)
+	}
+
+	// --grace 0: the old secret stops at once.
+	key3, _ := cliAdd(t, "rotate", id, "--store", store, "--grace", "0")
+	s2 := openForTest(t, store)
+	if e, ok := s2.Lookup(key); !ok || e.Usable(time.Now()) == nil {
+		t.Error("after --grace 0 the replaced key still works")
+	}
+	if e, ok := s2.Lookup(key3); !ok || e.Usable(time.Now()) != nil {
+		t.Error("the newest key does not work")
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rotate", "nope"}, "no key with id"},
+		{[]string{"rotate", id, "--grace", "-1h"}, "--grace must be"},
+		{[]string{"rotate", id, "--grace", "soon"}, "--grace must be"},
+		{[]string{"expire", id}, "give one of --in"},
+		{[]string{"expire", id, "--in", "30d", "--never"}, "give one of --in"},
+		{[]string{"expire", id, "--in", "-5m"}, "--in must be"},
+		{[]string{"expire", "nope", "--never"}, "no key with id"},
+	} {
+		_, _, err := runCLI(t, append(tc.args, "--store", store)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestCLIExpire(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "clients.json")
+	key, id := cliAdd(t, "add-client", "--store", store, "--stream", "general")
+	out, _, err := runCLI(t, "expire", id, "--in", "30d", "--store", store)
+	if err != nil || !strings.Contains(out, "expires: 20") {
+		t.Fatalf("expire --in: %v\n%s", err, out)
+	}
+	s := openForTest(t, store)
+	e, _ := s.Lookup(key)
+	if e.ExpiresAt == nil || e.ExpiresAt.Sub(time.Now()) < 29*24*time.Hour {
+		t.Fatalf("expires_at %v, want 30 days ahead", e.ExpiresAt)
+	}
+	out, _, err = runCLI(t, "expire", id, "--never", "--store", store)
+	if err != nil || !strings.Contains(out, "expires: never") {
+		t.Fatalf("expire --never: %v\n%s", err, out)
+	}
+	if e, _ := openForTest(t, store).Lookup(key); e.ExpiresAt != nil {
+		t.Errorf("after --never, expires_at %v", e.ExpiresAt)
+	}
+	if _, _, err := runCLI(t, "revoke", id, "--store", store); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"expire", id, "--never"}, {"rotate", id}} {
+		if _, _, err := runCLI(t, append(args, "--store", store)...); err == nil || !strings.Contains(err.Error(), "revoked") {
+			t.Errorf("%v on a revoked key: %v", args, err)
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package keystore
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// usable looks a key up as the request path does.
+func usable(s *Store, key string, now time.Time) (*Entry, error) {
+	e, ok := s.Lookup(key)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return e, e.Usable(now)
+}
+
+func TestStoreRotate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	var is issued
+	s := mustOpen(t, path, Options{})
+	old, e := mustAdd(t, s, NewEntry{Stream: "general", Name: "ci", RateLimit: "10/1m"}, &is)
+
+	key, r, err := s.Rotate(ctxT(t), e.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is.add(key)
+	if key == old || r.ID != e.ID || r.Stream != "general" || r.Name != "ci" || r.RateLimit != "10/1m" || r.RotatedAt == nil {
+		t.Fatalf("rotated entry %+v (key changed: %v): want the same id, stream, name and limit, and rotated_at", r, key != old)
+	}
+	now := time.Now()
+	if got, err := usable(s, key, now); err != nil || got.ID != e.ID || got.RetiredUntil != nil {
+		t.Fatalf("new key: %v, %+v", err, got)
+	}
+	got, err := usable(s, old, now)
+	if err != nil || got.ID != e.ID || got.RetiredUntil == nil {
+		t.Fatalf("old key within its grace: %v, %+v", err, got)
+	}
+	if until := *got.RetiredUntil; until.Sub(now) < 59*time.Minute || until.Sub(now) > time.Hour {
+		t.Errorf("old key works until %s, want an hour from now", until)
+	}
+	if _, err := usable(s, old, now.Add(time.Hour+time.Second)); !errors.Is(err, ErrKeyRotated) {
+		t.Errorf("old key after its grace: %v, want ErrKeyRotated", err)
+	}
+
+	// The file keeps the retired hash, never a key, and a fresh open
+	// answers the same.
+	is.assertNoKeyIn(t, path)
+	s2 := mustOpen(t, path, Options{})
+	if _, err := usable(s2, old, now.Add(2*time.Hour)); !errors.Is(err, ErrKeyRotated) {
+		t.Errorf("reopened store, old key: %v, want ErrKeyRotated", err)
+	}
+	if _, err := usable(s2, key, now); err != nil {
+		t.Errorf("reopened store, new key: %v", err)
+	}
+	if s2.ScopedKeys("") != 1 {
+		t.Errorf("a rotated key counts %d times, want 1", s2.ScopedKeys(""))
+	}
+}
+
+func TestStoreRotateWithoutGrace(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
+	old, e := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
+	key, _, err := s.Rotate(ctxT(t), e.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := usable(s, old, time.Now()); !errors.Is(err, ErrKeyRotated) {
+		t.Errorf("old key with grace 0: %v, want ErrKeyRotated", err)
+	}
+	// Twice: both older secrets are retired, the newest works.
+	key2, _, err := s.Rotate(ctxT(t), e.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := usable(s, key, time.Now()); err != nil {
+		t.Errorf("second key in its grace: %v", err)
+	}
+	if _, err := usable(s, key2, time.Now()); err != nil {
+		t.Errorf("third key: %v", err)
+	}
+	if _, err := usable(s, old, time.Now()); !errors.Is(err, ErrKeyRotated) {
+		t.Errorf("first key: %v, want ErrKeyRotated", err)
+	}
+	for range maxRetired + 2 {
+		if _, _, err := s.Rotate(ctxT(t), e.ID, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(s.List()[0].Retired); n != maxRetired {
+		t.Errorf("%d retired secrets kept, want at most %d", n, maxRetired)
+	}
+}
+
+func TestStoreRotateRefuses(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
+	old, e := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
+	if _, _, err := s.Rotate(ctxT(t), "nope", time.Hour); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
+	}
+	if _, _, err := s.Rotate(ctxT(t), e.ID, -time.Second); err == nil {
+		t.Error("a negative grace was taken")
+	}
+	if _, err := s.Revoke(ctxT(t), e.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Rotate(ctxT(t), e.ID, time.Hour); !errors.Is(err, ErrKeyRevoked) {
+		t.Errorf("revoked key rotated: %v", err)
+	}
+	if _, err := usable(s, old, time.Now()); !errors.Is(err, ErrKeyRevoked) {
+		t.Errorf("revoked key: %v", err)
+	}
+}
+
+func TestStoreSetExpiry(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
+	key, e := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
+	at := time.Now().Add(-time.Minute)
+	got, err := s.SetExpiry(ctxT(t), e.ID, &at)
+	if err != nil || got.ExpiresAt == nil {
+		t.Fatalf("%v, %+v", err, got)
+	}
+	if _, err := usable(s, key, time.Now()); !errors.Is(err, ErrKeyExpired) {
+		t.Errorf("key expired a minute ago: %v", err)
+	}
+	if got, err = s.SetExpiry(ctxT(t), e.ID, nil); err != nil || got.ExpiresAt != nil {
+		t.Fatalf("never: %v, %+v", err, got)
+	}
+	if _, err := usable(s, key, time.Now().Add(1000*24*time.Hour)); err != nil {
+		t.Errorf("key that never expires: %v", err)
+	}
+	if _, err := s.SetExpiry(ctxT(t), "nope", nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
+	}
+	s.Revoke(ctxT(t), e.ID)
+	if _, err := s.SetExpiry(ctxT(t), e.ID, nil); !errors.Is(err, ErrKeyRevoked) {
+		t.Errorf("revoked key's expiry changed: %v", err)
+	}
+}
+
+func TestStoreRefusesRepeatedRetiredHash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	h := HashKey("k")
+	doc := `{"version":1,"clients":[{"id":"a","key_hash":"` + h + `","stream":"s","created_at":"2026-01-01T00:00:00Z","retired_keys":[{"key_hash":"` + h + `","until":"2026-01-02T00:00:00Z"}]}]}`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenFile(path, Options{})
+	if !errors.Is(err, ErrCorruptStore) || !strings.Contains(err.Error(), "retired") {
+		t.Errorf("a retired hash equal to a live one: %v, want a corrupt-store error naming it", err)
+	}
+}
