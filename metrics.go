@@ -57,10 +57,22 @@ type keysCollector struct{ store *keystore.Store }
 
 var keysDesc = prometheus.NewDesc("caddy_zulip_proxy_keys", "Keys in the store, by state (active, admin, expired, revoked).", []string{"state"}, nil)
 
-func (kc keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- keysDesc }
+// keysUsedDesc tells active keys in use from forgotten ones (candidates
+// for revoking), from the last-used times the store keeps.
+var keysUsedDesc = prometheus.NewDesc("caddy_zulip_proxy_keys_last_used",
+	"Active scoped keys by when they were last used: within 1h, 24h, 7d, 30d, longer ago, or never.", []string{"within"}, nil)
+
+// lastUsedBuckets are keysUsedDesc's labels, nearest first.
+var lastUsedBuckets = []struct {
+	label string
+	age   time.Duration
+}{{"1h", time.Hour}, {"24h", 24 * time.Hour}, {"7d", 7 * 24 * time.Hour}, {"30d", 30 * 24 * time.Hour}}
+
+func (kc keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- keysDesc; ch <- keysUsedDesc }
 
 func (kc keysCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := map[string]float64{"active": 0, "admin": 0, "expired": 0, "revoked": 0}
+	used := map[string]float64{"1h": 0, "24h": 0, "7d": 0, "30d": 0, "longer": 0, "never": 0}
 	now := time.Now()
 	for _, e := range kc.store.List() {
 		switch err := e.Usable(now); {
@@ -72,11 +84,27 @@ func (kc keysCollector) Collect(ch chan<- prometheus.Metric) {
 			counts["admin"]++
 		default:
 			counts["active"]++
+			used[lastUsedLabel(e.LastUsedAt, now)]++
 		}
 	}
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, n, state)
 	}
+	for label, n := range used {
+		ch <- prometheus.MustNewConstMetric(keysUsedDesc, prometheus.GaugeValue, n, label)
+	}
+}
+
+func lastUsedLabel(t *time.Time, now time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	for _, b := range lastUsedBuckets {
+		if now.Sub(*t) <= b.age {
+			return b.label
+		}
+	}
+	return "longer"
 }
 
 // registerMetrics adds the module's collectors to this config's registry.

@@ -18,6 +18,7 @@ func TestMetricsInCaddysRegistry(t *testing.T) {
 	emu := emulator.NewServer(t)
 	store := newStore(t)
 	key, id := scopedKey(t, store, "general")
+	scopedKey(t, store, "general") // never used
 	adminKey(t, store)
 	start(t, config{store: store, site: emu.URL, extra: "rate_limit 2 1m"})
 	body, ct := form("content", "counted")
@@ -45,6 +46,9 @@ func TestMetricsInCaddysRegistry(t *testing.T) {
 		`caddy_zulip_proxy_bot_budget_remaining{bot="default"} `,
 		`caddy_zulip_proxy_keys{state="active"} `,
 		`caddy_zulip_proxy_keys{state="admin"} `,
+		`caddy_zulip_proxy_keys_last_used{within="1h"} 1`,
+		`caddy_zulip_proxy_keys_last_used{within="never"} 1`,
+		`caddy_zulip_proxy_keys_last_used{within="30d"} 0`,
 		`caddy_zulip_proxy_store_errors_total`,
 		`caddy_zulip_proxy_upload_bytes_total `,
 	} {
