@@ -44,7 +44,7 @@ func (c *call) record(status int, err error) error {
 // ServeHTTP answers every path the module knows, and a JSON 404 for the
 // rest: the handler is terminal.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	rt, arg, aerr := table.match(r.Method, r.URL.Path)
+	rt, arg, aerr := h.router.match(r.Method, r.URL.Path)
 	if aerr != nil {
 		writeError(w, aerr)
 		return nil

@@ -2,8 +2,10 @@ package zulipproxy
 
 import (
 	"errors"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -295,4 +297,29 @@ func (h *Handler) lifecycleFailure(id string, err error) error {
 		return newError(http.StatusConflict, codeBadRequest, "client '"+id+"' is revoked; a revoked key stays revoked")
 	}
 	return h.storeFailure(err)
+}
+
+type botView struct {
+	Name    string `json:"name"`
+	Site    string `json:"site"`
+	Email   string `json:"email"`
+	Default bool   `json:"default"`
+}
+
+type botsBody struct {
+	Result string    `json:"result"`
+	Msg    string    `json:"msg"`
+	Bots   []botView `json:"bots"`
+}
+
+// serveListBots names the configured bots a key may speak as, for the
+// admin page's choice; never their credentials.
+func (h *Handler) serveListBots(w http.ResponseWriter, _ *http.Request, _ *call) error {
+	views := make([]botView, 0, len(h.bots))
+	for _, name := range slices.Sorted(maps.Keys(h.bots)) {
+		b := h.bots[name]
+		views = append(views, botView{Name: name, Site: b.client.Site(), Email: b.client.Email(), Default: name == h.defaultBot})
+	}
+	writeJSON(w, http.StatusOK, botsBody{Result: "success", Bots: views})
+	return nil
 }

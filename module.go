@@ -146,6 +146,8 @@ type Handler struct {
 	store       *keystore.Store
 	storeKey    string
 	logger      *zap.Logger
+	// router is the route table with this config's pages.
+	router *router
 }
 
 // CaddyModule returns the Caddy module information.
@@ -184,6 +186,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.settingsBot = bots[slices.Sorted(maps.Keys(bots))[0]]
 	}
 	h.linkEscaper = strings.NewReplacer("\r", " ", "\n", " ", "[", "\\[", "]", "\\]")
+	pages, err := h.pageRoutes()
+	if err != nil {
+		return err
+	}
+	if h.router, err = newHandlerRouter(pages); err != nil {
+		return fmt.Errorf("admin_page: %w", err)
+	}
 
 	if err := h.openStore(ctx); err != nil {
 		return err

@@ -1,7 +1,9 @@
 package zulipproxy
 
 import (
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip"
@@ -43,8 +45,9 @@ type route struct {
 	serve  serveFunc
 }
 
-// routes is every path the module answers. A new endpoint is one entry
-// here and its serve function.
+// routes is every path the module answers, but for the pages a config may
+// turn off or move (pageRoutes). A new endpoint is one entry here and its
+// serve function.
 var routes = []route{
 	// The upstream service's bot API, at the root and under /api.
 	{"GET", "/health", "health", public, keyHeader, (*Handler).serveHealth},
@@ -60,6 +63,7 @@ var routes = []route{
 	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, (*Handler).serveUpdateClient},
 	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, (*Handler).serveRotateClient},
 	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, (*Handler).serveClientMessages},
+	{"GET", "/bots", "bots", admin, keyHeader, (*Handler).serveListBots},
 
 	// A safe subset of Zulip's own API.
 	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, (*Handler).zulipSendMessage},
@@ -86,7 +90,19 @@ type router struct {
 	patterns [][]*route // routes grouped by pattern, in table order
 }
 
-var table = newRouter(routes)
+// apiRouter is the table without pages, to check a page's path against.
+var apiRouter = newRouter(routes)
+
+// newHandlerRouter is the table of one config: the API and its pages. A
+// page may not take a path the API answers.
+func newHandlerRouter(pages []route) (*router, error) {
+	for _, p := range pages {
+		if rs, _ := apiRouter.lookup(p.path); rs != nil {
+			return nil, fmt.Errorf("%s: the path %s is the API's %s", p.name, p.path, rs[0].name)
+		}
+	}
+	return newRouter(append(slices.Clone(routes), pages...)), nil
+}
 
 func newRouter(rs []route) *router {
 	rt := &router{literal: map[string][]*route{}}

@@ -219,6 +219,7 @@ func request(t *testing.T, method, path string, body io.Reader, headers ...strin
 	if err != nil {
 		t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
+	checkAnswer(method, path, req.Header, resp.StatusCode, resp.Header, b)
 	return reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
 }
 

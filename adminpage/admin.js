@@ -1,0 +1,356 @@
+// The admin page: talks only to the module's JSON admin API, with the admin
+// key the person typed, kept in this tab's sessionStorage. Everything shown
+// is set as text, never as HTML.
+"use strict";
+
+(function () {
+  const storageKey = "zwop-admin-key";
+  const base = new URL(document.querySelector('meta[name="api-base"]').content, location.href);
+  const $ = (id) => document.getElementById(id);
+  let clients = [];
+
+  // --- talking to the API -------------------------------------------------
+
+  class APIError extends Error {
+    constructor(status, msg) { super(msg); this.status = status; }
+  }
+
+  async function api(method, path, params) {
+    const key = sessionStorage.getItem(storageKey) || "";
+    const init = { method, headers: { "X-API-key": key }, cache: "no-store", credentials: "omit", redirect: "error" };
+    if (params) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(params);
+    }
+    let resp;
+    try {
+      resp = await fetch(new URL(path, base), init);
+    } catch (e) {
+      throw new APIError(0, "Cannot reach the proxy (network down, or the server stopped): " + e.message);
+    }
+    let body = null;
+    try {
+      body = await resp.json();
+    } catch (e) {
+      throw new APIError(resp.status, "The proxy answered " + resp.status + " with something that is not JSON.");
+    }
+    if (!resp.ok || body.result === "error") {
+      throw new APIError(resp.status, body.msg || body.detail || ("error " + resp.status));
+    }
+    return body;
+  }
+
+  // --- status line ---------------------------------------------------------
+
+  function say(text, ok) {
+    const s = $("status");
+    s.textContent = text;
+    s.className = ok ? "ok" : "";
+    s.hidden = false;
+  }
+  function clearStatus() { $("status").hidden = true; $("status").textContent = ""; }
+  function failed(what, e) {
+    if (e.status === 401) {
+      say(what + ": the admin key was not accepted (" + e.message + "). Sign in again.");
+      signOut(false);
+      return;
+    }
+    say(what + ": " + e.message);
+  }
+
+  // --- signing in ----------------------------------------------------------
+
+  async function signIn(key) {
+    sessionStorage.setItem(storageKey, key);
+    let me;
+    try {
+      me = await api("GET", "me");
+    } catch (e) {
+      sessionStorage.removeItem(storageKey);
+      if (e.status === 401) {
+        say("Sign-in failed: that admin key was not accepted (" + e.message + ").");
+      } else {
+        say("Sign-in failed: " + e.message);
+      }
+      return;
+    }
+    if (!me.admin) {
+      sessionStorage.removeItem(storageKey);
+      say("Sign-in failed: that is a scoped key, which posts to one stream; sign in with an admin key.");
+      return;
+    }
+    clearStatus();
+    $("signin-section").hidden = true;
+    $("app").hidden = false;
+    $("sign-out").hidden = false;
+    $("admin-key").value = "";
+    await Promise.all([loadBots(), loadClients()]);
+  }
+
+  function signOut(clear) {
+    sessionStorage.removeItem(storageKey);
+    $("app").hidden = true;
+    $("sign-out").hidden = true;
+    $("signin-section").hidden = false;
+    hideNewKey();
+    if (clear) clearStatus();
+    $("admin-key").focus();
+  }
+
+  // --- keys ----------------------------------------------------------------
+
+  async function loadBots() {
+    let body;
+    try {
+      body = await api("GET", "bots");
+    } catch (e) {
+      failed("Listing bots", e);
+      return;
+    }
+    const sel = $("create-bot");
+    sel.replaceChildren();
+    for (const b of body.bots) {
+      const o = document.createElement("option");
+      o.value = b.default ? "" : b.name;
+      o.textContent = b.name + (b.default ? " (default)" : "") + " · " + b.site;
+      sel.append(o);
+    }
+  }
+
+  async function loadClients() {
+    try {
+      clients = (await api("GET", "clients")).clients;
+    } catch (e) {
+      failed("Listing keys", e);
+      return;
+    }
+    render();
+  }
+
+  function when(t) {
+    if (!t) return "";
+    const d = new Date(t);
+    const p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes());
+  }
+
+  function stateOf(c) {
+    if (c.revoked_at) return "revoked";
+    if (c.expires_at && new Date(c.expires_at) <= new Date()) return "expired";
+    return c.admin ? "admin" : "active";
+  }
+
+  function cell(tr, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text == null ? "" : String(text);
+    if (cls) td.className = cls;
+    tr.append(td);
+    return td;
+  }
+
+  function button(label, what, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.setAttribute("aria-label", label + " " + what);
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function render() {
+    const filter = $("filter").value.trim().toLowerCase();
+    const tbody = document.querySelector("#keys tbody");
+    tbody.replaceChildren();
+    let shown = 0;
+    for (const c of clients) {
+      const hay = [c.id, c.name, c.stream, c.bot, c.proposal_no, c.created_by, stateOf(c)].join(" ").toLowerCase();
+      if (filter && !hay.includes(filter)) continue;
+      shown++;
+      const state = stateOf(c);
+      const tr = document.createElement("tr");
+      tr.className = state;
+      tr.dataset.id = c.id;
+      cell(tr, c.id, "id");
+      cell(tr, c.name);
+      cell(tr, c.admin ? "(admin key)" : c.stream);
+      cell(tr, c.bot);
+      cell(tr, c.proposal_no || "");
+      cell(tr, when(c.created_at));
+      cell(tr, c.expires_at ? when(c.expires_at) : "never");
+      cell(tr, c.last_used_at ? when(c.last_used_at) : "never");
+      let st = state;
+      if (c.previous_key_valid_until) st += " · old key until " + when(c.previous_key_valid_until);
+      cell(tr, st, "state");
+      const act = cell(tr, "", "actions");
+      const what = "key " + c.id;
+      if (state !== "revoked") {
+        act.append(button("Rotate", what, () => rotate(c)), button("Expiry", what, () => changeExpiry(c)), button("Revoke", what, () => revoke(c)));
+      }
+      if (!c.admin) act.append(button("Messages", what, () => showMessages(c)));
+      tbody.append(tr);
+    }
+    $("keys-caption").textContent = shown + " of " + clients.length + " keys" + (filter ? " matching \u201c" + filter + "\u201d" : "") + "; revoked and expired ones marked";
+  }
+
+  // --- the new key, shown once -------------------------------------------
+
+  function showNewKey(body, what) {
+    $("newkey-section").hidden = false;
+    $("newkey-what").textContent = what;
+    const k = $("new-key");
+    k.value = body.key;
+    const site = base.href.replace(/\/$/, "");
+    const rc = "[api]\nemail=" + (body.id || "key") + "@zulip-proxy.invalid\nkey=" + body.key + "\nsite=" + site + "\n";
+    const a = $("zuliprc");
+    if (a.dataset.url) URL.revokeObjectURL(a.dataset.url);
+    a.dataset.url = URL.createObjectURL(new Blob([rc], { type: "text/plain" }));
+    a.href = a.dataset.url;
+    k.focus();
+    k.select();
+  }
+
+  function hideNewKey() {
+    $("newkey-section").hidden = true;
+    $("new-key").value = "";
+    const a = $("zuliprc");
+    if (a.dataset.url) URL.revokeObjectURL(a.dataset.url);
+    delete a.dataset.url;
+    a.href = "#";
+  }
+
+  // --- confirmations -------------------------------------------------------
+
+  function confirmDialog(title, text, extra) {
+    const d = $("confirm");
+    $("confirm-title").textContent = title;
+    $("confirm-text").textContent = text;
+    $("confirm-grace").hidden = extra !== "grace";
+    $("confirm-expiry").hidden = extra !== "expiry";
+    return new Promise((resolve) => {
+      const done = (ok) => {
+        $("confirm-form").onsubmit = null;
+        $("confirm-cancel").onclick = null;
+        d.onclose = null;
+        if (d.open) d.close();
+        resolve(ok);
+      };
+      $("confirm-form").onsubmit = (e) => { e.preventDefault(); done(true); };
+      $("confirm-cancel").onclick = () => done(false);
+      d.onclose = () => done(false);
+      d.showModal();
+      (extra === "grace" ? $("grace") : extra === "expiry" ? $("new-expiry") : $("confirm-ok")).focus();
+    });
+  }
+
+  async function revoke(c) {
+    if (!await confirmDialog("Revoke key " + c.id + "?", "Whatever uses it (" + (c.name || c.stream || "this key") + ") stops working at once. This cannot be undone.")) return;
+    try {
+      await api("DELETE", "clients/" + encodeURIComponent(c.id));
+      say("Revoked key " + c.id + ".", true);
+    } catch (e) {
+      failed("Revoking " + c.id, e);
+    }
+    await loadClients();
+  }
+
+  async function rotate(c) {
+    if (!await confirmDialog("Rotate key " + c.id + "?", "It gets a new secret; the old one keeps working for the time below (0: not at all), then stops.", "grace")) return;
+    try {
+      const body = await api("POST", "clients/" + encodeURIComponent(c.id) + "/rotate", { grace: $("grace").value.trim() || "24h" });
+      showNewKey(body, "The new secret of key " + c.id + (c.name ? " (" + c.name + ")" : "") + ".");
+      say("Rotated key " + c.id + ".", true);
+    } catch (e) {
+      failed("Rotating " + c.id, e);
+    }
+    await loadClients();
+  }
+
+  async function changeExpiry(c) {
+    $("new-expiry").value = "";
+    if (!await confirmDialog("Change when key " + c.id + " expires", "A duration from now (30d, 12h), or never.", "expiry")) return;
+    const v = $("new-expiry").value.trim();
+    const params = (v === "" || v.toLowerCase() === "never") ? { expires_at: null } : { expires_in: v };
+    try {
+      const body = await api("PATCH", "clients/" + encodeURIComponent(c.id), params);
+      say("Key " + c.id + " now expires: " + (body.client.expires_at ? when(body.client.expires_at) : "never") + ".", true);
+    } catch (e) {
+      failed("Changing the expiry of " + c.id, e);
+    }
+    await loadClients();
+  }
+
+  async function showMessages(c) {
+    const list = $("messages");
+    list.replaceChildren();
+    $("messages-title").textContent = "Last messages of key " + c.id + " in " + c.stream;
+    $("messages-section").hidden = false;
+    let body;
+    try {
+      body = await api("GET", "clients/" + encodeURIComponent(c.id) + "/messages");
+    } catch (e) {
+      failed("Reading the messages of " + c.id, e);
+      return;
+    }
+    const msgs = body.messages.slice().reverse();
+    if (msgs.length === 0) {
+      const li = document.createElement("li");
+      li.textContent = "This key's bot has posted nothing in " + c.stream + ".";
+      list.append(li);
+    }
+    for (const m of msgs) {
+      const li = document.createElement("li");
+      const meta = document.createElement("div");
+      meta.className = "meta";
+      meta.textContent = when(m.timestamp * 1000) + " · " + m.subject;
+      const text = document.createElement("div");
+      text.className = "content";
+      text.textContent = m.content;
+      li.append(meta, text);
+      list.append(li);
+    }
+    $("messages-section").scrollIntoView();
+  }
+
+  // --- wiring --------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("signin-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const k = $("admin-key").value.trim();
+      if (k) signIn(k);
+    });
+    $("sign-out").addEventListener("click", () => signOut(true));
+    $("refresh").addEventListener("click", loadClients);
+    $("filter").addEventListener("input", render);
+    $("newkey-done").addEventListener("click", hideNewKey);
+    $("messages-close").addEventListener("click", () => { $("messages-section").hidden = true; });
+    $("copy-key").addEventListener("click", async () => {
+      const k = $("new-key");
+      try {
+        await navigator.clipboard.writeText(k.value);
+        say("Key copied.", true);
+      } catch (e) {
+        k.select();
+        say("Copying was refused by the browser: the key is selected, press Ctrl+C.");
+      }
+    });
+    $("create-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const params = {};
+      for (const el of e.target.elements) {
+        if (el.name && el.value.trim() !== "") params[el.name] = el.value.trim();
+      }
+      try {
+        const body = await api("POST", "create_client", params);
+        showNewKey(body, "Key " + body.id + " for stream " + body.stream + (body.name ? " (" + body.name + ")" : "") + ".");
+        say("Created key " + body.id + ".", true);
+        e.target.reset();
+      } catch (err) {
+        failed("Creating the key", err);
+      }
+      await loadClients();
+    });
+    const saved = sessionStorage.getItem(storageKey);
+    if (saved) signIn(saved); else $("admin-key").focus();
+  });
+})();
