@@ -1,0 +1,364 @@
+package caddytest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+)
+
+// A real browser: Chromium, driven over its DevTools protocol. CI installs
+// Debian's chromium and sets ZWOP_REQUIRE_BROWSER=1, so there these tests
+// never skip.
+type browserSession struct {
+	ctx  context.Context
+	mu   sync.Mutex
+	urls []string // every URL the page asked for
+}
+
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{os.Getenv("ZWOP_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
+		if name == "" {
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("ZWOP_REQUIRE_BROWSER") == "1" {
+		t.Fatal("no Chromium found (apt-get install chromium), and ZWOP_REQUIRE_BROWSER=1")
+	}
+	t.Skip("no Chromium found: apt-get install chromium to run the browser tests")
+	return ""
+}
+
+func newBrowser(t *testing.T) *browserSession {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(findChromium(t)),
+		chromedp.NoSandbox, // root in CI containers
+		chromedp.WindowSize(1440, 1000),
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelB := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelB(); cancelA() })
+	b := &browserSession{ctx: ctx}
+	// The first call starts the browser and must have no deadline.
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
+			b.mu.Lock()
+			b.urls = append(b.urls, e.Request.URL)
+			b.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return b
+}
+
+// run runs steps, each test step bounded so a page that never shows what
+// is awaited fails the test instead of hanging it.
+func (b *browserSession) run(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// get runs one action for its value.
+func get[T any](t *testing.T, b *browserSession, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// otherOrigins lists what the page asked for anywhere but the proxy.
+func (b *browserSession) otherOrigins() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, u := range b.urls {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme+"://"+p.Host != base && p.Scheme != "blob" && p.Scheme != "data") {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// The page's controls, found as a person finds them: by their labels and
+// the words on buttons.
+func byLabel(label string) string {
+	return fmt.Sprintf(`//*[@id=//label[normalize-space(.)=%q]/@for]`, label)
+}
+func buttonNamed(name string) string { return fmt.Sprintf(`//button[normalize-space(.)=%q]`, name) }
+func rowOf(id string) string {
+	return fmt.Sprintf(`//table//tbody/tr[td[normalize-space(.)=%q]]`, id)
+}
+
+// waitText waits until the element's text holds want.
+func waitText(sel, want string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		var text string
+		for {
+			var err error
+			if text, err = chromedp.Text(sel)(ctx, tg); err != nil {
+				return err
+			}
+			if strings.Contains(text, want) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s never said %q; last %q", sel, want, text)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// waitValueChange waits until a field's value is set and differs from old.
+func waitValueChange(sel, old string, v *string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for {
+			var err error
+			if *v, err = chromedp.Value(sel)(ctx, tg); err != nil {
+				return err
+			}
+			if *v != "" && *v != old {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s kept %q", sel, *v)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
+func screenshotDir(t *testing.T) string {
+	dir := os.Getenv("ZWOP_SCREENSHOTS")
+	if dir == "" {
+		dir = "screenshots"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+var createdID = regexp.MustCompile(`Created key ([0-9a-f]{12})`)
+
+func TestAdminPageInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	store := newStore(t)
+	admin, _ := adminKey(t, store)
+	scopedKey(t, store, "other") // a second row, for the filter
+	start(t, config{store: store})
+	send := func(key, text string) reply {
+		body, ct := form("content", text)
+		return request(t, "POST", "/send_message?topic=browser", body, withKey(key), ct)
+	}
+
+	b.run(t, "open the page", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")))
+
+	b.run(t, "sign in with a wrong key",
+		chromedp.SendKeys(byLabel("Admin key"), "zwop_wrong-key-0000000000000000000000000000000000"),
+		chromedp.Click(buttonNamed("Sign in")),
+		waitText(`#status`, "not accepted"))
+
+	b.run(t, "sign in",
+		chromedp.SetValue(byLabel("Admin key"), admin),
+		chromedp.Click(buttonNamed("Sign in")),
+		chromedp.WaitVisible(chromedp.CSS(`#keys`)),
+		waitText(`#keys caption`, "of 2 keys"))
+
+	b.run(t, "an unknown stream is refused in words",
+		chromedp.SendKeys(byLabel("Stream"), "no such stream"),
+		chromedp.Click(buttonNamed("Create key")),
+		waitText(`#status`, "no such stream"))
+
+	var key, status string
+	b.run(t, "create a key",
+		chromedp.SetValue(byLabel("Stream"), "general"),
+		chromedp.SendKeys(byLabel("Name"), "browser key"),
+		chromedp.SendKeys(byLabel("Expires in"), "30d"),
+		chromedp.Click(buttonNamed("Create key")),
+		waitValueChange(byLabel("New key"), "", &key),
+		waitText(`#status`, "Created key"))
+	status = get(t, b, "the status", chromedp.Text(chromedp.CSS(`#status`)))
+	addSecret(key)
+	m := createdID.FindStringSubmatch(status)
+	if !strings.HasPrefix(key, "zwop_") || m == nil {
+		t.Fatalf("new key %q, status %q", key, status)
+	}
+	id := m[1]
+	if !get(t, b, "the new key is read-only", chromedp.JavascriptAttribute[bool](byLabel("New key"), "readOnly")) {
+		t.Error("the New key field can be edited")
+	}
+	rc := get(t, b, "a zuliprc to download", chromedp.AttributeValue(chromedp.CSS(`#zuliprc`), "href")).Value
+	if !strings.HasPrefix(rc, "blob:") {
+		t.Errorf("zuliprc link %q", rc)
+	}
+	if r := send(key, "sent with a key made in the page"); r.Status != 200 {
+		t.Fatalf("the page's key cannot send: %d %s", r.Status, r.Body)
+	}
+
+	b.run(t, "the key is listed", waitText(rowOf(id), "browser key"), waitText(rowOf(id), "general"))
+	b.run(t, "the filter",
+		chromedp.SendKeys(byLabel("Filter"), "browser"),
+		waitText(`#keys caption`, "1 of 3 keys"),
+		chromedp.Evaluate[chromedp.Void](`(f => { f.value = ""; f.dispatchEvent(new Event("input")); })(document.getElementById("filter"))`),
+		waitText(`#keys caption`, "3 of 3 keys"))
+
+	dir := screenshotDir(t)
+	for _, w := range []int64{1440, 360} {
+		b.run(t, fmt.Sprintf("a %d px window", w), chromedp.EmulateViewport(w, 900))
+		overflow := get(t, b, "the page's width", chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+		png := get(t, b, "a screenshot", chromedp.FullScreenshot(100))
+		name := filepath.Join(dir, fmt.Sprintf("admin-list-%dpx.png", w))
+		if err := os.WriteFile(name, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", name)
+		if overflow {
+			t.Errorf("at %d px the page is wider than the window", w)
+		}
+	}
+	b.run(t, "back to wide", chromedp.EmulateViewport(1440, 1000))
+
+	b.run(t, "the key's messages",
+		chromedp.Click(rowOf(id)+buttonNamed("Messages")),
+		waitText(`#messages`, "sent with a key made in the page"))
+
+	var rotated string
+	b.run(t, "rotate it",
+		chromedp.Click(rowOf(id)+buttonNamed("Rotate")),
+		chromedp.WaitVisible(buttonNamed("Confirm")),
+		chromedp.Click(buttonNamed("Confirm")),
+		waitValueChange(byLabel("New key"), key, &rotated),
+		waitText(`#status`, "Rotated key "+id))
+	addSecret(rotated)
+	if r := send(rotated, "new secret"); r.Status != 200 {
+		t.Errorf("rotated key: %d %s", r.Status, r.Body)
+	}
+	if r := send(key, "old secret in its grace"); r.Status != 200 {
+		t.Errorf("old key within the grace period: %d %s", r.Status, r.Body)
+	}
+	b.run(t, "the list says so", waitText(rowOf(id), "old key until"))
+
+	b.run(t, "revoke it",
+		chromedp.Click(rowOf(id)+buttonNamed("Revoke")),
+		chromedp.WaitVisible(buttonNamed("Confirm")),
+		chromedp.Click(buttonNamed("Confirm")),
+		waitText(`#status`, "Revoked key "+id),
+		waitText(rowOf(id), "revoked"))
+	mark := zulipMark()
+	for _, k := range []string{rotated, key} {
+		assertError(t, send(k, "after revoking"), 401, "revoked")
+	}
+	assertNothingReachedZulip(t, mark)
+
+	if other := b.otherOrigins(); len(other) > 0 {
+		t.Errorf("the page asked other origins: %v", other)
+	}
+	b.mu.Lock()
+	n := len(b.urls)
+	b.mu.Unlock()
+	if n < 5 { // the page, its two files and its calls at least
+		t.Errorf("only %d requests seen: the listener is not working", n)
+	}
+}
+
+// The key is kept for the tab only, and a revoked admin key, or the proxy
+// going away, is said in words.
+func TestAdminPageErrorsInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	store := newStore(t)
+	admin, adminID := adminKey(t, store)
+	scoped, _ := scopedKey(t, store, "general")
+	start(t, config{store: store})
+
+	b.run(t, "a scoped key is no admin key",
+		chromedp.Navigate(base+"/admin/"),
+		chromedp.SendKeys(byLabel("Admin key"), scoped),
+		chromedp.Click(buttonNamed("Sign in")),
+		waitText(`#status`, "scoped key"))
+
+	b.run(t, "sign in",
+		chromedp.SetValue(byLabel("Admin key"), admin),
+		chromedp.Click(buttonNamed("Sign in")),
+		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+	cookies := get(t, b, "cookies", chromedp.Evaluate[string](`document.cookie`))
+	stored := get(t, b, "session storage", chromedp.Evaluate[string](`sessionStorage.getItem("zwop-admin-key")`))
+	if cookies != "" || stored != admin {
+		t.Errorf("cookies %q; sessionStorage holds the key: %v", cookies, stored == admin)
+	}
+	if loc := get(t, b, "the URL", chromedp.Location()); strings.Contains(loc, admin) {
+		t.Error("the key is in the URL")
+	}
+
+	request(t, "DELETE", "/clients/"+adminID, nil, withKey(admin))
+	b.run(t, "a revoked admin key",
+		chromedp.Click(buttonNamed("Refresh")),
+		waitText(`#status`, "not accepted"),
+		chromedp.WaitVisible(byLabel("Admin key")))
+
+	admin2, _ := adminKey(t, store)
+	eventually(t, 10*time.Second, "new admin key picked up", func() bool {
+		return request(t, "GET", "/me", nil, withKey(admin2)).Status == 200
+	})
+	b.run(t, "sign in again",
+		chromedp.SetValue(byLabel("Admin key"), admin2),
+		chromedp.Click(buttonNamed("Sign in")),
+		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+	// The network goes down, as the browser sees it.
+	b.run(t, "go offline", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+			MatchedNetworkConditions: []*network.Conditions{{Offline: true, DownloadThroughput: -1, UploadThroughput: -1}},
+		})
+		return err
+	}))
+	b.run(t, "the proxy is gone",
+		chromedp.Click(buttonNamed("Refresh")),
+		waitText(`#status`, "Cannot reach the proxy"))
+}
+
+// /docs renders the description in the browser from embedded files only.
+func TestAPIDocsInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	start(t, config{store: newStore(t)})
+	b.run(t, "open /docs",
+		chromedp.Navigate(base+"/docs"),
+		chromedp.WaitVisible(`//*[contains(normalize-space(.), "Send a message to the key's stream")]`),
+		chromedp.WaitVisible(`//*[normalize-space(.)="/clients/{id}/rotate"]`))
+	if other := b.otherOrigins(); len(other) > 0 {
+		t.Errorf("/docs asked other origins: %v", other)
+	}
+	png := get(t, b, "a screenshot", chromedp.FullScreenshot(100))
+	name := filepath.Join(screenshotDir(t), "docs-1440px.png")
+	if err := os.WriteFile(name, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", name)
+}
