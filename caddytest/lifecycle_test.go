@@ -194,4 +194,17 @@ func TestCreateClientSubscribesBot(t *testing.T) {
 	if r := request(t, "POST", "/send_message?topic=new", body, withKey(newKey), ct); r.Status != 200 {
 		t.Errorf("send to the new stream: %d %s", r.Status, r.Body)
 	}
+
+	// A Zulip whose realm lets the bot create no stream says so, and no
+	// key is made.
+	env.emu.SetStreamCreation(false)
+	t.Cleanup(func() { env.emu.SetStreamCreation(true) })
+	before := len(request(t, "GET", "/clients", nil, withKey(admin)).JSON(t)["clients"].([]any))
+	r = request(t, "POST", "/create_client?stream=not-allowed-here", nil, withKey(admin))
+	if r.Status != 400 || !strings.Contains(r.Body, "Insufficient permission") {
+		t.Errorf("stream creation refused by Zulip: %d %s", r.Status, r.Body)
+	}
+	if after := len(request(t, "GET", "/clients", nil, withKey(admin)).JSON(t)["clients"].([]any)); after != before {
+		t.Errorf("a key was made although its stream could not be: %d keys, then %d", before, after)
+	}
 }

@@ -67,6 +67,9 @@ type Emulator struct {
 
 	log   requestLog
 	fault faultState
+	// noStreamCreation is the realm's "who can create channels" set to
+	// nobody: a subscribe to a stream that does not exist fails.
+	noStreamCreation bool
 }
 
 type config struct {
@@ -430,6 +433,15 @@ func (e *Emulator) SetRateLimit(n int, window time.Duration) {
 	for _, u := range e.users {
 		u.rate.reset()
 	}
+}
+
+// SetStreamCreation says whether users may create streams (by
+// subscribing to one that does not exist), as Zulip's realm setting for
+// who can create channels does. Default: they may.
+func (e *Emulator) SetStreamCreation(allowed bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.noStreamCreation = !allowed
 }
 
 func (e *Emulator) rateLimit() (int, time.Duration) {

@@ -71,6 +71,14 @@ func subscribe(x *exchange, _ []string) *apiError {
 		return errBadRequest("principals is not supported by the emulator")
 	}
 	x.e.mu.Lock()
+	// Zulip checks the permission to create for every missing stream
+	// before it changes anything.
+	for _, sub := range subs {
+		if sub.Name != nil && x.e.noStreamCreation && x.e.streamsByKey[strings.ToLower(strings.TrimSpace(*sub.Name))] == nil {
+			x.e.mu.Unlock()
+			return errBadRequest("Insufficient permission")
+		}
+	}
 	var subscribed, already []string
 	for i, sub := range subs {
 		if sub.Name == nil {

@@ -156,4 +156,25 @@ func TestSubscribeCreatesStreams(t *testing.T) {
 	}
 }
 
+// Where the realm lets nobody create channels, subscribing to a missing
+// one fails whole, as Zulip's prechecks do: the existing one in the same
+// call is not joined either.
+func TestSubscribeWithoutStreamCreation(t *testing.T) {
+	e := newEnv(t)
+	e.srv.SetStreamCreation(false)
+	if _, err := e.srv.AddStream("quiet"); err != nil {
+		t.Fatal(err)
+	}
+	a := e.do(call{method: "POST", path: "/api/v1/users/me/subscriptions", body: form("subscriptions", `[{"name":"quiet"},{"name":"not allowed"}]`)})
+	if a.status != 400 || a.json["msg"] != "Insufficient permission" {
+		t.Fatalf("%d %s", a.status, a.raw)
+	}
+	if _, ok := e.srv.StreamByName("not allowed"); ok {
+		t.Error("the stream was created")
+	}
+	if s, _ := e.srv.StreamByName("quiet"); len(s.Subscribers) != 0 {
+		t.Errorf("a failed call subscribed to %+v", s)
+	}
+}
+
 func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
