@@ -31,7 +31,7 @@ func BenchmarkSendMessage(b *testing.B) {
 	h := &Handler{
 		Bots:      map[string]*Bot{"default": {Site: emu.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey}},
 		MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
-		store: store, logger: zap.NewNop(),
+		store: store, logger: zap.NewNop(), router: apiRouter,
 	}
 	if h.bots, h.defaultBot, h.botKeys, err = provisionBots(h.Bots, defaultTimeout); err != nil {
 		b.Fatal(err)
