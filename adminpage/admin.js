@@ -179,6 +179,7 @@
       cell(tr, c.expires_at ? when(c.expires_at) : "never");
       cell(tr, c.last_used_at ? when(c.last_used_at) : "never");
       let st = state;
+      if (c.revoked_at) st += " " + when(c.revoked_at);
       if (c.previous_key_valid_until) st += " · old key until " + when(c.previous_key_valid_until);
       cell(tr, st, "state");
       const act = cell(tr, "", "actions");
@@ -246,23 +247,29 @@
     if (!await confirmDialog("Revoke key " + c.id + "?", "Whatever uses it (" + (c.name || c.stream || "this key") + ") stops working at once. This cannot be undone.")) return;
     try {
       await api("DELETE", "clients/" + encodeURIComponent(c.id));
-      say("Revoked key " + c.id + ".", true);
     } catch (e) {
       failed("Revoking " + c.id, e);
+      await loadClients();
+      return;
     }
+    // The list first, then the words: whoever reads them sees the new list.
     await loadClients();
+    say("Revoked key " + c.id + ".", true);
   }
 
   async function rotate(c) {
     if (!await confirmDialog("Rotate key " + c.id + "?", "It gets a new secret; the old one keeps working for the time below (0: not at all), then stops.", "grace")) return;
+    let body;
     try {
-      const body = await api("POST", "clients/" + encodeURIComponent(c.id) + "/rotate", { grace: $("grace").value.trim() || "24h" });
-      showNewKey(body, "The new secret of key " + c.id + (c.name ? " (" + c.name + ")" : "") + ".");
-      say("Rotated key " + c.id + ".", true);
+      body = await api("POST", "clients/" + encodeURIComponent(c.id) + "/rotate", { grace: $("grace").value.trim() || "24h" });
     } catch (e) {
       failed("Rotating " + c.id, e);
+      await loadClients();
+      return;
     }
+    showNewKey(body, "The new secret of key " + c.id + (c.name ? " (" + c.name + ")" : "") + ".");
     await loadClients();
+    say("Rotated key " + c.id + ".", true);
   }
 
   async function changeExpiry(c) {
@@ -270,13 +277,16 @@
     if (!await confirmDialog("Change when key " + c.id + " expires", "A duration from now (30d, 12h), or never.", "expiry")) return;
     const v = $("new-expiry").value.trim();
     const params = (v === "" || v.toLowerCase() === "never") ? { expires_at: null } : { expires_in: v };
+    let body;
     try {
-      const body = await api("PATCH", "clients/" + encodeURIComponent(c.id), params);
-      say("Key " + c.id + " now expires: " + (body.client.expires_at ? when(body.client.expires_at) : "never") + ".", true);
+      body = await api("PATCH", "clients/" + encodeURIComponent(c.id), params);
     } catch (e) {
       failed("Changing the expiry of " + c.id, e);
+      await loadClients();
+      return;
     }
     await loadClients();
+    say("Key " + c.id + " now expires: " + (body.client.expires_at ? when(body.client.expires_at) : "never") + ".", true);
   }
 
   async function showMessages(c) {
@@ -340,15 +350,17 @@
       for (const el of e.target.elements) {
         if (el.name && el.value.trim() !== "") params[el.name] = el.value.trim();
       }
+      let body;
       try {
-        const body = await api("POST", "create_client", params);
-        showNewKey(body, "Key " + body.id + " for stream " + body.stream + (body.name ? " (" + body.name + ")" : "") + ".");
-        say("Created key " + body.id + ".", true);
-        e.target.reset();
+        body = await api("POST", "create_client", params);
       } catch (err) {
         failed("Creating the key", err);
+        return;
       }
+      showNewKey(body, "Key " + body.id + " for stream " + body.stream + (body.name ? " (" + body.name + ")" : "") + ".");
+      e.target.reset();
       await loadClients();
+      say("Created key " + body.id + ".", true);
     });
     const saved = sessionStorage.getItem(storageKey);
     if (saved) signIn(saved); else $("admin-key").focus();

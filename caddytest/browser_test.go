@@ -167,6 +167,18 @@ func screenshotDir(t *testing.T) string {
 	return dir
 }
 
+// keyEntry is the key's entry as the admin API lists it.
+func keyEntry(t *testing.T, admin, id string) map[string]any {
+	t.Helper()
+	for _, c := range request(t, "GET", "/clients", nil, withKey(admin)).JSON(t)["clients"].([]any) {
+		if e := c.(map[string]any); e["id"] == id {
+			return e
+		}
+	}
+	t.Fatalf("key %s not listed", id)
+	return nil
+}
+
 var createdID = regexp.MustCompile(`Created key ([0-9a-f]{12})`)
 
 func TestAdminPageInBrowser(t *testing.T) {
@@ -266,6 +278,27 @@ func TestAdminPageInBrowser(t *testing.T) {
 		t.Errorf("old key within the grace period: %d %s", r.Status, r.Body)
 	}
 	b.run(t, "the list says so", waitText(rowOf(id), "old key until"))
+
+	b.run(t, "re-date it: never expires",
+		chromedp.Click(rowOf(id)+buttonNamed("Expiry")),
+		chromedp.WaitVisible(byLabel("New expiry")),
+		chromedp.SendKeys(byLabel("New expiry"), "never"),
+		chromedp.Click(buttonNamed("Confirm")),
+		waitText(`#status`, "now expires: never"))
+	if e := keyEntry(t, admin, id); e["expires_at"] != nil {
+		t.Errorf("after 'never' the key expires %v", e["expires_at"])
+	}
+	b.run(t, "re-date it: in 2 days",
+		chromedp.Click(rowOf(id)+buttonNamed("Expiry")),
+		chromedp.WaitVisible(byLabel("New expiry")),
+		chromedp.SendKeys(byLabel("New expiry"), "2d"),
+		chromedp.Click(buttonNamed("Confirm")),
+		waitText(`#status`, "now expires: 20"))
+	if e := keyEntry(t, admin, id); e["expires_at"] == nil {
+		t.Error("after '2d' the key never expires")
+	} else if at, _ := time.Parse(time.RFC3339, e["expires_at"].(string)); time.Until(at) < 47*time.Hour || time.Until(at) > 49*time.Hour {
+		t.Errorf("after '2d' the key expires %v", at)
+	}
 
 	b.run(t, "revoke it",
 		chromedp.Click(rowOf(id)+buttonNamed("Revoke")),

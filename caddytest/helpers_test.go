@@ -47,6 +47,8 @@ type config struct {
 	// logUnchecked leaves out access_log_filtered, which the site's log
 	// earns by its filter.
 	logUnchecked bool
+	// siteExtra goes in the proxy's site block, beside zulip_proxy.
+	siteExtra string
 }
 
 func (c config) String() string {
@@ -89,6 +91,7 @@ http://localhost:9080 {
 			}
 		}
 	}
+	%[11]s
 	zulip_proxy {
 		bot default {
 			site %[2]s
@@ -101,7 +104,7 @@ http://localhost:9080 {
 		%[6]s
 	}
 }
-%[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace, bundle, ack)
+%[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace, bundle, ack, c.siteExtra)
 }
 
 // start loads cfg into the test process's Caddy.

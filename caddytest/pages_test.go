@@ -123,6 +123,16 @@ func TestAPIDocs(t *testing.T) {
 // and returns the error, failing the test when there is none.
 func startExpectingError(t *testing.T, cfg config) string {
 	t.Helper()
+	msg := validateConfig(t, cfg)
+	if msg == "" {
+		t.Fatal("the config was accepted")
+	}
+	return msg
+}
+
+// validateConfig is `caddy validate` on cfg: "" when it is good.
+func validateConfig(t *testing.T, cfg config) string {
+	t.Helper()
 	raw, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg.String()), nil)
 	if err != nil {
 		return err.Error()
@@ -134,6 +144,5 @@ func startExpectingError(t *testing.T, cfg config) string {
 	if err := caddy.Validate(&c); err != nil {
 		return err.Error()
 	}
-	t.Fatal("the config was accepted")
 	return ""
 }

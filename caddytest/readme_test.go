@@ -1,6 +1,7 @@
 package caddytest
 
 import (
+	"encoding/base64"
 	"net/url"
 	"os"
 	"os/exec"
@@ -152,4 +153,33 @@ func pythonWithRequests(t *testing.T) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// The README's ways to gate the admin page and API, in a real Caddy: the
+// password on the page, the network rule on the admin API, and scripts
+// unaffected. The forward_auth example is adapted and provisioned.
+func TestReadmeAdminProtection(t *testing.T) {
+	store := newStore(t)
+	admin, _ := adminKey(t, store)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store, siteExtra: readmeBlock(t, "admin-protect")})
+
+	if r := request(t, "GET", "/clients", nil, withKey(admin)); r.Status != 403 || !strings.Contains(r.Body, "office network") {
+		t.Errorf("the admin API from loopback, outside the office network: %d %s", r.Status, r.Body)
+	}
+	if r := request(t, "GET", "/admin/", nil); r.Status != 401 {
+		t.Errorf("the page without the password: %d", r.Status)
+	}
+	pass := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("staff:correct horse battery staple"))
+	if r := request(t, "GET", "/admin/", nil, pass); r.Status != 200 || !strings.Contains(r.Body, "Admin key") {
+		t.Errorf("the page with the password: %d", r.Status)
+	}
+	body, ct := form("content", "scripts are not gated")
+	if r := request(t, "POST", "/send_message?topic=gate", body, withKey(key), ct); r.Status != 200 {
+		t.Errorf("a script behind the gate: %d %s", r.Status, r.Body)
+	}
+
+	if err := validateConfig(t, config{store: store, siteExtra: readmeBlock(t, "admin-forward-auth")}); err != "" {
+		t.Errorf("the forward_auth example: %s", err)
+	}
 }
