@@ -11,7 +11,9 @@ import (
 // A server leads to the module through raw handlers (while the HTTP app
 // provisions), a loaded handler, or a subroute of either.
 func TestRoutesToProxy(t *testing.T) {
-	raw := func(s string) caddyhttp.Route { return caddyhttp.Route{HandlersRaw: []json.RawMessage{json.RawMessage(s)}} }
+	raw := func(s string) caddyhttp.Route {
+		return caddyhttp.Route{HandlersRaw: []json.RawMessage{json.RawMessage(s)}}
+	}
 	loaded := func(h caddyhttp.MiddlewareHandler) caddyhttp.Route {
 		return caddyhttp.Route{Handlers: []caddyhttp.MiddlewareHandler{h}}
 	}
