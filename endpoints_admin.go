@@ -257,13 +257,9 @@ func (h *Handler) serveClientMessages(w http.ResponseWriter, r *http.Request, c 
 	if aerr := onlyParams(q, "query parameter", "num_before"); aerr != nil {
 		return aerr
 	}
-	n := 20
-	if q.Has("num_before") {
-		v, err := strconv.Atoi(q.Get("num_before"))
-		if err != nil || v < 1 || v > 100 {
-			return errBadParam("num_before", "'num_before' must be an integer from 1 to 100")
-		}
-		n = v
+	n, aerr := intParam(q, "num_before", 20, 1, 100)
+	if aerr != nil {
+		return aerr
 	}
 	e, ok := h.store.Get(c.arg)
 	if !ok {

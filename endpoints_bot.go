@@ -472,13 +472,9 @@ func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr := onlyParams(q, "query parameter", "num_before", "anchor"); aerr != nil {
 		return aerr
 	}
-	numBefore := 100
-	if q.Has("num_before") {
-		n, err := strconv.Atoi(q.Get("num_before"))
-		if err != nil || n < 0 || n > 1000 {
-			return errBadParam("num_before", "'num_before' must be an integer from 0 to 1000")
-		}
-		numBefore = n
+	numBefore, aerr := intParam(q, "num_before", 100, 0, 1000)
+	if aerr != nil {
+		return aerr
 	}
 	anchor := "newest"
 	if q.Has("anchor") {

@@ -3,6 +3,7 @@ package zulipproxy
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"mime"
@@ -453,4 +454,17 @@ func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramS
 		return nil, errUnsupportedBody(spec.bodyHint)
 	}
 	return out, nil
+}
+
+// intParam is an optional whole-number parameter in [lo, hi]; def when
+// it is not given.
+func intParam(q url.Values, name string, def, lo, hi int) (int, *apiError) {
+	if !q.Has(name) {
+		return def, nil
+	}
+	n, err := strconv.Atoi(q.Get(name))
+	if err != nil || n < lo || n > hi {
+		return 0, errBadParam(name, fmt.Sprintf("'%s' must be an integer from %d to %d", name, lo, hi))
+	}
+	return n, nil
 }
