@@ -53,9 +53,9 @@ func newBudget() *budget { return &budget{used: map[string]int{}, learned: make(
 
 // observe reads a Zulip answer's rate-limit headers.
 func (bg *budget) observe(resp *zulip.Response, now time.Time) {
-	limit, err1 := strconv.Atoi(resp.Header.Get("X-Ratelimit-Limit"))
-	remaining, err2 := strconv.Atoi(resp.Header.Get("X-Ratelimit-Remaining"))
-	resetF, err3 := strconv.ParseFloat(resp.Header.Get("X-Ratelimit-Reset"), 64)
+	limit, ok1 := headerInt(resp.Header, "X-Ratelimit-Limit")
+	remaining, ok2 := headerInt(resp.Header, "X-Ratelimit-Remaining")
+	resetF, ok3 := headerFloat(resp.Header, "X-Ratelimit-Reset")
 	bg.mu.Lock()
 	defer bg.mu.Unlock()
 	if resp.Status == http.StatusTooManyRequests {
@@ -65,7 +65,7 @@ func (bg *budget) observe(resp *zulip.Response, now time.Time) {
 		}
 		bg.blocked = now.Add(wait)
 	}
-	if err1 != nil || err2 != nil || err3 != nil || limit <= 0 {
+	if !ok1 || !ok2 || !ok3 || limit <= 0 {
 		if !bg.known {
 			bg.noLimit = true
 			bg.wake()
@@ -82,6 +82,27 @@ func (bg *budget) observe(resp *zulip.Response, now time.Time) {
 		}
 		bg.wake()
 	}
+}
+
+// headerInt and headerFloat read a number from a header; a missing one is
+// not parsed, since a failed parse allocates its error, and a Zulip with no
+// rate limit sends none of these on every answer.
+func headerInt(h http.Header, name string) (int, bool) {
+	v := h[name]
+	if len(v) == 0 || v[0] == "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v[0])
+	return n, err == nil
+}
+
+func headerFloat(h http.Header, name string) (float64, bool) {
+	v := h[name]
+	if len(v) == 0 || v[0] == "" {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(v[0], 64)
+	return f, err == nil
 }
 
 // probeDone ends a learning call that brought no budget (no headers, or

@@ -138,11 +138,18 @@ func observe(c *call, err error) {
 }
 
 func outcome(err error) string {
+	if err == nil {
+		// Before the declarations below: errors.As makes them escape, and
+		// an escaping variable is allocated where it is declared.
+		return "ok"
+	}
+	return failureOutcome(err)
+}
+
+func failureOutcome(err error) string {
 	var aerr *apiError
 	var zerr *zulip.Error
 	switch {
-	case err == nil:
-		return "ok"
 	case errors.As(err, &aerr) && aerr.Status == http.StatusTooManyRequests:
 		return "rate_limited"
 	case errors.As(err, &aerr) && aerr.Status < 500:
