@@ -40,6 +40,9 @@ func (h *Handler) pageRoutes() ([]route, error) {
 		if base == "" {
 			base = defaultAdminPage
 		}
+		if !strings.HasPrefix(base, "/") {
+			return nil, fmt.Errorf("admin_page is a path such as /admin/, or off; got %q", base)
+		}
 		base = strings.TrimSuffix(base, "/") + "/"
 		index, err := adminIndex(base)
 		if err != nil {
