@@ -140,8 +140,14 @@
     return c.admin ? "admin" : "active";
   }
 
+  // The column names, for narrow screens, where each row is a card and
+  // each cell says which column it is.
+  const columns = Array.from(document.querySelectorAll("#keys thead th"), (th) => th.textContent);
+
   function cell(tr, text, cls) {
     const td = document.createElement("td");
+    td.setAttribute("role", "cell");
+    td.dataset.label = columns[tr.children.length] || "";
     td.textContent = text == null ? "" : String(text);
     if (cls) td.className = cls;
     tr.append(td);
@@ -168,6 +174,7 @@
       shown++;
       const state = stateOf(c);
       const tr = document.createElement("tr");
+      tr.setAttribute("role", "row");
       tr.className = state;
       tr.dataset.id = c.id;
       cell(tr, c.id, "id");
