@@ -215,6 +215,7 @@ func TestAdminPageInBrowser(t *testing.T) {
 		chromedp.SetValue(byLabel("Stream"), "general"),
 		chromedp.SendKeys(byLabel("Name"), "browser key"),
 		chromedp.SendKeys(byLabel("Expires in"), "30d"),
+		chromedp.SendKeys(byLabel("Rate limit"), "10/1m"),
 		chromedp.Click(buttonNamed("Create key")),
 		waitValueChange(byLabel("New key"), "", &key),
 		waitText(`#status`, "Created key"))
@@ -232,8 +233,11 @@ func TestAdminPageInBrowser(t *testing.T) {
 	if !strings.HasPrefix(rc, "blob:") {
 		t.Errorf("zuliprc link %q", rc)
 	}
-	if r := send(key, "sent with a key made in the page"); r.Status != 200 {
-		t.Fatalf("the page's key cannot send: %d %s", r.Status, r.Body)
+	if r := send(key, "sent with a key made in the page"); r.Status != 200 || r.Header.Get("X-RateLimit-Limit") != "10" {
+		t.Fatalf("the page's key cannot send, or not with its 10/1m limit: %d %q %s", r.Status, r.Header.Get("X-RateLimit-Limit"), r.Body)
+	}
+	if e := keyEntry(t, admin, id); e["name"] != "browser key" || e["stream"] != "general" || e["rate_limit"] != "10/1m" || e["expires_at"] == nil {
+		t.Errorf("the key made in the page: %v", e)
 	}
 
 	b.run(t, "the key is listed", waitText(rowOf(id), "browser key"), waitText(rowOf(id), "general"))
