@@ -25,7 +25,20 @@ type RateLimit struct {
 func (rl RateLimit) set() bool { return rl.Events > 0 && rl.Window > 0 }
 
 func (rl RateLimit) String() string {
-	return strconv.Itoa(rl.Events) + "/" + time.Duration(rl.Window).String()
+	return strconv.Itoa(rl.Events) + "/" + shortDuration(time.Duration(rl.Window))
+}
+
+// shortDuration writes a window as people write it: 1m, 1h30m, 90s, not
+// Go's 1m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // parseRateLimit reads a per-key limit as create_client and the CLI take

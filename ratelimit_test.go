@@ -69,3 +69,18 @@ func BenchmarkRateLimitKeys(b *testing.B) {
 	}
 	b.ReportMetric(perKey, "heap-B/key")
 }
+
+func TestRateLimitString(t *testing.T) {
+	for in, want := range map[string]string{"10/1m": "10/1m", "120/60s": "120/1m", "5/1h": "5/1h", "3/90m": "3/1h30m", "2/1500ms": "2/1.5s", "7/30s": "7/30s", "1/24h": "1/24h"} {
+		rl, err := parseRateLimit(in)
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := rl.String(); got != want {
+			t.Errorf("%s written as %q, want %q", in, got, want)
+		}
+		if back, err := parseRateLimit(rl.String()); err != nil || back != rl {
+			t.Errorf("%s does not read back: %v %v", rl, back, err)
+		}
+	}
+}
