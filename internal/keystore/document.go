@@ -44,27 +44,39 @@ func parseDocument(raw []byte) (document, error) {
 	if *doc.Version != storeVersion {
 		return document{}, fmt.Errorf("%w: version %d is not supported (this build reads version %d); upgrade the proxy", ErrCorruptStore, *doc.Version, storeVersion)
 	}
-	ids := make(map[string]bool, len(doc.Clients))
-	hashes := make(map[string]bool, len(doc.Clients))
-	for i, e := range doc.Clients {
+	d := document{Version: storeVersion, Clients: doc.Clients}
+	if err := d.check(); err != nil {
+		return document{}, err
+	}
+	return d, nil
+}
+
+// check holds a document to what parseDocument accepts: ids and hashes
+// (retired ones included) present, canonical and unique. mutate checks
+// before it writes too, so no change can write a document that no
+// instance would load.
+func (d *document) check() error {
+	ids := make(map[string]bool, len(d.Clients))
+	hashes := make(map[string]bool, len(d.Clients))
+	for i, e := range d.Clients {
 		if e.ID == "" || ids[e.ID] {
-			return document{}, fmt.Errorf("%w: entry %d has a missing or repeated id", ErrCorruptStore, i)
+			return fmt.Errorf("%w: entry %d has a missing or repeated id", ErrCorruptStore, i)
 		}
 		// Only the lowercase form HashKey writes: an uppercase twin of a
 		// revoked entry's hash would be a second, unrevoked entry for the
 		// same key.
 		if !canonicalHash(e.KeyHash) || hashes[e.KeyHash] {
-			return document{}, fmt.Errorf("%w: entry %s has a bad or repeated key_hash", ErrCorruptStore, e.ID)
+			return fmt.Errorf("%w: entry %s has a bad or repeated key_hash", ErrCorruptStore, e.ID)
 		}
 		ids[e.ID], hashes[e.KeyHash] = true, true
 		for _, r := range e.Retired {
 			if !canonicalHash(r.KeyHash) || hashes[r.KeyHash] {
-				return document{}, fmt.Errorf("%w: entry %s has a bad or repeated retired key_hash", ErrCorruptStore, e.ID)
+				return fmt.Errorf("%w: entry %s has a bad or repeated retired key_hash", ErrCorruptStore, e.ID)
 			}
 			hashes[r.KeyHash] = true
 		}
 	}
-	return document{Version: storeVersion, Clients: doc.Clients}, nil
+	return nil
 }
 
 // canonicalHash says whether h is a hash as HashKey writes it.

@@ -75,9 +75,14 @@ func (s *Store) ImportLegacy(ctx context.Context, r io.Reader, createdBy string)
 		news = append(news, e)
 	}
 	err = s.mutate(ctx, func(doc *document) (bool, error) {
+		// A secret a rotation retired is present too: importing it again
+		// would bring it back.
 		have := make(map[string]bool, len(doc.Clients))
 		for i := range doc.Clients {
 			have[doc.Clients[i].KeyHash] = true
+			for _, r := range doc.Clients[i].Retired {
+				have[r.KeyHash] = true
+			}
 		}
 		for _, e := range news {
 			if have[e.KeyHash] {

@@ -154,3 +154,53 @@ func TestStoreRefusesRepeatedRetiredHash(t *testing.T) {
 		t.Errorf("a retired hash equal to a live one: %v, want a corrupt-store error naming it", err)
 	}
 }
+
+// A legacy key rotated away stays away: importing the upstream file again
+// skips it, instead of bringing the old secret back as a new, working key
+// (and a document with one hash twice, which no instance would load).
+func TestLegacyImportAfterRotate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	s := mustOpen(t, path, Options{})
+	legacy := `{"Kq3-upstream-key-one": {"proposal_no": 1234, "stream": "S"}}`
+	if n, _, err := s.ImportLegacy(ctxT(t), strings.NewReader(legacy), "import-test"); err != nil || n != 1 {
+		t.Fatalf("import: %d, %v", n, err)
+	}
+	id := s.List()[0].ID
+	if _, _, err := s.Rotate(ctxT(t), id, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, skipped, err := s.ImportLegacy(ctxT(t), strings.NewReader(legacy), "import-test")
+	if err != nil || n != 0 || skipped != 1 {
+		t.Fatalf("second import: %d imported, %d skipped, %v", n, skipped, err)
+	}
+	if _, err := usable(s, "Kq3-upstream-key-one", time.Now()); !errors.Is(err, ErrKeyRotated) {
+		t.Errorf("the rotated-away legacy key: %v, want ErrKeyRotated", err)
+	}
+	if _, err := OpenFile(path, Options{}); err != nil {
+		t.Errorf("the store no longer opens: %v", err)
+	}
+}
+
+// Whatever a change does, the store never writes a document it would
+// refuse to load.
+func TestStoreNeverWritesWhatItWouldNotLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	s := mustOpen(t, path, Options{})
+	_, e := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
+	before, _ := os.ReadFile(path)
+	err := s.mutate(ctxT(t), func(doc *document) (bool, error) {
+		twin := doc.Clients[0]
+		twin.ID = "another-id"
+		doc.Clients = append(doc.Clients, twin) // the same key hash twice
+		return true, nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "would not load") {
+		t.Fatalf("a document with one hash twice: %v", err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Error("the file changed")
+	}
+	if s.Len() != 1 || s.List()[0].ID != e.ID {
+		t.Errorf("the store serves %d entries", s.Len())
+	}
+}

@@ -55,6 +55,9 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 			}
 		}
 	}
+	if err := doc.check(); err != nil {
+		return fmt.Errorf("refusing to write key store %s, it would not load again: %w", s.b, err)
+	}
 	doc.Version = storeVersion
 	data, err := doc.marshal()
 	if err != nil {
