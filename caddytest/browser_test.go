@@ -194,6 +194,16 @@ func TestAdminPageInBrowser(t *testing.T) {
 
 	b.run(t, "open the page", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")))
 
+	// Every field has a label and every button words: the names people
+	// and screen readers go by.
+	unnamed := get(t, b, "unlabelled controls", chromedp.Evaluate[[]string](`[
+		...Array.from(document.querySelectorAll("input, select"), e => e.labels.length ? "" : "field #" + e.id),
+		...Array.from(document.querySelectorAll("button"), e => e.textContent.trim() ? "" : "button #" + e.id),
+	].filter(Boolean)`))
+	if len(unnamed) > 0 {
+		t.Errorf("controls without a name: %v", unnamed)
+	}
+
 	b.run(t, "sign in with a wrong key",
 		chromedp.SendKeys(byLabel("Admin key"), "zwop_wrong-key-0000000000000000000000000000000000"),
 		chromedp.Click(buttonNamed("Sign in")),
