@@ -42,6 +42,14 @@ func TestRotateOverHTTP(t *testing.T) {
 			t.Errorf("%s key: %d %s", name, r.Status, r.Body)
 		}
 	}
+	// In its grace the old secret is the same key: its one stream, its
+	// own messages, no admin call.
+	mark := zulipMark()
+	body, ct := form("content", "elsewhere", "to", "other")
+	assertError(t, request(t, "POST", "/send_message?topic=rotate", body, withKey(old), ct), 400, "'to'")
+	assertError(t, request(t, "GET", "/clients", nil, withKey(old)), 403, "admin key")
+	assertError(t, request(t, "POST", "/clients/"+id+"/rotate", nil, withKey(old)), 403, "admin key")
+	assertNothingReachedZulip(t, mark)
 	me := request(t, "GET", "/me", nil, withKey(old)).JSON(t)
 	if me["key_valid_until"] == nil || !strings.Contains(me["msg"].(string), "rotated") {
 		t.Errorf("/me with the old key does not say it was rotated: %v", me)
@@ -57,7 +65,7 @@ func TestRotateOverHTTP(t *testing.T) {
 	if r.Status != 200 {
 		t.Fatalf("rotate grace 0: %d %s", r.Status, r.Body)
 	}
-	mark := zulipMark()
+	mark = zulipMark()
 	assertError(t, send(key), 401, "rotated")
 	assertNothingReachedZulip(t, mark)
 	if r := send(old); r.Status != 200 {
