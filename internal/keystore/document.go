@@ -106,7 +106,9 @@ func jsonErrorText(err error) string {
 		return msg
 	}
 	name = strings.TrimSuffix(name, `"`)
-	if len(name) > 32 || strings.TrimLeft(name, "abcdefghijklmnopqrstuvwxyz_") != "" {
+	// Field-like names are shown (a typo such as "stram"); anything else,
+	// or anything that starts as a key does, is not.
+	if len(name) > 32 || strings.TrimLeft(name, "abcdefghijklmnopqrstuvwxyz_") != "" || strings.HasPrefix(name, keyPrefix) {
 		return "json: unknown field (name not shown: it could be a key)"
 	}
 	return msg
