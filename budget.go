@@ -213,9 +213,5 @@ func (h *Handler) spendBotBudget(r *http.Request, c *call) (release func(), aerr
 	}
 	h.logger.Info("call refused to share the bot's Zulip budget", zap.String("key_id", c.entry.ID),
 		zap.String("bot", c.bot.name), zap.String("reason", v.reason), zap.Duration("retry_after", v.wait))
-	retry := strconv.FormatInt(int64(v.wait/time.Second)+1, 10)
-	if c.route.key != keyHeader {
-		retry = strconv.FormatFloat(v.wait.Seconds(), 'f', 3, 64)
-	}
-	return nil, newError(http.StatusTooManyRequests, codeRateLimited, msg).withHeader("Retry-After", retry)
+	return nil, errRateLimited(c, msg, v.wait)
 }

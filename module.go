@@ -140,6 +140,8 @@ type Handler struct {
 	bucketsKey string
 	// uploads counts each key's uploads in flight, by key id.
 	uploads *sync.Map
+	// ownLimits are the keys' own rate limits, parsed: text to RateLimit.
+	ownLimits *sync.Map
 	// linkEscaper keeps a file name from breaking the Markdown link a
 	// message with an attachment ends in.
 	linkEscaper *strings.Replacer
@@ -173,7 +175,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxUploadsPerKey == 0 {
 		h.MaxUploadsPerKey = defaultMaxUploadsPerKey
 	}
-	h.uploads = new(sync.Map)
+	h.uploads, h.ownLimits = new(sync.Map), new(sync.Map)
 
 	bots, def, keys, err := provisionBots(h.Bots, time.Duration(h.Timeout))
 	h.botKeys = keys

@@ -152,9 +152,19 @@ var limiterPool = caddy.NewUsagePool()
 // rateLimitFor is the limit that applies to a scoped key: its own, else
 // the server's; zero for none.
 func (h *Handler) rateLimitFor(c *call) RateLimit {
-	if c.entry.RateLimit != "" {
-		if rl, err := parseRateLimit(c.entry.RateLimit); err == nil {
-			return rl
+	if own := c.entry.RateLimit; own != "" {
+		// Parsed once per distinct limit, not on every call: the store
+		// keeps it as text.
+		if v, ok := h.ownLimits.Load(own); ok {
+			if rl := v.(RateLimit); rl.set() {
+				return rl
+			}
+		} else {
+			rl, _ := parseRateLimit(own) // zero when unreadable: the server's applies
+			h.ownLimits.Store(own, rl)
+			if rl.set() {
+				return rl
+			}
 		}
 	}
 	if h.RateLimit != nil {
@@ -183,12 +193,16 @@ func (h *Handler) limit(w http.ResponseWriter, c *call) *apiError {
 		return nil
 	}
 	metrics.limited.WithLabelValues("key_limit").Inc()
-	// Zulip sends Retry-After as float seconds; the upstream service's
-	// clients expect whole ones.
-	retry := strconv.FormatInt(int64(math.Ceil(st.retryAfter.Seconds())), 10)
+	return errRateLimited(c, "API usage exceeded rate limit: this key may make "+spec.String()+" calls", st.retryAfter)
+}
+
+// errRateLimited is the proxy's own 429, with Retry-After as the caller's
+// API writes it: Zulip's float seconds under /api/v1, whole seconds (at
+// least 1) for the upstream service's clients.
+func errRateLimited(c *call, msg string, wait time.Duration) *apiError {
+	retry := strconv.FormatInt(max(int64(math.Ceil(wait.Seconds())), 1), 10)
 	if c.route.key != keyHeader {
-		retry = strconv.FormatFloat(st.retryAfter.Seconds(), 'f', 3, 64)
+		retry = strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
 	}
-	return newError(http.StatusTooManyRequests, codeRateLimited,
-		"API usage exceeded rate limit: this key may make "+spec.String()+" calls").withHeader("Retry-After", retry)
+	return newError(http.StatusTooManyRequests, codeRateLimited, msg).withHeader("Retry-After", retry)
 }

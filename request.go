@@ -288,18 +288,17 @@ func errUnsupportedBody(msg string) *apiError {
 
 // bodyError turns a failure to read the client's body into its answer.
 func (h *Handler) bodyError(err error) *apiError {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return errTooLarge(h.MaxUpload)
-	}
-	if errors.Is(err, errClientStalled) {
-		return h.errStalled()
-	}
-	return newError(http.StatusBadRequest, codeBadRequest, "could not read the request body")
+	return h.readFailure(err, "could not read the request body")
 }
 
 // multipartError is bodyError for a multipart body that broke off.
 func (h *Handler) multipartError(err error) *apiError {
+	return h.readFailure(err, "malformed multipart body")
+}
+
+// readFailure tells a body over max_upload (413) and a client that
+// stalled (408) from a broken one, answered with msg.
+func (h *Handler) readFailure(err error, msg string) *apiError {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return errTooLarge(h.MaxUpload)
@@ -307,7 +306,7 @@ func (h *Handler) multipartError(err error) *apiError {
 	if errors.Is(err, errClientStalled) {
 		return h.errStalled()
 	}
-	return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
+	return newError(http.StatusBadRequest, codeBadRequest, msg)
 }
 
 // checkText enforces Zulip's limits with an error that names the field.
