@@ -8,8 +8,10 @@ import (
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
-// apiKeyHeader is the upstream service's authentication header.
-const apiKeyHeader = "X-API-key"
+// apiKeyHeader is the upstream service's authentication header
+// (X-API-key), in the canonical form net/http keys headers by, so finding
+// it costs a map lookup and not a canonicalization on every request.
+const apiKeyHeader = "X-Api-Key"
 
 // wwwAuthenticate tells a client of the bot API how to authenticate.
 const wwwAuthenticate = `X-API-key realm="zulip-proxy"`
@@ -30,8 +32,8 @@ func (h *Handler) presentedKey(w http.ResponseWriter, r *http.Request, c *call) 
 	case keyWebhook:
 		return h.webhookKey(w, r, c)
 	}
-	if key := r.Header.Get(apiKeyHeader); key != "" {
-		return key, nil
+	if vs := r.Header[apiKeyHeader]; len(vs) > 0 && vs[0] != "" {
+		return vs[0], nil
 	}
 	return "", newError(http.StatusUnauthorized, codeUnauthorized,
 		"missing API key: send it in the X-API-key header").withHeader("WWW-Authenticate", wwwAuthenticate)
