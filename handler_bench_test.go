@@ -19,20 +19,13 @@ import (
 // emulated Zulip on loopback: the proxy's hot path, allocations included.
 func BenchmarkSendMessage(b *testing.B) {
 	emu := emulator.NewServer(b, emulator.WithRateLimit(0, 0), emulator.WithMaxMessages(1000), emulator.WithMaxLogEntries(1000))
-	store, err := keystore.OpenFile(filepath.Join(b.TempDir(), "clients.json"), keystore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	key, _, err := store.Add(context.Background(), keystore.NewEntry{Stream: "general"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	store, key := benchStore(b)
 	h := &Handler{
 		Bots:      map[string]*Bot{"default": {Site: emu.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey}},
 		MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
 		store: store, logger: zap.NewNop(), router: apiRouter,
 	}
+	var err error
 	if h.bots, h.defaultBot, h.botKeys, err = provisionBots(h.Bots, defaultTimeout); err != nil {
 		b.Fatal(err)
 	}
@@ -57,4 +50,19 @@ func BenchmarkSendMessage(b *testing.B) {
 			b.Fatalf("status %d", code)
 		}
 	}
+}
+
+// benchStore is a key store in a temporary folder with one key for the
+// stream "general".
+func benchStore(b *testing.B) (*keystore.Store, string) {
+	store, err := keystore.OpenFile(filepath.Join(b.TempDir(), "clients.json"), keystore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	key, _, err := store.Add(context.Background(), keystore.NewEntry{Stream: "general"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return store, key
 }

@@ -6,14 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
@@ -38,15 +36,7 @@ func (cannedZulip) RoundTrip(r *http.Request) (*http.Response, error) {
 // the proxy's own share of a request, which is what the bench's CPU
 // ratio leaves to cut.
 func BenchmarkSendMessageOwnWork(b *testing.B) {
-	store, err := keystore.OpenFile(filepath.Join(b.TempDir(), "clients.json"), keystore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	key, _, err := store.Add(context.Background(), keystore.NewEntry{Stream: "general"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	store, key := benchStore(b)
 	c, err := zulip.NewClient(zulip.Config{Site: "https://zulip.invalid", Email: "bot@zulip.invalid", APIKey: "k", Transport: cannedZulip{}})
 	if err != nil {
 		b.Fatal(err)
