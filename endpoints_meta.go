@@ -79,7 +79,7 @@ type healthBody struct {
 // 200) when keys work but changes cannot be written.
 func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) error {
 	if err := h.store.Healthy(); err != nil {
-		h.logger.Warn("health check failing: key store unreadable", zap.Error(err))
+		h.logHealth(err)
 		msg := "the key store cannot be read; the last good keys keep working"
 		switch {
 		case errors.Is(err, keystore.ErrStoreLost):
@@ -90,6 +90,7 @@ func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) e
 		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: zulip.Version, Store: "unreadable", Msg: msg})
 		return nil
 	}
+	h.logHealth(nil)
 	if err := h.store.Writable(); err != nil {
 		writeJSON(w, http.StatusOK, healthBody{Status: "degraded", Version: zulip.Version, Store: "read-only",
 			Msg: "the key store cannot be written: keys work, but cannot be created or revoked"})
@@ -115,4 +116,22 @@ func (h *Handler) serveMe(w http.ResponseWriter, _ *http.Request, c *call) error
 	}
 	writeJSON(w, http.StatusOK, body)
 	return nil
+}
+
+// logHealth logs when /health's finding changes, not on every probe: a
+// load balancer asks every few seconds, and a damaged store would
+// otherwise write the same warning each time, for as long as it lasts.
+func (h *Handler) logHealth(err error) {
+	said := h.healthSaid.Load()
+	if err == nil {
+		if said != nil && *said != "" && h.healthSaid.CompareAndSwap(said, new(string)) {
+			h.logger.Info("health check passing again: key store readable")
+		}
+		return
+	}
+	msg := err.Error()
+	if said != nil && *said == msg || !h.healthSaid.CompareAndSwap(said, &msg) {
+		return
+	}
+	h.logger.Warn("health check failing: key store unreadable", zap.Error(err))
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -150,6 +151,9 @@ type Handler struct {
 	logger      *zap.Logger
 	// router is the route table with this config's pages.
 	router *router
+	// healthSaid is the key store's problem /health last logged ("" when
+	// it last found none), so a load balancer's probes log a change once.
+	healthSaid *atomic.Pointer[string]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -176,6 +180,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxUploadsPerKey = defaultMaxUploadsPerKey
 	}
 	h.uploads, h.ownLimits = new(sync.Map), new(sync.Map)
+	h.healthSaid = new(atomic.Pointer[string])
 
 	bots, def, keys, err := provisionBots(h.Bots, time.Duration(h.Timeout))
 	h.botKeys = keys

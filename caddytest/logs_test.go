@@ -17,6 +17,24 @@ import (
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
+// logLines counts the run's log lines whose message starts with msg, and
+// returns the last of them.
+func logLines(t *testing.T, msg string) (int, map[string]any) {
+	t.Helper()
+	raw, err := os.ReadFile(env.logFile)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	n, last := 0, map[string]any(nil)
+	for _, line := range strings.Split(string(raw), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), msg) {
+			n, last = n+1, m
+		}
+	}
+	return n, last
+}
+
 // checkLogs reads every log line of the run and fails if any holds a key
 // or a bot credential. It runs after all tests, from TestMain.
 func checkLogs() error {
@@ -155,20 +173,8 @@ func TestZulipEchoesStayInside(t *testing.T) {
 // A site that logs and takes keys gets a warning with the filter to add,
 // unless the config says its log has the filter.
 func TestAccessLogWarning(t *testing.T) {
-	const warning = "access logging is on for a server that takes keys"
 	countWarnings := func() (int, map[string]any) {
-		raw, err := os.ReadFile(env.logFile)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		n, last := 0, map[string]any(nil)
-		for _, line := range strings.Split(string(raw), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), warning) {
-				n, last = n+1, m
-			}
-		}
-		return n, last
+		return logLines(t, "access logging is on for a server that takes keys")
 	}
 	store := newStore(t)
 

@@ -1,6 +1,7 @@
 package caddytest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,8 @@ func TestEmptiedStoreKeepsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	failing, _ := logLines(t, "health check failing")
+	passing, _ := logLines(t, "health check passing again")
 	if err := os.WriteFile(store, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +41,7 @@ func TestEmptiedStoreKeepsKeys(t *testing.T) {
 		return status == 503
 	})
 	_, h := healthOf(t)
+	healthOf(t)
 	if msg, _ := h["msg"].(string); h["store"] != "unreadable" || !strings.Contains(msg, "lacks keys it held") {
 		t.Errorf("/health: %v", h)
 	}
@@ -64,8 +68,17 @@ func TestEmptiedStoreKeepsKeys(t *testing.T) {
 		status, _ := healthOf(t)
 		return status == 200
 	})
+	healthOf(t)
 	if r := request(t, "POST", "/create_client?stream=general", nil, withKey(admin)); r.Status != 200 {
 		t.Errorf("create_client once restored: %d %s", r.Status, r.Body)
+	}
+	// A load balancer probing all along reads of the damage once in the
+	// log, and once that it is over: not a warning a probe.
+	if n, w := logLines(t, "health check failing"); n != failing+1 || !strings.Contains(fmt.Sprint(w["error"]), store) {
+		t.Errorf("%d warnings for one damaged store (last: %v), want 1 naming it", n-failing, w)
+	}
+	if n, _ := logLines(t, "health check passing again"); n != passing+1 {
+		t.Errorf("%d lines saying the store is back, want 1", n-passing)
 	}
 }
 
