@@ -74,7 +74,9 @@ func (kc keysCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := map[string]float64{"active": 0, "admin": 0, "expired": 0, "revoked": 0}
 	used := map[string]float64{"1h": 0, "24h": 0, "7d": 0, "30d": 0, "longer": 0, "never": 0}
 	now := time.Now()
-	for _, e := range kc.store.List() {
+	// Each, not List: a scrape of a store of 100,000 keys then copies
+	// nothing (List made 24 MB of garbage a scrape there).
+	kc.store.Each(func(e *keystore.Entry, lastUsed time.Time) {
 		switch err := e.Usable(now); {
 		case errors.Is(err, keystore.ErrKeyRevoked):
 			counts["revoked"]++
@@ -84,9 +86,9 @@ func (kc keysCollector) Collect(ch chan<- prometheus.Metric) {
 			counts["admin"]++
 		default:
 			counts["active"]++
-			used[lastUsedLabel(e.LastUsedAt, now)]++
+			used[lastUsedLabel(lastUsed, now)]++
 		}
-	}
+	})
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, n, state)
 	}
@@ -95,12 +97,12 @@ func (kc keysCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func lastUsedLabel(t *time.Time, now time.Time) string {
-	if t == nil {
+func lastUsedLabel(t time.Time, now time.Time) string {
+	if t.IsZero() {
 		return "never"
 	}
 	for _, b := range lastUsedBuckets {
-		if now.Sub(*t) <= b.age {
+		if now.Sub(t) <= b.age {
 			return b.label
 		}
 	}

@@ -94,3 +94,37 @@ func BenchmarkTouch(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCount counts 100,000 keys by state, as the metrics do at each
+// scrape: through List's copies, and through Each.
+func BenchmarkCount(b *testing.B) {
+	s := &Store{}
+	s.idx.Store(newIndex(generated(100_000)))
+	now := time.Now()
+	for i := 0; i < 100_000; i += 3 {
+		e, _ := s.Lookup(benchKey(i))
+		s.Touch(e)
+	}
+	b.Run("List", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n := 0
+			for _, e := range s.List() {
+				if e.Usable(now) == nil && e.LastUsedAt != nil {
+					n++
+				}
+			}
+		}
+	})
+	b.Run("Each", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n := 0
+			s.Each(func(e *Entry, used time.Time) {
+				if e.Usable(now) == nil && !used.IsZero() {
+					n++
+				}
+			})
+		}
+	})
+}

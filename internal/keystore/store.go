@@ -159,15 +159,41 @@ func (s *Store) Get(id string) (Entry, bool) {
 // LastUsed is when e's key was last used: the document's time, or a
 // newer one not yet written.
 func (s *Store) LastUsed(e *Entry) *time.Time {
-	v, ok := s.usage.Load(e.ID)
-	if !ok {
-		return e.LastUsedAt
+	t := s.lastUsed(e)
+	if t.IsZero() {
+		return nil
 	}
-	t := time.Unix(0, v.(*atomic.Int64).Load()).UTC()
-	if e.LastUsedAt != nil && !t.After(*e.LastUsedAt) {
+	if e.LastUsedAt != nil && t.Equal(*e.LastUsedAt) {
 		return e.LastUsedAt
 	}
 	return &t
+}
+
+// lastUsed is LastUsed without a pointer: zero when never used.
+func (s *Store) lastUsed(e *Entry) time.Time {
+	var saved time.Time
+	if e.LastUsedAt != nil {
+		saved = *e.LastUsedAt
+	}
+	v, ok := s.usage.Load(e.ID)
+	if !ok {
+		return saved
+	}
+	if t := time.Unix(0, v.(*atomic.Int64).Load()).UTC(); t.After(saved) {
+		return t
+	}
+	return saved
+}
+
+// Each calls fn with every entry, in the document's order, and its last
+// use (zero when never), without the copies List makes: for counting at
+// any size of store (the metrics do it at every scrape). fn must neither
+// change nor keep e.
+func (s *Store) Each(fn func(e *Entry, lastUsed time.Time)) {
+	idx := s.idx.Load()
+	for i := range idx.entries {
+		fn(&idx.entries[i], s.lastUsed(&idx.entries[i]))
+	}
 }
 
 // Healthy is nil while the store can be read; otherwise the error of the

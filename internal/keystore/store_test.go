@@ -539,6 +539,20 @@ func TestStoreLastUsed(t *testing.T) {
 	if l := s.List(); l[0].LastUsedAt == nil {
 		t.Error("List does not show the unwritten last use")
 	}
+	// Each, which the metrics count with, says the same as List: the
+	// unwritten use of one key, and no use of the other.
+	mustAdd(t, s, NewEntry{Stream: "b"}, nil)
+	list, seen := s.List(), 0
+	s.Each(func(e *Entry, used time.Time) {
+		want := list[seen]
+		if e.ID != want.ID || (want.LastUsedAt == nil) != used.IsZero() || want.LastUsedAt != nil && !used.Equal(*want.LastUsedAt) {
+			t.Errorf("Each: %s used %v; List: %s used %v", e.ID, used, want.ID, want.LastUsedAt)
+		}
+		seen++
+	})
+	if seen != 2 || list[1].LastUsedAt != nil {
+		t.Errorf("Each saw %d entries of 2; the unused one: %v", seen, list[1].LastUsedAt)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
