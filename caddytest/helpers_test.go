@@ -21,7 +21,10 @@ import (
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
-const base = "http://localhost:9080"
+// base is the proxy's site; adminAddr is Caddy's admin endpoint. Their
+// ports are free ones chosen when the run starts (ports), so two runs on
+// one machine do not collide.
+var base, adminAddr string
 
 // botKeyEnv holds the emulator bot's key, so configs use a placeholder
 // the way the README tells operators to.
@@ -68,9 +71,9 @@ func (c config) String() string {
 		grace = "1ns"
 	}
 	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
+	admin %[12]s
+	http_port %[13]d
+	https_port %[14]d
 	grace_period %[8]s
 	skip_install_trust
 	persist_config off
@@ -80,7 +83,7 @@ func (c config) String() string {
 	}
 }
 
-http://localhost:9080 {
+%[15]s {
 	log {
 		output file %[1]s
 		format filter {
@@ -104,7 +107,8 @@ http://localhost:9080 {
 		%[6]s
 	}
 }
-%[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace, bundle, ack, c.siteExtra)
+%[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace, bundle, ack, c.siteExtra,
+		adminAddr, env.httpPort, env.httpsPort, base)
 }
 
 // start loads cfg into the test process's Caddy.

@@ -2,6 +2,7 @@ package caddytest
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/caddytest"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/zwop/caddy-zulip-proxy"
@@ -30,6 +32,8 @@ var env struct {
 	// overTLS counts the requests Zulip received over https.
 	overTLS atomic.Int64
 	logFile string
+	// httpPort and httpsPort are Caddy's, free ones found at the start.
+	httpPort, httpsPort int
 
 	mu      sync.Mutex
 	secrets []string
@@ -62,6 +66,10 @@ func run(m *testing.M) int {
 	}
 	env.dir = dir
 	env.logFile = filepath.Join(dir, "caddy.log")
+	if err := choosePorts(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
 	tb := &mainTB{}
 	defer func() {
 		for i := len(tb.cleanups) - 1; i >= 0; i-- {
@@ -133,5 +141,26 @@ func serveZulipOverTLS(tb *mainTB) error {
 		return err
 	}
 	env.plainURL, env.emu.URL, env.caFile = env.emu.URL, ts.URL, ca.file
+	return nil
+}
+
+// choosePorts finds free ports for Caddy's admin endpoint, its http site
+// and its https port. The system hands each out and they are closed at
+// once: another process could take one in between, which a fixed port
+// risks far more.
+func choosePorts() error {
+	var ports [3]int
+	for i := range ports {
+		l, err := net.Listen("tcp", "localhost:0")
+		if err != nil {
+			return fmt.Errorf("finding a free port: %w", err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	adminAddr = fmt.Sprintf("localhost:%d", ports[0])
+	caddytest.Default.AdminPort = ports[0]
+	env.httpPort, env.httpsPort = ports[1], ports[2]
+	base = fmt.Sprintf("http://localhost:%d", ports[1])
 	return nil
 }

@@ -30,7 +30,7 @@ func TestMetricsInCaddysRegistry(t *testing.T) {
 	request(t, "POST", "/send_message?topic=x&to=other", strings.NewReader("content=x"), withKey(key), ct) // limited: the 3rd call
 	request(t, "GET", "/nowhere", nil)
 
-	resp, err := http.Get("http://localhost:2999/metrics")
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,8 @@ func TestReadmeExamples(t *testing.T) {
 	cfg.site = emu.URL
 	start(t, cfg)
 	work := t.TempDir()
-	ports := strings.NewReplacer("localhost:8080", "localhost:9080", "localhost:9991", emuURL.Host)
+	site := strings.TrimPrefix(base, "http://")
+	ports := strings.NewReplacer("localhost:8080", site, "localhost:9991", emuURL.Host)
 	environ := append(os.Environ(), "ZWOP_KEY="+key, "ZWOP_ADMIN_KEY="+admin)
 
 	t.Run("curl", func(t *testing.T) {
@@ -85,8 +86,8 @@ func TestReadmeExamples(t *testing.T) {
 		block := readmeBlock(t, "curl-admin")
 		// The README revokes an example id; revoke the key it just made.
 		script := ports.Replace(block)
-		script = strings.Replace(script, "localhost:9080/clients/3f9a27c1e0b4",
-			`localhost:9080/clients/"$(cat created.json | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')"`, 1)
+		script = strings.Replace(script, site+"/clients/3f9a27c1e0b4",
+			site+`/clients/"$(cat created.json | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')"`, 1)
 		script = strings.Replace(script, `expires_in=90d"`, `expires_in=90d" | tee created.json`, 1)
 		out := runScript(t, work, environ, "bash", "-euo", "pipefail", "-c", script)
 		if n := strings.Count(out, `"result":"success"`); n != 3 || !strings.Contains(out, `"revoked_at"`) {
