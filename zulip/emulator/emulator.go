@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,6 +68,10 @@ type Emulator struct {
 
 	log   requestLog
 	fault faultState
+	// inFlight counts the API requests being handled: each is logged as
+	// it ends, which for a caller that went away mid-body can be after
+	// that caller has moved on.
+	inFlight atomic.Int64
 	// noStreamCreation is the realm's "who can create channels" set to
 	// nobody: a subscribe to a stream that does not exist fails.
 	noStreamCreation bool
@@ -471,6 +476,10 @@ func randomString(n int) string {
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.serve(w, r)
 }
+
+// InFlight is how many API requests the emulator is still handling. A
+// test that must not count another's late request waits for 0 first.
+func (e *Emulator) InFlight() int { return int(e.inFlight.Load()) }
 
 // Handles reports whether path belongs to the emulator; the Caddy module
 // passes other paths to the next handler. (Zulip's API is all under

@@ -101,7 +101,15 @@ func TestDelayFaultStillDelivers(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want the client's deadline", err)
 	}
+	// A test waits on InFlight before it counts what reaches Zulip, so
+	// such a late request is not taken for its own.
+	if n := srv.InFlight(); n != 1 {
+		t.Errorf("in flight after the client gave up: %d, want 1", n)
+	}
 	srv.HTTP.Close() // waits for the handler
+	if n := srv.InFlight(); n != 0 {
+		t.Errorf("in flight once handled: %d, want 0", n)
+	}
 	if msgs := srv.Messages(); len(msgs) != 1 || msgs[0].Content != "late" {
 		t.Errorf("messages %+v", msgs)
 	}

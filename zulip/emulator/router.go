@@ -139,8 +139,10 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request) {
 	// Deferred, so a request is logged however it ends (even a dropped
 	// connection's panic), and before a dropped connection is closed:
 	// a client that sees the drop finds the request in the log.
+	e.inFlight.Add(1)
 	defer func() {
 		e.log.add(rec)
+		e.inFlight.Add(-1)
 		if x.dropped != nil {
 			x.dropped.Close()
 		}
