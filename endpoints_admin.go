@@ -277,7 +277,7 @@ func (h *Handler) serveClientMessages(w http.ResponseWriter, r *http.Request, c 
 	raw := false
 	return h.writeBotMessages(w, r, c, e.Stream, zulip.GetMessages{
 		Anchor: "newest", NumBefore: n, ReadOptions: zulip.ReadOptions{ApplyMarkdown: &raw},
-	})
+	}, nil)
 }
 
 func errNoClient(id string) *apiError {

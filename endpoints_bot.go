@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -476,30 +477,49 @@ func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr != nil {
 		return aerr
 	}
-	anchor := "newest"
-	if q.Has("anchor") {
-		anchor = q.Get("anchor")
-		if _, err := strconv.ParseUint(anchor, 10, 63); err != nil && anchor != "newest" && anchor != "oldest" && anchor != "first_unread" {
-			return errBadParam("anchor", "'anchor' must be a message id, newest, oldest or first_unread")
-		}
+	anchor, aerr := anchorParam(q)
+	if aerr != nil {
+		return aerr
 	}
-	return h.writeBotMessages(w, r, c, c.entry.Stream, zulip.GetMessages{Anchor: anchor, NumBefore: numBefore})
+	return h.writeBotMessages(w, r, c, c.entry.Stream, zulip.GetMessages{Anchor: anchor, NumBefore: numBefore}, nil)
+}
+
+// anchorParam is get_messages' anchor, Zulip's default when not given.
+func anchorParam(q url.Values) (string, *apiError) {
+	if !q.Has("anchor") {
+		return "newest", nil
+	}
+	anchor := q.Get("anchor")
+	if _, err := strconv.ParseUint(anchor, 10, 63); err != nil && anchor != "newest" && anchor != "oldest" && anchor != "first_unread" {
+		return "", errBadParam("anchor", "'anchor' must be a message id, newest, oldest or first_unread")
+	}
+	return anchor, nil
 }
 
 // writeBotMessages answers with the messages c's bot sent to stream.
-// q's narrow is set here.
-func (h *Handler) writeBotMessages(w http.ResponseWriter, r *http.Request, c *call, stream string, q zulip.GetMessages) error {
+// q's narrow is set here: the stream and the bot as sender, then what
+// more returns for them (nil: nothing more). Every read of messages goes
+// through here, so none can leave the stream or the bot's own messages.
+func (h *Handler) writeBotMessages(w http.ResponseWriter, r *http.Request, c *call, stream string, q zulip.GetMessages,
+	more func(streamID, botID int64) ([]zulip.NarrowTerm, *apiError)) error {
 	uid, err := h.botUserID(r.Context(), c.bot)
 	if err != nil {
 		return c.record(errStatus(err), err)
 	}
 	var resp *zulip.Response
 	err = h.withStream(r.Context(), c.bot, stream, func(id int64) error {
-		var err error
 		q.Narrow = []zulip.NarrowTerm{
 			{Operator: "channel", Operand: id},
 			{Operator: "sender", Operand: uid},
 		}
+		if more != nil {
+			extra, aerr := more(id, uid)
+			if aerr != nil {
+				return aerr
+			}
+			q.Narrow = append(q.Narrow, extra...)
+		}
+		var err error
 		resp, err = c.bot.client.GetMessages(r.Context(), q)
 		return c.record(respStatus(resp, err), err)
 	})

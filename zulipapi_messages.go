@@ -62,46 +62,18 @@ func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr != nil {
 		return aerr
 	}
-	q := zulip.GetMessages{Anchor: "newest", ReadOptions: opts}
-	if p.Has("anchor") {
-		q.Anchor = p.Get("anchor")
-		if _, err := strconv.ParseUint(q.Anchor, 10, 63); err != nil && q.Anchor != "newest" && q.Anchor != "oldest" && q.Anchor != "first_unread" {
-			return errBadParam("anchor", "'anchor' must be a message id, newest, oldest or first_unread")
-		}
+	q := zulip.GetMessages{ReadOptions: opts}
+	if q.Anchor, aerr = anchorParam(p); aerr != nil {
+		return aerr
 	}
 	for name, dst := range map[string]*int{"num_before": &q.NumBefore, "num_after": &q.NumAfter} {
-		if !p.Has(name) {
-			continue
-		}
-		n, err := strconv.Atoi(p.Get(name))
-		if err != nil || n < 0 || n > 1000 {
-			return errBadParam(name, "'"+name+"' must be an integer from 0 to 1000")
-		}
-		*dst = n
-	}
-	uid, err := h.botUserID(r.Context(), c.bot)
-	if err != nil {
-		return c.record(errStatus(err), err)
-	}
-	var resp *zulip.Response
-	err = h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
-		extra, aerr := h.clientNarrow(p.Get("narrow"), c, id, uid)
-		if aerr != nil {
+		if *dst, aerr = intParam(p, name, 0, 0, 1000); aerr != nil {
 			return aerr
 		}
-		q.Narrow = append([]zulip.NarrowTerm{
-			{Operator: "channel", Operand: id},
-			{Operator: "sender", Operand: uid},
-		}, extra...)
-		var err error
-		resp, err = c.bot.client.GetMessages(r.Context(), q)
-		return c.record(respStatus(resp, err), err)
-	})
-	if err != nil {
-		return err
 	}
-	writeZulipAnswer(w, resp)
-	return nil
+	return h.writeBotMessages(w, r, c, c.entry.Stream, q, func(streamID, botID int64) ([]zulip.NarrowTerm, *apiError) {
+		return h.clientNarrow(p.Get("narrow"), c, streamID, botID)
+	})
 }
 
 // clientNarrow checks a client's narrow: terms that restate the key's own

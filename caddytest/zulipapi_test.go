@@ -328,5 +328,9 @@ func TestZulipAPIReadOptionsReachZulip(t *testing.T) {
 	mark = zulipMark()
 	assertError(t, zreq(t, "GET", "/api/v1/messages?anchor=newest&include_subscribers=true", key, ""), 400, "include_subscribers")
 	assertError(t, zreq(t, "GET", path+"?apply_markdown=maybe", key, ""), 400, "apply_markdown")
+	// The anchor and the counts are checked as the bot API checks them.
+	assertError(t, zreq(t, "GET", "/api/v1/messages?anchor=drop", key, ""), 400, "'anchor' must be a message id")
+	assertError(t, zreq(t, "GET", "/api/v1/messages?num_after=1001", key, ""), 400, "'num_after' must be an integer from 0 to 1000")
+	assertError(t, zreq(t, "GET", "/api/v1/messages?num_before=-1", key, ""), 400, "'num_before' must be an integer from 0 to 1000")
 	assertNothingReachedZulip(t, mark)
 }
