@@ -142,12 +142,7 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string
 			if err != nil {
 				return nil, fmt.Errorf("bot %q: %w", name, err)
 			}
-			b := &bot{name: name, client: c, budget: newBudget()}
-			c.Observe(func(resp *zulip.Response) {
-				b.budget.observe(resp, time.Now())
-				observeBudget(name, resp)
-			})
-			return b, nil
+			return newBot(name, c), nil
 		})
 		if err != nil {
 			return nil, "", keys, err
@@ -161,6 +156,17 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string
 		def = names[0]
 	}
 	return bots, def, keys, nil
+}
+
+// newBot is a bot ready to serve through c, learning its Zulip budget
+// from every answer.
+func newBot(name string, c *zulip.Client) *bot {
+	b := &bot{name: name, client: c, budget: newBudget()}
+	c.Observe(func(resp *zulip.Response) {
+		b.budget.observe(resp, time.Now())
+		observeBudget(name, resp)
+	})
+	return b
 }
 
 // botFor returns the bot a key speaks as.

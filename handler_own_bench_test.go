@@ -41,7 +41,7 @@ func BenchmarkSendMessageOwnWork(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bt := &bot{name: "default", client: c, budget: newBudget()}
+	bt := newBot("default", c)
 	bt.streamIDs.Store("general", int64(7))
 	h := &Handler{MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
 		store: store, logger: zap.NewNop(), router: apiRouter,

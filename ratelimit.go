@@ -155,16 +155,13 @@ func (h *Handler) rateLimitFor(c *call) RateLimit {
 	if own := c.entry.RateLimit; own != "" {
 		// Parsed once per distinct limit, not on every call: the store
 		// keeps it as text.
-		if v, ok := h.ownLimits.Load(own); ok {
-			if rl := v.(RateLimit); rl.set() {
-				return rl
-			}
-		} else {
+		v, ok := h.ownLimits.Load(own)
+		if !ok {
 			rl, _ := parseRateLimit(own) // zero when unreadable: the server's applies
-			h.ownLimits.Store(own, rl)
-			if rl.set() {
-				return rl
-			}
+			v, _ = h.ownLimits.LoadOrStore(own, rl)
+		}
+		if rl := v.(RateLimit); rl.set() {
+			return rl
 		}
 	}
 	if h.RateLimit != nil {

@@ -2,7 +2,6 @@ package zulip
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -75,14 +74,14 @@ func (c *Client) Subscribe(ctx context.Context, stream string) (*Subscription, e
 	if stream == "" {
 		return nil, errors.New("zulip: subscribe: empty stream name")
 	}
-	subs, err := json.Marshal([]struct {
+	subs, err := jsonBytes([]struct {
 		Name string `json:"name"`
 	}{{stream}})
 	if err != nil {
 		return nil, fmt.Errorf("zulip: subscribe: %w", err)
 	}
 	var f form
-	f.add("subscriptions", string(subs))
+	f.add("subscriptions", subs)
 	body, n := formBody(f.String())
 	var a subscribeAnswer
 	resp, err := c.call(ctx, &request{
