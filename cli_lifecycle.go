@@ -19,11 +19,8 @@ func lifecycleCommands() []*cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			g, _ := c.Flags().GetString("grace")
-			grace, err := caddy.ParseDuration(g)
-			if g == "0" {
-				grace, err = 0, nil
-			}
-			if err != nil || grace < 0 {
+			grace, ok := parseGrace(g)
+			if !ok {
 				return fmt.Errorf("--grace must be a duration such as 24h, or 0 to stop the old key now; got %q", g)
 			}
 			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {

@@ -181,6 +181,13 @@ func (h *Handler) adminParams(w http.ResponseWriter, r *http.Request, c *call, a
 // unless the call says otherwise: a day, for scripts to pick up the new.
 const defaultRotateGrace = 24 * time.Hour
 
+// parseGrace reads how long a rotated key's old secret keeps working, as
+// the admin API and the CLI take it: a duration, 0 for not at all.
+func parseGrace(s string) (time.Duration, bool) {
+	d, err := caddy.ParseDuration(s)
+	return d, err == nil && d >= 0
+}
+
 // serveRotateClient gives a key a new secret; the old one works for the
 // grace period.
 func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -190,14 +197,10 @@ func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *c
 	}
 	grace := defaultRotateGrace
 	if v := strings.TrimSpace(q.Get("grace")); v != "" {
-		d, err := caddy.ParseDuration(v)
-		if v == "0" {
-			d, err = 0, nil
-		}
-		if err != nil || d < 0 {
+		var ok bool
+		if grace, ok = parseGrace(v); !ok {
 			return errBadParam("grace", "parameter 'grace' must be a duration such as 24h, or 0 to stop the old key now")
 		}
-		grace = d
 	}
 	key, e, err := h.store.Rotate(r.Context(), c.arg, grace)
 	if err != nil {
