@@ -1,6 +1,7 @@
 package zulipproxy
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -162,9 +163,11 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string
 // from every answer.
 func newBot(name string, c *zulip.Client) *bot {
 	b := &bot{name: name, client: c, budget: newBudget()}
-	c.Observe(func(resp *zulip.Response) {
-		b.budget.observe(resp, time.Now())
-		observeBudget(name, resp)
+	c.Observe(func(ctx context.Context, call zulip.Call) {
+		b.budget.observe(spendOf(ctx), call, time.Now())
+		if !call.Anonymous && call.Response != nil {
+			observeBudget(name, call.Response)
+		}
 	})
 	return b
 }

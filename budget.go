@@ -2,6 +2,7 @@ package zulipproxy
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,21 +16,44 @@ import (
 
 // All keys of a bot share that bot's Zulip rate limit (Zulip counts per
 // user). budget learns the limit from Zulip's own X-RateLimit-* answers
-// and keeps any one key from using it up while other keys of the bot
-// exist: in each of Zulip's windows a key may make its share, the limit
-// over the bot's keys, and a key over its share gets the proxy's 429
-// instead of being forwarded for Zulip to refuse. When Zulip does say 429,
-// nothing more of the bot's is forwarded until Zulip's Retry-After. It
-// reads Zulip's counters, so it holds with several Caddy instances too.
+// and shares it between the keys calling now, in windows as long as
+// Zulip's:
+//
+//   - A key that has not called in this window may always make a call
+//     while any is left: one share is held back for it.
+//   - A key that has called may go on up to its part of what is not held
+//     back, (L − held) / n for n keys calling; and it may not eat into the
+//     held-back share.
+//   - The share held back is L / (n+1) at the start of a window and
+//     shrinks in step with the time left, so a lone busy key gets half a
+//     window at once and most of it when its calls spread over the
+//     window.
+//
+// Every call a request makes to Zulip is charged to its key: a request
+// reserves its usual number of calls when admitted, more calls than that
+// are charged as they happen and never refused (a clean-up must run),
+// and what it did not make is given back when it ends. The proxy's own
+// calls (subscribing a bot to a key's stream) count against the bot.
+// When Zulip says 429 to one of the bot's calls, nothing more of the
+// bot's is forwarded until Zulip's Retry-After; anonymous calls
+// (server_settings) teach the budget nothing. It reads Zulip's counters,
+// so what other instances spend is seen in every answer.
 type budget struct {
-	mu        sync.Mutex
-	known     bool
-	limit     int       // Zulip's X-RateLimit-Limit
-	remaining int       // Zulip's last X-RateLimit-Remaining, less calls admitted since
-	reset     time.Time // Zulip's X-RateLimit-Reset: the window has room again
-	blocked   time.Time // after Zulip's 429: forward nothing until then
-	used      map[string]int
+	mu      sync.Mutex
+	known   bool
+	limit   int           // Zulip's X-RateLimit-Limit
+	window  time.Duration // Zulip's window, learned from X-RateLimit-Reset
+	reset   time.Time     // Zulip's X-RateLimit-Reset: its window is all free again
+	blocked time.Time     // after Zulip's 429: forward nothing until then
+	// remaining is Zulip's last X-RateLimit-Remaining; pending the calls
+	// admitted and not made yet. What may still go is the difference.
+	remaining, pending int
+	// The proxy's window: when it ends, and how many calls each key
+	// that called in it was charged; gen counts windows, so a request
+	// that outlives one gives back only what it took from the current.
 	windowEnd time.Time
+	used      map[string]int
+	gen       uint64
 	// probe is the key whose call went out to learn the budget; the
 	// calls that come meanwhile wait for learned.
 	probing bool
@@ -41,6 +65,32 @@ type budget struct {
 	noLimit bool
 }
 
+// defaultZulipWindow is used until Zulip's answers show its window:
+// Zulip's own default is 200 calls a minute.
+const defaultZulipWindow = time.Minute
+
+func newBudget() *budget { return &budget{used: map[string]int{}, learned: make(chan struct{})} }
+
+// spend is one request's account with its bot's budget.
+type spend struct {
+	bg  *budget
+	key string
+	// reserved are the calls admitted for this request and not made yet,
+	// counted in window gen.
+	reserved int
+	gen      uint64
+	probe    bool
+}
+
+// budgetVerdict is admit's answer: ok, or why not, for how long, and the
+// key's part of the bot's budget for the 429's X-RateLimit-Limit.
+type budgetVerdict struct {
+	ok     bool
+	reason string // "bot_budget" or "zulip_backoff"
+	wait   time.Duration
+	limit  int
+}
+
 // wake lets the calls waiting to learn the budget go on; once.
 func (bg *budget) wake() {
 	if !bg.woken {
@@ -49,15 +99,136 @@ func (bg *budget) wake() {
 	}
 }
 
-func newBudget() *budget { return &budget{used: map[string]int{}, learned: make(chan struct{})} }
+// admit decides whether sp's key may start a request that usually makes
+// cost calls to Zulip, and reserves them.
+func (bg *budget) admit(ctx context.Context, sp *spend, cost int, now time.Time) budgetVerdict {
+	sp.bg = bg
+	bg.mu.Lock()
+	if !bg.known && !bg.noLimit {
+		if !bg.probing {
+			bg.probing, bg.probe, sp.probe = true, sp.key, true
+			bg.mu.Unlock()
+			return budgetVerdict{ok: true}
+		}
+		learned := bg.learned
+		bg.mu.Unlock()
+		select {
+		case <-learned:
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+		now = time.Now()
+		bg.mu.Lock()
+	}
+	defer bg.mu.Unlock()
+	return bg.reserveLocked(sp, cost, now)
+}
 
-// observe reads a Zulip answer's rate-limit headers.
-func (bg *budget) observe(resp *zulip.Response, now time.Time) {
-	limit, ok1 := headerInt(resp.Header, "X-Ratelimit-Limit")
-	remaining, ok2 := headerInt(resp.Header, "X-Ratelimit-Remaining")
-	resetF, ok3 := headerFloat(resp.Header, "X-Ratelimit-Reset")
+// more reserves n calls more for a request under way, before it makes
+// them (the upload of a message's file): refused like a new request.
+func (bg *budget) more(sp *spend, n int, now time.Time) budgetVerdict {
 	bg.mu.Lock()
 	defer bg.mu.Unlock()
+	return bg.reserveLocked(sp, n, now)
+}
+
+func (bg *budget) reserveLocked(sp *spend, cost int, now time.Time) budgetVerdict {
+	if now.Before(bg.blocked) {
+		return budgetVerdict{reason: "zulip_backoff", wait: bg.blocked.Sub(now), limit: max(bg.limit, 1)}
+	}
+	if !bg.known || cost == 0 {
+		return budgetVerdict{ok: true}
+	}
+	bg.rollLocked(now)
+	if sp.reserved > 0 && sp.gen != bg.gen {
+		// Calls reserved in a window gone by are still to come: they
+		// count in this one.
+		bg.used[sp.key] += sp.reserved
+	}
+	sp.gen = bg.gen
+	u := bg.used[sp.key]
+	n := len(bg.used)
+	if u == 0 {
+		n++
+	}
+	L := float64(bg.limit)
+	left := float64(bg.windowEnd.Sub(now)) / float64(bg.window)
+	left = min(max(left, 0), 1)
+	held := left * L / float64(n+1)
+	capacity := (L - held) / float64(n)
+	avail := bg.remaining - bg.pending
+	ok := avail >= cost
+	if ok && u > 0 {
+		ok = float64(u+cost) <= capacity && float64(avail-cost) >= held
+	}
+	if ok {
+		bg.used[sp.key] = u + cost
+		bg.pending += cost
+		sp.reserved += cost
+		return budgetVerdict{ok: true}
+	}
+	v := budgetVerdict{reason: "bot_budget", limit: max(int(capacity), 1)}
+	switch {
+	case avail < cost && !bg.reset.IsZero():
+		// Nothing left of Zulip's count: wait until its window is free.
+		v.wait = bg.reset.Sub(now)
+	case avail < cost:
+		v.wait = bg.windowEnd.Sub(now)
+	default:
+		// The share held back shrinks with the time left; the first
+		// moment both rules let this call through.
+		f := min(float64(avail-cost), L-float64(n*(u+cost))) * float64(n+1) / L
+		if f > 0 {
+			v.wait = bg.windowEnd.Add(-time.Duration(f * float64(bg.window))).Sub(now)
+		} else {
+			v.wait = bg.windowEnd.Sub(now)
+		}
+	}
+	v.wait = max(v.wait, time.Millisecond)
+	return v
+}
+
+// rollLocked starts the proxy's next window when the last is over, and
+// counts Zulip's whole budget as free once Zulip's window is.
+func (bg *budget) rollLocked(now time.Time) {
+	if !bg.reset.IsZero() && !now.Before(bg.reset) {
+		bg.remaining, bg.reset = bg.limit, time.Time{}
+	}
+	if !now.Before(bg.windowEnd) {
+		clear(bg.used)
+		bg.gen++
+		bg.windowEnd = now.Add(bg.window)
+	}
+}
+
+// observe charges one call to Zulip that is over, to sp's key when the
+// call was made for a request (sp may be nil: the proxy's own), and reads
+// Zulip's rate-limit headers from its answer.
+func (bg *budget) observe(sp *spend, call zulip.Call, now time.Time) {
+	if call.Anonymous || !call.Sent {
+		// Not the bot's budget, or nothing reached Zulip.
+		return
+	}
+	resp := call.Response
+	bg.mu.Lock()
+	defer bg.mu.Unlock()
+	if sp != nil && sp.bg == bg {
+		switch {
+		case sp.reserved > 0:
+			sp.reserved--
+			bg.pending--
+			if sp.gen != bg.gen {
+				bg.used[sp.key]++
+			}
+		default:
+			bg.used[sp.key]++
+		}
+	}
+	if resp == nil {
+		// Zulip may have counted it.
+		bg.remaining--
+		return
+	}
 	if resp.Status == http.StatusTooManyRequests {
 		wait := time.Second
 		if ra, err := strconv.ParseFloat(strings.TrimSpace(resp.Header.Get("Retry-After")), 64); err == nil && ra > 0 && ra < 86400 {
@@ -65,6 +236,9 @@ func (bg *budget) observe(resp *zulip.Response, now time.Time) {
 		}
 		bg.blocked = now.Add(wait)
 	}
+	limit, ok1 := headerInt(resp.Header, "X-Ratelimit-Limit")
+	remaining, ok2 := headerInt(resp.Header, "X-Ratelimit-Remaining")
+	resetF, ok3 := headerFloat(resp.Header, "X-Ratelimit-Reset")
 	if !ok1 || !ok2 || !ok3 || limit <= 0 {
 		if !bg.known {
 			bg.noLimit = true
@@ -74,14 +248,46 @@ func (bg *budget) observe(resp *zulip.Response, now time.Time) {
 	}
 	bg.limit, bg.remaining = limit, remaining
 	bg.reset = time.Unix(0, int64(resetF*float64(time.Second)))
+	if resp.Status != http.StatusTooManyRequests {
+		// An answer's Reset is a window after the newest call, to the
+		// second: the proxy's window is never shorter.
+		if w := time.Duration(math.Ceil(bg.reset.Sub(now).Seconds())) * time.Second; w > bg.window {
+			bg.window = w
+		}
+	}
 	if !bg.known {
 		bg.known = true
-		bg.windowEnd = bg.reset
-		if bg.probe != "" && !bg.noLimit {
-			bg.used[bg.probe]++
+		if bg.window == 0 {
+			bg.window = defaultZulipWindow
 		}
+		bg.windowEnd = now.Add(bg.window)
 		bg.wake()
 	}
+}
+
+// settle ends a request's account: the calls it reserved and did not
+// make are given back, and a learning call that learned nothing lets
+// the next call learn instead.
+func (bg *budget) settle(sp *spend) {
+	bg.mu.Lock()
+	defer bg.mu.Unlock()
+	if sp.probe && !bg.known && !bg.noLimit {
+		bg.probing = false
+		bg.wake()
+		bg.learned, bg.woken = make(chan struct{}), false
+	}
+	if sp.reserved == 0 {
+		return
+	}
+	bg.pending -= sp.reserved
+	if sp.gen == bg.gen {
+		if u := bg.used[sp.key] - sp.reserved; u > 0 {
+			bg.used[sp.key] = u
+		} else {
+			delete(bg.used, sp.key)
+		}
+	}
+	sp.reserved = 0
 }
 
 // headerInt and headerFloat read a number from a header; a missing one is
@@ -105,107 +311,46 @@ func headerFloat(h http.Header, name string) (float64, bool) {
 	return f, err == nil
 }
 
-// probeDone ends a learning call that brought no budget (no headers, or
-// nothing reached Zulip): the others stop waiting.
-func (bg *budget) probeDone(key string) {
-	bg.mu.Lock()
-	defer bg.mu.Unlock()
-	if bg.probing && bg.probe == key && !bg.known && !bg.noLimit {
-		// Nothing reached Zulip: the next call learns instead.
-		bg.probing = false
-		bg.wake()
-		bg.learned, bg.woken = make(chan struct{}), false
-	}
+// spendKey finds the account of the request a call to Zulip is made for.
+type spendKey struct{}
+
+func spendOf(ctx context.Context) *spend {
+	sp, _ := ctx.Value(spendKey{}).(*spend)
+	return sp
 }
 
-// budgetVerdict is admit's answer: ok, or why not and for how long.
-type budgetVerdict struct {
-	ok     bool
-	probe  bool
-	reason string // "bot_budget" or "zulip_backoff"
-	wait   time.Duration
-}
-
-// admit decides whether key may spend one of the bot's calls now; keys is
-// how many scoped keys speak as this bot.
-func (bg *budget) admit(ctx context.Context, key string, keys int, now time.Time) budgetVerdict {
-	bg.mu.Lock()
-	if now.Before(bg.blocked) {
-		wait := bg.blocked.Sub(now)
-		bg.mu.Unlock()
-		return budgetVerdict{reason: "zulip_backoff", wait: wait}
-	}
-	if !bg.known && bg.noLimit {
-		bg.mu.Unlock()
-		return budgetVerdict{ok: true}
-	}
-	if !bg.known {
-		if !bg.probing {
-			bg.probing, bg.probe = true, key
-			bg.mu.Unlock()
-			return budgetVerdict{ok: true, probe: true}
-		}
-		learned := bg.learned
-		bg.mu.Unlock()
-		select {
-		case <-learned:
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-		now = time.Now()
-		bg.mu.Lock()
-		if !bg.known {
-			bg.mu.Unlock()
-			return budgetVerdict{ok: true}
-		}
-	}
-	defer bg.mu.Unlock()
-	if !now.Before(bg.windowEnd) {
-		// A new window: Zulip's counters have moved on; so do ours.
-		clear(bg.used)
-		bg.windowEnd = now.Add(max(bg.reset.Sub(now), time.Second))
-		if bg.remaining <= 0 && !now.Before(bg.reset) {
-			bg.remaining = bg.limit
-		}
-	}
-	if bg.remaining <= 0 && now.Before(bg.reset) {
-		return budgetVerdict{reason: "bot_budget", wait: bg.reset.Sub(now)}
-	}
-	share := bg.limit
-	if keys > 1 {
-		share = max(bg.limit/keys, 1)
-	}
-	if bg.used[key] >= share {
-		return budgetVerdict{reason: "bot_budget", wait: max(bg.windowEnd.Sub(now), time.Second)}
-	}
-	bg.used[key]++
-	bg.remaining--
-	return budgetVerdict{ok: true}
-}
-
-// keysOf is how many scoped keys speak as bot b: those naming it, and,
-// for the default bot, those naming none.
-func (h *Handler) keysOf(b *bot) int {
-	n := h.store.ScopedKeys(b.name)
-	if b.name == h.defaultBot {
-		n += h.store.ScopedKeys("")
-	}
-	return n
-}
-
-// spendBotBudget applies the bot's fair share to a scoped call, after the
-// key's own rate limit. release ends a learning call.
-func (h *Handler) spendBotBudget(r *http.Request, c *call) (release func(), aerr *apiError) {
+// admitToBudget applies the bot's fair share to a scoped request before it
+// is served, reserving the calls its route usually makes; the request's
+// context then carries its account, so that each call it makes to Zulip
+// is charged to its key.
+func (h *Handler) admitToBudget(r *http.Request, c *call) (*http.Request, *apiError) {
 	if c.bot == nil || c.bot.budget == nil {
-		return func() {}, nil
+		return r, nil
 	}
-	v := c.bot.budget.admit(r.Context(), c.entry.ID, h.keysOf(c.bot), time.Now())
-	if v.ok {
-		if v.probe {
-			return func() { c.bot.budget.probeDone(c.entry.ID) }, nil
-		}
-		return func() {}, nil
+	c.spend.key = c.entry.ID
+	v := c.bot.budget.admit(r.Context(), &c.spend, c.route.calls, time.Now())
+	r = r.WithContext(context.WithValue(r.Context(), spendKey{}, &c.spend))
+	if !v.ok {
+		return r, h.budgetRefusal(c, v)
 	}
+	return r, nil
+}
+
+// spendMore reserves n more calls for a request under way before it makes
+// them: a 429 when the key's share does not stretch to them.
+func (h *Handler) spendMore(c *call, n int) *apiError {
+	if c.spend.bg == nil {
+		return nil
+	}
+	if v := c.spend.bg.more(&c.spend, n, time.Now()); !v.ok {
+		return h.budgetRefusal(c, v)
+	}
+	return nil
+}
+
+// budgetRefusal is the proxy's 429 for a call the bot's budget does not
+// let through, logged and counted by reason.
+func (h *Handler) budgetRefusal(c *call, v budgetVerdict) *apiError {
 	metrics.limited.WithLabelValues(v.reason).Inc()
 	msg := "this key has made its share of the calls bot '" + c.bot.name + "' may make to Zulip now; other keys share that bot"
 	if v.reason == "zulip_backoff" {
@@ -213,5 +358,5 @@ func (h *Handler) spendBotBudget(r *http.Request, c *call) (release func(), aerr
 	}
 	h.logger.Info("call refused to share the bot's Zulip budget", zap.String("key_id", c.entry.ID),
 		zap.String("bot", c.bot.name), zap.String("reason", v.reason), zap.Duration("retry_after", v.wait))
-	return nil, errRateLimited(c, msg, v.wait)
+	return errRateLimited(c, msg, v.wait, v.limit)
 }

@@ -31,6 +31,8 @@ type call struct {
 	zulipStatus int
 	// hook is a webhook's request as read to find its key.
 	hook *webhookRequest
+	// spend is the request's account with its bot's Zulip budget.
+	spend spend
 }
 
 // record notes the status of a call to Zulip and passes its error on.
@@ -57,13 +59,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			err = aerr
 		}
 	}
-	if err == nil {
-		release, aerr := h.spendBotBudget(r, c)
-		if aerr != nil {
+	if err == nil && c.bot != nil {
+		var aerr *apiError
+		if r, aerr = h.admitToBudget(r, c); aerr != nil {
 			err = aerr
-		} else {
-			defer release()
 		}
+		defer c.bot.budget.settle(&c.spend)
 	}
 	if err == nil {
 		err = rt.serve(h, w, r, c)

@@ -133,6 +133,10 @@ func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, ha
 				return errBadParam("image", "form field 'image' given more than once")
 			}
 			haveImage = true
+			// The upload is a call to Zulip beyond the send.
+			if aerr := h.spendMore(c, 1); aerr != nil {
+				return aerr
+			}
 			var err error
 			if up, err = h.uploadPart(r.Context(), c, p); err != nil {
 				return err

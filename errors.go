@@ -36,6 +36,9 @@ type apiError struct {
 	VarName string
 	// Header is set on the response (WWW-Authenticate, Allow, Retry-After).
 	Header http.Header
+	// RetryAfter is a 429's wait in seconds, in the body as Zulip's
+	// "retry-after".
+	RetryAfter float64
 }
 
 func (e *apiError) Error() string { return e.Msg }
@@ -71,6 +74,8 @@ type errorBody struct {
 	Code    string `json:"code"`
 	Detail  string `json:"detail"`
 	VarName string `json:"var_name,omitempty"`
+	// RetryAfter is Zulip's name for a 429's wait.
+	RetryAfter float64 `json:"retry-after,omitempty"`
 }
 
 // writeError answers with e as JSON. Messages are written by the proxy
@@ -80,7 +85,7 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	for k, vs := range e.Header {
 		hdr[k] = vs
 	}
-	writeJSON(w, e.Status, errorBody{Result: "error", Msg: e.Msg, Code: e.Code, Detail: e.Msg, VarName: e.VarName})
+	writeJSON(w, e.Status, errorBody{Result: "error", Msg: e.Msg, Code: e.Code, Detail: e.Msg, VarName: e.VarName, RetryAfter: e.RetryAfter})
 }
 
 // writeJSON answers with v encoded as JSON.

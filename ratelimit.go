@@ -190,16 +190,25 @@ func (h *Handler) limit(w http.ResponseWriter, c *call) *apiError {
 		return nil
 	}
 	metrics.limited.WithLabelValues("key_limit").Inc()
-	return errRateLimited(c, "API usage exceeded rate limit: this key may make "+spec.String()+" calls", st.retryAfter)
+	return errRateLimited(c, "API usage exceeded rate limit: this key may make "+spec.String()+" calls", st.retryAfter, st.limit)
 }
 
-// errRateLimited is the proxy's own 429, with Retry-After as the caller's
-// API writes it: Zulip's float seconds under /api/v1, whole seconds (at
-// least 1) for the upstream service's clients.
-func errRateLimited(c *call, msg string, wait time.Duration) *apiError {
-	retry := strconv.FormatInt(max(int64(math.Ceil(wait.Seconds())), 1), 10)
+// errRateLimited is the proxy's own 429 as Zulip writes its own, so that
+// Zulip's clients back off by it: Retry-After (Zulip's float seconds
+// under /api/v1, whole seconds, at least 1, for the upstream service's
+// clients; and in the body as Zulip's "retry-after"), and X-RateLimit-*
+// with the limit that refused the call and Reset in epoch seconds.
+func errRateLimited(c *call, msg string, wait time.Duration, limit int) *apiError {
+	secs := wait.Seconds()
+	retry := strconv.FormatInt(max(int64(math.Ceil(secs)), 1), 10)
 	if c.route.key != keyHeader {
-		retry = strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
+		retry = strconv.FormatFloat(secs, 'f', 3, 64)
 	}
-	return newError(http.StatusTooManyRequests, codeRateLimited, msg).withHeader("Retry-After", retry)
+	e := newError(http.StatusTooManyRequests, codeRateLimited, msg)
+	e.RetryAfter = math.Round(secs*1000) / 1000
+	reset := time.Now().Add(wait)
+	return e.withHeader("Retry-After", retry).
+		withHeader("X-RateLimit-Limit", strconv.Itoa(limit)).
+		withHeader("X-RateLimit-Remaining", "0").
+		withHeader("X-RateLimit-Reset", strconv.FormatInt(int64(math.Ceil(float64(reset.UnixNano())/1e9)), 10))
 }

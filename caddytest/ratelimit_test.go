@@ -3,12 +3,7 @@ package caddytest
 import (
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
 // rate_limit 3 1m: a key's 4th rapid call gets 429 with Retry-After and
@@ -82,60 +77,4 @@ func TestRateLimitPerKey(t *testing.T) {
 	}
 	assertError(t, send(own), 429, "1/1h")
 	assertError(t, request(t, "POST", "/create_client?stream=general&rate_limit=lots", nil, withKey(admin)), 400, "rate_limit")
-}
-
-// All keys of a bot share its Zulip budget. One key firing twice the
-// bot's budget at once must leave room for the bot's other keys: each of
-// three others then sends two messages, every one arrives, and at most 2
-// calls are forwarded only for Zulip to refuse them.
-func TestBotBudgetIsSharedFairly(t *testing.T) {
-	const budget = 10
-	emu := emulator.NewServer(t, emulator.WithRateLimit(budget, time.Minute))
-	store := newStore(t)
-	noisy, _ := scopedKey(t, store, "general")
-	var quiet []string
-	for range 3 {
-		k, _ := scopedKey(t, store, "general")
-		quiet = append(quiet, k)
-	}
-	start(t, config{store: store, site: emu.URL})
-	send := func(k string) int {
-		st, hdr := sendAsync(t, k, "fair")
-		if st == 429 && hdr.Get("Retry-After") == "" {
-			t.Error("429 without Retry-After")
-		}
-		return st
-	}
-	var wg sync.WaitGroup
-	var burstOK atomic.Int32
-	for range 2 * budget {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if send(noisy) == 200 {
-				burstOK.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	for _, k := range quiet {
-		for i := range 2 {
-			if st := send(k); st != 200 {
-				t.Errorf("a quiet key's message %d after the burst: %d", i+1, st)
-			}
-		}
-	}
-	refused := 0
-	for _, r := range emu.Requests() {
-		if r.Status == 429 {
-			refused++
-		}
-	}
-	t.Logf("the burst of %d: %d sent; Zulip refused %d calls in all", 2*budget, burstOK.Load(), refused)
-	if refused > 2 {
-		t.Errorf("%d calls were forwarded for Zulip to refuse, want at most 2", refused)
-	}
-	if burstOK.Load() == 0 {
-		t.Error("the noisy key got nothing through")
-	}
 }

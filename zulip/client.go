@@ -31,7 +31,7 @@ type Client struct {
 	// headerTimeout says the transport itself bounds the wait for an
 	// answer by timeout.
 	headerTimeout bool
-	onAnswer      func(*Response)
+	onCall        func(context.Context, Call)
 	rt            http.RoundTripper
 	// Header values, built once and shared read-only by every request.
 	hdrAuth, hdrUA []string
@@ -93,12 +93,26 @@ func NewClient(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Observe has f see every answer Zulip gives, errors included, once the
-// client has read it (for metrics: the rate-limit budget Zulip reports).
-// f must not keep or change the answer. Call it before the client is
-// shared; it returns c.
-func (c *Client) Observe(f func(*Response)) *Client {
-	c.onAnswer = f
+// Call is one call the client made, as an observer sees it.
+type Call struct {
+	// Anonymous says the call carried none of the bot's credentials
+	// (server_settings): a rate limit it met is about the caller's
+	// address, not the bot.
+	Anonymous bool
+	// Response is Zulip's answer, errors included; nil when none came (a
+	// timeout, a lost connection), though Zulip may have taken the call.
+	Response *Response
+	// Sent says the call may have reached Zulip: false only when no
+	// connection to Zulip could be made.
+	Sent bool
+}
+
+// Observe has f see every call the client makes once it is over, with
+// the context it was made with (the rate-limit budget Zulip reports, and
+// whose request the call was for). f must not keep or change the answer.
+// Call it before the client is shared; it returns c.
+func (c *Client) Observe(f func(ctx context.Context, call Call)) *Client {
+	c.onCall = f
 	return c
 }
 
@@ -138,6 +152,9 @@ type authMode uint8
 
 const (
 	authBasic authMode = iota
+	// authQuery: the request carries the bot's key itself (a webhook's
+	// api_key), so no Authorization header.
+	authQuery
 	authNone
 )
 
@@ -197,6 +214,7 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 	}
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
+		c.observe(ctx, r, nil, !isDialFailure(err))
 		return nil, transportError(ctx, r.endpoint, err)
 	}
 	if resp.Body == nil {
@@ -212,6 +230,7 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 	}
 	body, err := readCapped(resp)
 	if err != nil {
+		c.observe(ctx, r, nil, true)
 		if stalled.fired() {
 			return nil, &TransportError{Endpoint: r.endpoint, Kind: ErrTimeout, Err: errors.New("answer's body stalled")}
 		}
@@ -237,10 +256,15 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 		}
 	}
 	answer := &Response{Status: resp.StatusCode, Header: resp.Header, Body: c.scrub(body)}
-	if c.onAnswer != nil {
-		c.onAnswer(answer)
-	}
+	c.observe(ctx, r, answer, true)
 	return answer, nil
+}
+
+// observe tells the observer, if any, that r is over.
+func (c *Client) observe(ctx context.Context, r *request, answer *Response, sent bool) {
+	if c.onCall != nil {
+		c.onCall(ctx, Call{Anonymous: r.auth == authNone, Response: answer, Sent: sent})
+	}
 }
 
 // bodyGuard closes an answer's body that takes too long to arrive.

@@ -120,8 +120,7 @@ func transportError(ctx context.Context, endpoint string, err error) error {
 		// fault, so neither 502 nor 504; the context error says so.
 		return fmt.Errorf("zulip: %s: %w", endpoint, ctxErr)
 	}
-	var op *net.OpError
-	if errors.As(cause, &op) && op.Op == "dial" {
+	if isDialFailure(cause) {
 		// A dial that timed out means nothing answered at that address:
 		// unreachable, not slow.
 		return &TransportError{Endpoint: endpoint, Kind: ErrUnreachable, Err: cause}
@@ -131,6 +130,13 @@ func transportError(ctx context.Context, endpoint string, err error) error {
 		return &TransportError{Endpoint: endpoint, Kind: ErrTimeout, Err: cause}
 	}
 	return &TransportError{Endpoint: endpoint, Kind: ErrUnreachable, Err: cause}
+}
+
+// isDialFailure says no connection to Zulip could be made, so nothing
+// of the call reached it.
+func isDialFailure(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // parseRetryAfter reads Zulip's Retry-After: seconds as a float string

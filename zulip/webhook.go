@@ -90,7 +90,7 @@ func (c *Client) Webhook(ctx context.Context, w WebhookCall) (*Response, error) 
 	auth := authBasic
 	if !w.BasicAuth {
 		f.add("api_key", c.apiKey)
-		auth = authNone
+		auth = authQuery
 	}
 	endpoint := method + " /external/" + w.Integration
 	r := &request{

@@ -9,13 +9,10 @@ import (
 type index struct {
 	entries []Entry // sorted by created_at, then id
 	byHash  map[[32]byte]*Entry
-	// scopedByBot counts the scoped keys not revoked, by bot name ("" for
-	// keys that name none), so the request path never walks the entries.
-	scopedByBot map[string]int
 }
 
 func newIndex(entries []Entry) *index {
-	idx := &index{entries: make([]Entry, len(entries)), byHash: make(map[[32]byte]*Entry, len(entries)), scopedByBot: map[string]int{}}
+	idx := &index{entries: make([]Entry, len(entries)), byHash: make(map[[32]byte]*Entry, len(entries))}
 	copy(idx.entries, entries)
 	sort.SliceStable(idx.entries, func(i, j int) bool {
 		a, b := &idx.entries[i], &idx.entries[j]
@@ -26,9 +23,6 @@ func newIndex(entries []Entry) *index {
 	})
 	for i := range idx.entries {
 		e := &idx.entries[i]
-		if !e.Admin && e.RevokedAt == nil {
-			idx.scopedByBot[e.Bot]++
-		}
 		var h [32]byte
 		if _, err := hex.Decode(h[:], []byte(e.KeyHash)); err == nil {
 			idx.byHash[h] = e

@@ -229,10 +229,5 @@ func (s *Store) Writable() error {
 // where there was none.
 func (s *Store) Created() bool { return s.created.Load() }
 
-// ScopedKeys is how many scoped keys, not revoked, name bot ("" for the
-// keys that name none). Counted when the index is built: no walk, no
-// lock. Expired keys are counted until revoked.
-func (s *Store) ScopedKeys(bot string) int { return s.idx.Load().scopedByBot[bot] }
-
 // Closed is closed once Close has been called.
 func (s *Store) Closed() <-chan struct{} { return s.stop }

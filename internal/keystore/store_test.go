@@ -645,19 +645,3 @@ func TestStoreStartAfterClose(t *testing.T) {
 		t.Errorf("second close: %v", err)
 	}
 }
-
-// ScopedKeys counts the scoped keys of a bot that are not revoked, as the
-// fair share of a bot's Zulip budget needs them, without walking entries.
-func TestStoreScopedKeys(t *testing.T) {
-	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
-	mustAdd(t, s, NewEntry{Stream: "a"}, nil)
-	_, gone := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
-	mustAdd(t, s, NewEntry{Stream: "a", Bot: "alerts"}, nil)
-	mustAdd(t, s, NewEntry{Admin: true}, nil)
-	if _, err := s.Revoke(ctxT(t), gone.ID); err != nil {
-		t.Fatal(err)
-	}
-	if n, m := s.ScopedKeys(""), s.ScopedKeys("alerts"); n != 1 || m != 1 {
-		t.Errorf("scoped keys: %d naming no bot, %d naming alerts; want 1 and 1", n, m)
-	}
-}

@@ -16,15 +16,15 @@ import (
 
 func TestRateLimit(t *testing.T) {
 	clk := newClock()
-	start := clk.Now()
 	e := newEnv(t, emulator.WithRateLimit(3, time.Minute), emulator.WithClock(clk.Now))
 	for i, want := range []string{"2", "1", "0"} {
 		a := e.do(call{path: "/api/v1/users/me"})
 		if a.status != 200 || a.header.Get("X-RateLimit-Remaining") != want || a.header.Get("X-RateLimit-Limit") != "3" {
 			t.Fatalf("request %d: %d remaining %q", i, a.status, a.header.Get("X-RateLimit-Remaining"))
 		}
-		// The window has room again when the oldest request leaves it.
-		if reset := a.header.Get("X-RateLimit-Reset"); reset != strconv.FormatInt(start.Add(time.Minute).Unix(), 10) {
+		// As Zulip's Redis limiter: the window is all free again when
+		// the newest request (this one) leaves it.
+		if reset := a.header.Get("X-RateLimit-Reset"); reset != strconv.FormatInt(clk.Now().Add(time.Minute).Unix(), 10) {
 			t.Errorf("request %d: X-RateLimit-Reset %s", i, reset)
 		}
 		clk.Advance(10 * time.Second)

@@ -7,7 +7,10 @@ import (
 
 // limiter is Zulip's per-user sliding window: at most limit requests in
 // any window. It keeps the times of the last limit requests in a ring,
-// so each check is O(1).
+// so each check is O(1). Its answers are those of Zulip's Redis rate
+// limiter: Remaining counts the requests in the last window, Reset is
+// when the newest of them leaves it (the whole window is free again), and
+// a refusal's Retry-After is when the oldest leaves (one call is free).
 type limiter struct {
 	mu    sync.Mutex
 	times []time.Time
@@ -19,7 +22,7 @@ type rateResult struct {
 	allowed    bool
 	limit      int
 	remaining  int
-	reset      time.Time     // when the window has room again (X-RateLimit-Reset)
+	reset      time.Time     // X-RateLimit-Reset: when every counted request has left the window
 	retryAfter time.Duration // for 429s
 }
 
@@ -44,7 +47,7 @@ func (l *limiter) take(now time.Time, limit int, window time.Duration) rateResul
 		allowed:   true,
 		limit:     limit,
 		remaining: limit - l.n,
-		reset:     l.times[l.start].Add(window),
+		reset:     now.Add(window),
 	}
 }
 
