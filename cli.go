@@ -312,15 +312,25 @@ func dash(s string) string {
 	return q[1 : len(q)-1]
 }
 
-// rotatedCell says when a key was rotated, and until when its old secret
-// works while it still does.
+// rotatedCell says when a key was rotated, and until when each old
+// secret that still works does.
 func rotatedCell(e *keystore.Entry, now time.Time) string {
 	if e.RotatedAt == nil {
 		return "-"
 	}
 	s := e.RotatedAt.Local().Format("2006-01-02 15:04")
-	if n := len(e.Retired); n > 0 && now.Before(e.Retired[n-1].Until) {
-		s += " (old key until " + e.Retired[n-1].Until.Local().Format("2006-01-02 15:04") + ")"
+	var until []string
+	for _, r := range e.Retired {
+		if now.Before(r.Until) {
+			until = append(until, r.Until.Local().Format("2006-01-02 15:04"))
+		}
+	}
+	switch len(until) {
+	case 0:
+	case 1:
+		s += " (old key until " + until[0] + ")"
+	default:
+		s += " (" + strconv.Itoa(len(until)) + " old keys, until " + strings.Join(until, ", ") + ")"
 	}
 	return s
 }

@@ -45,11 +45,22 @@ func TestCLIRotate(t *testing.T) {
 		t.Errorf("list --json lacks rotated_at and previous_key_valid_until: %v %s", err, out)
 	}
 
-	// --grace 0: the old secret stops at once.
+	// Twice in the grace: both old secrets are listed, until when each.
+	key2b, _ := cliAdd(t, "rotate", id, "--store", store, "--grace", "1h")
+	if out, _, _ := runCLI(t, "list", "--store", store); !strings.Contains(out, "(2 old keys, until ") {
+		t.Errorf("list after two rotations:\n%s", out)
+	}
+
+	// --grace 0: every old secret stops at once.
 	key3, _ := cliAdd(t, "rotate", id, "--store", store, "--grace", "0")
 	s2 := openForTest(t, store)
-	if e, ok := s2.Lookup(key); !ok || e.Usable(time.Now()) == nil {
-		t.Error("after --grace 0 the replaced key still works")
+	for _, k := range []string{old, key, key2b} {
+		if e, ok := s2.Lookup(k); !ok || e.Usable(time.Now()) == nil {
+			t.Error("after --grace 0 a replaced key still works")
+		}
+	}
+	if out, _, _ := runCLI(t, "list", "--store", store); strings.Contains(out, "old key") {
+		t.Errorf("list after --grace 0 shows an old key:\n%s", out)
 	}
 	if e, ok := s2.Lookup(key3); !ok || e.Usable(time.Now()) != nil {
 		t.Error("the newest key does not work")

@@ -116,7 +116,10 @@ type clientsBody struct {
 	Clients []entryView `json:"clients"`
 }
 
-func (h *Handler) serveListClients(w http.ResponseWriter, _ *http.Request, _ *call) error {
+func (h *Handler) serveListClients(w http.ResponseWriter, r *http.Request, c *call) error {
+	if _, err := h.adminParams(w, r, c); err != nil {
+		return err
+	}
 	entries := h.store.List()
 	views := make([]entryView, len(entries))
 	for i := range entries {
@@ -133,6 +136,9 @@ type revokedBody struct {
 }
 
 func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *call) error {
+	if _, err := h.adminParams(w, r, c); err != nil {
+		return err
+	}
 	e, err := h.store.Revoke(r.Context(), c.arg)
 	if errors.Is(err, keystore.ErrNotFound) {
 		return errNoClient(c.arg)
@@ -162,19 +168,35 @@ func (h *Handler) storeFailure(err error) error {
 	return err
 }
 
+// adminArgs are an admin call's parameters; null names those a JSON body
+// gave as null.
+type adminArgs struct {
+	url.Values
+	null map[string]bool
+}
+
 // adminParams reads an admin call's parameters from the query and from an
-// urlencoded or JSON body alike, strictly: a name the call does not take
-// is a 400 naming it, so a typo (expire_in=1h) cannot make a key that
-// never expires; a name given twice, anywhere, is a 400 too.
-func (h *Handler) adminParams(w http.ResponseWriter, r *http.Request, c *call, allowed ...string) (url.Values, error) {
-	return h.readParams(w, r, paramSpec{
+// urlencoded or JSON body alike, strictly, before the call does anything:
+// a name the call does not take is a 400 naming it, so a typo
+// (expire_in=1h) cannot make a key that never expires, nor dry_run=true
+// pass unnoticed on a revocation; a name given twice, anywhere (a JSON
+// member too), is a 400 too.
+func (h *Handler) adminParams(w http.ResponseWriter, r *http.Request, c *call, allowed ...string) (adminArgs, error) {
+	a := adminArgs{null: map[string]bool{}}
+	var err error
+	a.Values, err = h.readParams(w, r, paramSpec{
 		allowed: allowed,
 		unknown: func(name string) *apiError {
+			if len(allowed) == 0 {
+				return errBadParam(name, "unknown parameter '"+name+"': "+c.route.name+" takes no parameters")
+			}
 			return errBadParam(name, "unknown parameter '"+name+"': "+c.route.name+" takes "+strings.Join(allowed, ", "))
 		},
 		jsonBody: true,
 		bodyHint: "send parameters in the query, or as a form or JSON body",
+		null:     func(name string) { a.null[name] = true },
 	})
+	return a, err
 }
 
 // defaultRotateGrace is how long a rotated key's old secret keeps working
@@ -212,7 +234,9 @@ func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *c
 }
 
 // serveUpdateClient changes a key's expiry: expires_in from now, or
-// expires_at a time, or null (or empty, or "never") for never.
+// expires_at a time, or JSON null for never. An empty or blank value is
+// refused, never read as "never": a script whose date variable came out
+// empty must not make an expiring key permanent.
 func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *call) error {
 	q, err := h.adminParams(w, r, c, "expires_in", "expires_at")
 	if err != nil {
@@ -229,17 +253,20 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 		}
 		t := time.Now().Add(d)
 		at = &t
+	case q.null["expires_at"]:
+		// Never expires.
 	case q.Has("expires_at"):
 		v := strings.TrimSpace(q.Get("expires_at"))
-		if v != "" && v != "null" && v != "never" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				return errBadParam("expires_at", "parameter 'expires_at' must be a time such as 2027-01-31T00:00:00Z, or null for never")
-			}
-			at = &t
+		if v == "" {
+			return errBadParam("expires_at", "parameter 'expires_at' is empty: give a time such as 2027-01-31T00:00:00Z, or JSON null ({\"expires_at\": null}) to remove the expiry")
 		}
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return errBadParam("expires_at", "parameter 'expires_at' must be a time such as 2027-01-31T00:00:00Z, or JSON null ({\"expires_at\": null}) to remove the expiry")
+		}
+		at = &t
 	default:
-		return errMissingParam("expires_in").withMsg("give 'expires_in' (a duration from now) or 'expires_at' (a time, or null for never)")
+		return errMissingParam("expires_in").withMsg("give 'expires_in' (a duration from now) or 'expires_at' (a time, or JSON null for never)")
 	}
 	e, err := h.store.SetExpiry(r.Context(), c.arg, at)
 	if err != nil {
@@ -253,14 +280,11 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 // serveClientMessages shows an admin the last messages a key's bot posted
 // in the key's stream, as the key itself would read them back.
 func (h *Handler) serveClientMessages(w http.ResponseWriter, r *http.Request, c *call) error {
-	q, aerr := queryValues(r)
-	if aerr != nil {
-		return aerr
+	q, err := h.adminParams(w, r, c, "num_before")
+	if err != nil {
+		return err
 	}
-	if aerr := onlyParams(q, "query parameter", "num_before"); aerr != nil {
-		return aerr
-	}
-	n, aerr := intParam(q, "num_before", 20, 1, 100)
+	n, aerr := intParam(q.Values, "num_before", 20, 1, 100)
 	if aerr != nil {
 		return aerr
 	}
@@ -313,7 +337,10 @@ type botsBody struct {
 
 // serveListBots names the configured bots a key may speak as, for the
 // admin page's choice; never their credentials.
-func (h *Handler) serveListBots(w http.ResponseWriter, _ *http.Request, _ *call) error {
+func (h *Handler) serveListBots(w http.ResponseWriter, r *http.Request, c *call) error {
+	if _, err := h.adminParams(w, r, c); err != nil {
+		return err
+	}
 	views := make([]botView, 0, len(h.bots))
 	for _, name := range slices.Sorted(maps.Keys(h.bots)) {
 		b := h.bots[name]

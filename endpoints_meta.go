@@ -33,6 +33,9 @@ type entryView struct {
 	// PreviousKeyValidUntil is when the secret the last rotation replaced
 	// stops working, while that is ahead.
 	PreviousKeyValidUntil *time.Time `json:"previous_key_valid_until,omitempty"`
+	// OldKeysValidUntil says, for each replaced secret that still works,
+	// until when; oldest first.
+	OldKeysValidUntil []time.Time `json:"old_keys_valid_until,omitempty"`
 	// KeyValidUntil, in /me only, says the caller's own secret was
 	// rotated and stops working then.
 	KeyValidUntil *time.Time `json:"key_valid_until,omitempty"`
@@ -46,7 +49,13 @@ func viewOf(e *keystore.Entry) entryView {
 		ExpiresAt: e.ExpiresAt, RevokedAt: e.RevokedAt, LastUsedAt: e.LastUsedAt, RateLimit: e.RateLimit,
 		RotatedAt: e.RotatedAt,
 	}
-	if n := len(e.Retired); n > 0 && time.Now().Before(e.Retired[n-1].Until) {
+	now := time.Now()
+	for _, r := range e.Retired {
+		if now.Before(r.Until) {
+			v.OldKeysValidUntil = append(v.OldKeysValidUntil, r.Until)
+		}
+	}
+	if n := len(e.Retired); n > 0 && now.Before(e.Retired[n-1].Until) {
 		t := e.Retired[n-1].Until
 		v.PreviousKeyValidUntil = &t
 	}

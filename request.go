@@ -1,11 +1,11 @@
 package zulipproxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -356,6 +356,9 @@ type paramSpec struct {
 	// multipart takes multipart text fields (files are refused);
 	// jsonBody takes a JSON object.
 	multipart, jsonBody bool
+	// null, when set, learns the names a JSON body gave as null (their
+	// value is ""): an admin call tells null (never) from "" (a mistake).
+	null func(name string)
 	// bodyHint says which bodies the call takes, for a 415.
 	bodyHint string
 }
@@ -424,26 +427,26 @@ func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramS
 		if err != nil {
 			return nil, h.bodyError(err)
 		}
-		var obj map[string]any
-		if err := json.Unmarshal(raw, &obj); err != nil {
-			return nil, newError(http.StatusBadRequest, codeBadRequest, "the body must be a JSON object of parameters")
-		}
-		for _, name := range slices.Sorted(maps.Keys(obj)) {
-			var v string
-			switch t := obj[name].(type) {
+		if err := jsonMembers(raw, func(name string, v any) error {
+			var s string
+			switch t := v.(type) {
 			case string:
-				v = t
-			case float64:
-				v = strconv.FormatFloat(t, 'f', -1, 64)
+				s = t
+			case json.Number:
+				s = t.String()
 			case nil:
-				// Given, and empty: "expires_at": null clears an expiry.
-				v = ""
+				if spec.null != nil {
+					spec.null(name)
+				}
 			default:
-				return nil, errBadParam(name, "parameter '"+name+"' must be a string or a number")
+				return errBadParam(name, "parameter '"+name+"' must be a string or a number")
 			}
-			if aerr := add(name, v); aerr != nil {
-				return nil, aerr
+			if aerr := add(name, s); aerr != nil {
+				return aerr
 			}
+			return nil
+		}); err != nil {
+			return nil, err
 		}
 	case mt == "":
 		if n, _ := io.ReadFull(r.Body, make([]byte, 1)); n > 0 {
@@ -453,6 +456,41 @@ func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramS
 		return nil, errUnsupportedBody(spec.bodyHint)
 	}
 	return out, nil
+}
+
+// jsonMembers reads a JSON object's members in order, each given to f,
+// a member given twice included: a decoder into a map would keep only
+// the last ({"stream":"A","stream":"B"} would make a key for B), where
+// the caller must refuse the repeat as it refuses a repeated query
+// parameter.
+func jsonMembers(raw []byte, f func(name string, v any) error) error {
+	notObject := newError(http.StatusBadRequest, codeBadRequest, "the body must be a JSON object of parameters")
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return notObject
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		name, ok := tok.(string)
+		if err != nil || !ok {
+			return notObject
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return notObject
+		}
+		if err := f(name, v); err != nil {
+			return err
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return notObject
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return notObject
+	}
+	return nil
 }
 
 // intParam is an optional whole-number parameter in [lo, hi]; def when

@@ -187,7 +187,9 @@
       cell(tr, c.last_used_at ? when(c.last_used_at) : "never");
       let st = state;
       if (c.revoked_at) st += " " + when(c.revoked_at);
-      if (c.previous_key_valid_until) st += " · old key until " + when(c.previous_key_valid_until);
+      const old = c.old_keys_valid_until || [];
+      if (old.length === 1) st += " · old key until " + when(old[0]);
+      else if (old.length > 1) st += " · " + old.length + " old keys, until " + old.map(when).join(", ");
       cell(tr, st, "state");
       const act = cell(tr, "", "actions");
       const what = "key " + c.id;

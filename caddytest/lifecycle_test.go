@@ -1,6 +1,7 @@
 package caddytest
 
 import (
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -58,7 +59,21 @@ func TestRotateOverHTTP(t *testing.T) {
 		t.Errorf("/me with the new key: %v", me)
 	}
 
-	// Grace 0: the replaced secret stops at once, with words that say why.
+	// A rotation with a shorter grace ends every older secret by then
+	// too, and the listing shows each secret still working.
+	r = request(t, "POST", "/clients/"+id+"/rotate?grace=10m", nil, withKey(admin))
+	third, _ := r.JSON(t)["key"].(string)
+	addSecret(third)
+	if r.Status != 200 {
+		t.Fatalf("rotate grace 10m: %d %s", r.Status, r.Body)
+	}
+	oldUntil := listedOldKeys(t, admin, id)
+	if len(oldUntil) != 2 || time.Until(oldUntil[0]) > 10*time.Minute || time.Until(oldUntil[1]) > 10*time.Minute {
+		t.Errorf("after rotating with 1h, then 10m: old secrets valid until %v, want two, both within 10 minutes", oldUntil)
+	}
+
+	// Grace 0, the emergency (an old secret leaked): every replaced
+	// secret stops at once, with words that say why, and none is listed.
 	r = request(t, "POST", "/clients/"+id+"/rotate", strings.NewReader(`{"grace":"0"}`), withKey(admin), "Content-Type: application/json")
 	newest, _ := r.JSON(t)["key"].(string)
 	addSecret(newest)
@@ -66,13 +81,17 @@ func TestRotateOverHTTP(t *testing.T) {
 		t.Fatalf("rotate grace 0: %d %s", r.Status, r.Body)
 	}
 	mark = zulipMark()
-	assertError(t, send(key), 401, "rotated")
-	assertNothingReachedZulip(t, mark)
-	if r := send(old); r.Status != 200 {
-		t.Errorf("the first key, whose hour of grace runs: %d %s", r.Status, r.Body)
+	for name, k := range map[string]string{"first": old, "second": key, "third": third} {
+		if r := send(k); r.Status != 401 || !strings.Contains(r.Body, "rotated") {
+			t.Errorf("the %s secret after a rotation with grace 0: %d %s", name, r.Status, r.Body)
+		}
 	}
+	assertNothingReachedZulip(t, mark)
 	if r := send(newest); r.Status != 200 {
 		t.Errorf("newest key: %d %s", r.Status, r.Body)
+	}
+	if oldUntil := listedOldKeys(t, admin, id); len(oldUntil) != 0 {
+		t.Errorf("after grace 0, /clients lists old secrets valid until %v", oldUntil)
 	}
 
 	t.Run("errors", func(t *testing.T) {
@@ -88,6 +107,35 @@ func TestRotateOverHTTP(t *testing.T) {
 		request(t, "DELETE", "/clients/"+id, nil, withKey(admin))
 		assertError(t, request(t, "POST", "/clients/"+id+"/rotate", nil, withKey(admin)), 409, "revoked")
 	})
+}
+
+// listedOldKeys is what GET /clients says of key id's replaced secrets
+// that still work: until when each does.
+func listedOldKeys(t *testing.T, admin, id string) []time.Time {
+	t.Helper()
+	r := request(t, "GET", "/clients", nil, withKey(admin))
+	clients, _ := r.JSON(t)["clients"].([]any)
+	for _, c := range clients {
+		m := c.(map[string]any)
+		if m["id"] != id {
+			continue
+		}
+		var out []time.Time
+		list, _ := m["old_keys_valid_until"].([]any)
+		for _, v := range list {
+			tm, err := time.Parse(time.RFC3339, v.(string))
+			if err != nil {
+				t.Fatalf("old_keys_valid_until: %v", err)
+			}
+			out = append(out, tm)
+		}
+		if prev, _ := m["previous_key_valid_until"].(string); (prev != "") != (len(out) > 0) {
+			t.Errorf("previous_key_valid_until %q beside old_keys_valid_until %v", prev, out)
+		}
+		return out
+	}
+	t.Fatalf("no client %s in /clients", id)
+	return nil
 }
 
 func TestExpiryOverHTTP(t *testing.T) {
@@ -106,6 +154,34 @@ func TestExpiryOverHTTP(t *testing.T) {
 	if c, _ := r.JSON(t)["client"].(map[string]any); r.Status != 200 || c["expires_at"] != nil {
 		t.Fatalf("expires_at null: %d %s", r.Status, r.Body)
 	}
+	// An empty expiry is a mistake (a script's date variable came out
+	// empty), never "never": only JSON null removes an expiry.
+	if r := request(t, "PATCH", "/clients/"+id+"?expires_in=1h", nil, withKey(admin)); r.Status != 200 {
+		t.Fatalf("expires_in=1h: %d %s", r.Status, r.Body)
+	}
+	for name, req := range map[string][3]string{
+		"empty query":      {"?expires_at=", "", ""},
+		"blank query":      {"?expires_at=%20%20", "", ""},
+		"the word null":    {"?expires_at=null", "", ""},
+		"empty form":       {"", "expires_at=", "application/x-www-form-urlencoded"},
+		"empty JSON":       {"", `{"expires_at":""}`, "application/json"},
+		"blank JSON":       {"", `{"expires_at":"  "}`, "application/json"},
+		"empty expires_in": {"?expires_in=", "", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var body io.Reader
+			hdrs := []string{withKey(admin)}
+			if req[1] != "" {
+				body = strings.NewReader(req[1])
+				hdrs = append(hdrs, "Content-Type: "+req[2])
+			}
+			assertError(t, request(t, "PATCH", "/clients/"+id+req[0], body, hdrs...), 400, "expires_")
+		})
+	}
+	if exp := clientField(t, admin, id, "expires_at"); exp == nil {
+		t.Error("a refused empty expiry removed the key's expiry")
+	}
+
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
 	if r := request(t, "PATCH", "/clients/"+id+"?expires_at="+past, nil, withKey(admin)); r.Status != 200 {
 		t.Fatalf("expires_at in the past: %d %s", r.Status, r.Body)
@@ -116,10 +192,23 @@ func TestExpiryOverHTTP(t *testing.T) {
 	assertNothingReachedZulip(t, mark)
 
 	assertError(t, request(t, "PATCH", "/clients/"+id, nil, withKey(admin)), 400, "expires_in")
-	assertError(t, request(t, "PATCH", "/clients/"+id+"?expires_in=1h&expires_at=null", nil, withKey(admin)), 400, "not both")
+	assertError(t, request(t, "PATCH", "/clients/"+id+"?expires_in=1h&expires_at=2030-01-01T00:00:00Z", nil, withKey(admin)), 400, "not both")
 	assertError(t, request(t, "PATCH", "/clients/"+id+"?expires_at=tomorrow", nil, withKey(admin)), 400, "expires_at")
 	assertError(t, request(t, "PATCH", "/clients/nope?expires_in=1h", nil, withKey(admin)), 404, "no client")
 	assertError(t, request(t, "PATCH", "/clients/"+id+"?expires_in=1h", nil, withKey(key)), 401, "expired")
+}
+
+// clientField is one field of key id's entry as GET /clients lists it.
+func clientField(t *testing.T, admin, id, field string) any {
+	t.Helper()
+	clients, _ := request(t, "GET", "/clients", nil, withKey(admin)).JSON(t)["clients"].([]any)
+	for _, c := range clients {
+		if m := c.(map[string]any); m["id"] == id {
+			return m[field]
+		}
+	}
+	t.Fatalf("no client %s in /clients", id)
+	return nil
 }
 
 func TestClientMessagesOverHTTP(t *testing.T) {

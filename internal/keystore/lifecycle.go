@@ -7,7 +7,9 @@ import (
 )
 
 // Rotate gives an entry a new secret and returns it. The old secret keeps
-// working for grace (0: not at all), then fails with ErrKeyRotated; the
+// working for grace (0: not at all), then fails with ErrKeyRotated, and
+// so does every secret an earlier rotation replaced, by then at the
+// latest: a rotation with grace 0 (a secret leaked) ends them all. The
 // id, stream, name and limits stay, so nothing else about the key changes.
 func (s *Store) Rotate(ctx context.Context, id string, grace time.Duration) (string, Entry, error) {
 	if grace < 0 {
@@ -24,7 +26,13 @@ func (s *Store) Rotate(ctx context.Context, id string, grace time.Duration) (str
 			return false, err
 		}
 		now := time.Now().UTC()
-		c.Retired = append(c.Retired, RetiredKey{KeyHash: c.KeyHash, Until: now.Add(grace)})
+		until := now.Add(grace)
+		for i := range c.Retired {
+			if c.Retired[i].Until.After(until) {
+				c.Retired[i].Until = until
+			}
+		}
+		c.Retired = append(c.Retired, RetiredKey{KeyHash: c.KeyHash, Until: until})
 		if n := len(c.Retired) - maxRetired; n > 0 {
 			c.Retired = append([]RetiredKey(nil), c.Retired[n:]...)
 		}

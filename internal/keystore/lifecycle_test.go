@@ -93,6 +93,39 @@ func TestStoreRotateWithoutGrace(t *testing.T) {
 	}
 }
 
+// A rotation with grace G ends every older secret by now+G at the latest:
+// a second rotation with grace 0, after one with a day's grace, ends the
+// first secret too (it may be the one that leaked).
+func TestStoreRotateEndsOlderSecrets(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
+	first, e := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
+	second, _, err := s.Rotate(ctxT(t), e.ID, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, _, err := s.Rotate(ctxT(t), e.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in2h := time.Now().Add(2 * time.Hour)
+	for name, k := range map[string]string{"first": first, "second": second} {
+		if _, err := usable(s, k, time.Now()); err != nil {
+			t.Errorf("%s secret within the hour: %v", name, err)
+		}
+		if _, err := usable(s, k, in2h); !errors.Is(err, ErrKeyRotated) {
+			t.Errorf("%s secret after the second rotation's hour: %v, want ErrKeyRotated", name, err)
+		}
+	}
+	if _, _, err := s.Rotate(ctxT(t), e.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	for name, k := range map[string]string{"first": first, "second": second, "third": third} {
+		if _, err := usable(s, k, time.Now()); !errors.Is(err, ErrKeyRotated) {
+			t.Errorf("%s secret after a rotation with grace 0: %v, want ErrKeyRotated", name, err)
+		}
+	}
+}
+
 func TestStoreRotateRefuses(t *testing.T) {
 	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
 	old, e := mustAdd(t, s, NewEntry{Stream: "general"}, nil)
