@@ -132,12 +132,7 @@ func newRouter(rs []route) *router {
 // segment. A known path with another method is a 405 naming the methods
 // it takes; an unknown path a 404.
 func (rt *router) match(method, path string) (*route, string, *apiError) {
-	candidates, arg := rt.lookup(path)
-	if candidates == nil && !strings.HasPrefix(path, zulipPrefix) {
-		if p, ok := strings.CutPrefix(path, "/api"); ok && strings.HasPrefix(p, "/") {
-			candidates, arg = rt.lookup(p)
-		}
-	}
+	candidates, arg := rt.candidates(path)
 	if candidates == nil {
 		if strings.HasPrefix(path, zulipPrefix) {
 			return nil, "", newError(http.StatusNotFound, codeBadRequest,
@@ -155,6 +150,30 @@ func (rt *router) match(method, path string) (*route, string, *apiError) {
 		allow[i] = r.method
 	}
 	return nil, "", errMethod(strings.Join(allow, ", "))
+}
+
+// candidates are the routes of a path, whatever their method: as given,
+// or, for the bot and admin APIs, under /api.
+func (rt *router) candidates(path string) ([]*route, string) {
+	candidates, arg := rt.lookup(path)
+	if candidates == nil && !strings.HasPrefix(path, zulipPrefix) {
+		if p, ok := strings.CutPrefix(path, "/api"); ok && strings.HasPrefix(p, "/") {
+			candidates, arg = rt.lookup(p)
+		}
+	}
+	return candidates, arg
+}
+
+// isAdmin says whether the handler answers path, with any method, by an
+// admin route.
+func (rt *router) isAdmin(path string) bool {
+	rs, _ := rt.candidates(path)
+	for _, r := range rs {
+		if r.access == admin {
+			return true
+		}
+	}
+	return false
 }
 
 func (rt *router) lookup(path string) ([]*route, string) {

@@ -2,12 +2,17 @@ package caddytest
 
 import (
 	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,17 +161,71 @@ func pythonWithRequests(t *testing.T) string {
 	return ""
 }
 
-// The README's ways to gate the admin page and API, in a real Caddy: the
-// password on the page, the network rule on the admin API, and scripts
-// unaffected. The forward_auth example is adapted and provisioned.
+// adminPaths are every admin endpoint /openapi.json describes (each at
+// the root and under /api), with id standing for {id}.
+func adminPaths(t *testing.T, id string) [][2]string {
+	t.Helper()
+	r := request(t, "GET", "/openapi.json", nil)
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var out [][2]string
+	for path, ops := range doc.Paths {
+		for method, raw := range ops {
+			var op struct {
+				Tags []string `json:"tags"`
+			}
+			if json.Unmarshal(raw, &op) != nil || !slices.Contains(op.Tags, "admin API") {
+				continue
+			}
+			p := strings.ReplaceAll(path, "{id}", id)
+			out = append(out, [2]string{strings.ToUpper(method), p}, [2]string{strings.ToUpper(method), "/api" + p})
+		}
+	}
+	if len(out) < 14 {
+		t.Fatalf("only %d admin paths found in /openapi.json", len(out))
+	}
+	return out
+}
+
+// assertScriptsUngated checks that what scripts use is not behind a gate.
+func assertScriptsUngated(t *testing.T, key string) {
+	t.Helper()
+	body, ct := form("content", "scripts are not gated")
+	if r := request(t, "POST", "/send_message?topic=gate", body, withKey(key), ct); r.Status != 200 {
+		t.Errorf("a script behind the gate: %d %s", r.Status, r.Body)
+	}
+	if r := request(t, "GET", "/api/me", nil, withKey(key)); r.Status != 200 {
+		t.Errorf("/api/me behind the gate: %d %s", r.Status, r.Body)
+	}
+	if r := zreq(t, "GET", "/api/v1/users/me", key, ""); r.Status != 200 {
+		t.Errorf("Zulip's API behind the gate: %d %s", r.Status, r.Body)
+	}
+	for _, p := range []string{"/health", "/openapi.json"} {
+		if r := request(t, "GET", p, nil); r.Status != 200 {
+			t.Errorf("%s behind the gate: %d", p, r.Status)
+		}
+	}
+}
+
+// The README's ways to gate the admin page and API, in a real Caddy, for
+// every admin path at the root and under /api (a hand-written list of
+// paths once left /api/clients open): the password on the page and the
+// network rule on the admin API; then forward_auth to an identity
+// provider that refuses everyone. Scripts are never gated.
 func TestReadmeAdminProtection(t *testing.T) {
 	store := newStore(t)
 	admin, _ := adminKey(t, store)
-	key, _ := scopedKey(t, store, "general")
+	key, id := scopedKey(t, store, "general")
 	start(t, config{store: store, siteExtra: readmeBlock(t, "admin-protect")})
 
-	if r := request(t, "GET", "/clients", nil, withKey(admin)); r.Status != 403 || !strings.Contains(r.Body, "office network") {
-		t.Errorf("the admin API from loopback, outside the office network: %d %s", r.Status, r.Body)
+	for _, mp := range adminPaths(t, id) {
+		if r := request(t, mp[0], mp[1], nil, withKey(admin)); r.Status != 403 || !strings.Contains(r.Body, "office network") {
+			t.Errorf("%s %s from loopback, outside the office network: %d %s", mp[0], mp[1], r.Status, r.Body)
+		}
 	}
 	if r := request(t, "GET", "/admin/", nil); r.Status != 401 {
 		t.Errorf("the page without the password: %d", r.Status)
@@ -175,12 +234,31 @@ func TestReadmeAdminProtection(t *testing.T) {
 	if r := request(t, "GET", "/admin/", nil, pass); r.Status != 200 || !strings.Contains(r.Body, "Admin key") {
 		t.Errorf("the page with the password: %d", r.Status)
 	}
-	body, ct := form("content", "scripts are not gated")
-	if r := request(t, "POST", "/send_message?topic=gate", body, withKey(key), ct); r.Status != 200 {
-		t.Errorf("a script behind the gate: %d %s", r.Status, r.Body)
-	}
+	assertScriptsUngated(t, key)
 
-	if err := validateConfig(t, config{store: store, siteExtra: readmeBlock(t, "admin-forward-auth")}); err != "" {
-		t.Errorf("the forward_auth example: %s", err)
+	// An identity provider that refuses everyone.
+	var asked, sawKey atomic.Int32
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		if r.Header.Get("X-API-key") != "" {
+			sawKey.Add(1)
+		}
+		http.Error(w, "signed out: the identity provider says no", http.StatusUnauthorized)
+	}))
+	defer idp.Close()
+	block := strings.ReplaceAll(readmeBlock(t, "admin-forward-auth"), "auth.example.org:9091", strings.TrimPrefix(idp.URL, "http://"))
+	start(t, config{store: store, siteExtra: block})
+	for _, mp := range append(adminPaths(t, id), [2]string{"GET", "/admin/"}, [2]string{"GET", "/admin/admin.js"}) {
+		if r := request(t, mp[0], mp[1], nil, withKey(admin)); r.Status != 401 || !strings.Contains(r.Body, "identity provider says no") {
+			t.Errorf("%s %s behind forward_auth: %d %s", mp[0], mp[1], r.Status, r.Body)
+		}
+	}
+	if n := sawKey.Load(); n != 0 {
+		t.Errorf("the identity provider was sent the admin key %d times", n)
+	}
+	before := asked.Load()
+	assertScriptsUngated(t, key)
+	if n := asked.Load() - before; n != 0 {
+		t.Errorf("scripts' calls went to the identity provider %d times", n)
 	}
 }
