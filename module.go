@@ -204,13 +204,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.openStore(ctx); err != nil {
 		return err
 	}
-	v, _, err := limiterPool.LoadOrNew(h.storeKey, func() (caddy.Destructor, error) {
-		return newKeyBuckets(), nil
+	// The buckets are shared through Caddy's storage with the other
+	// instances that use it, so a key's rate_limit holds across them.
+	v, loaded, err := limiterPool.LoadOrNew(h.storeKey, func() (caddy.Destructor, error) {
+		kb := newKeyBuckets()
+		kb.share(ctx.Storage(), h.logger.Named("ratelimit"))
+		return kb, nil
 	})
 	if err != nil {
 		return fmt.Errorf("rate limits: %w", err)
 	}
 	h.buckets, h.bucketsKey = v.(*keyBuckets), h.storeKey
+	if loaded {
+		h.buckets.sh.storage.Store(&storageRef{ctx.Storage()})
+	}
 	if err := h.registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}

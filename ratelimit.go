@@ -24,6 +24,11 @@ type RateLimit struct {
 
 func (rl RateLimit) set() bool { return rl.Events > 0 && rl.Window > 0 }
 
+// every is the rate at which a bucket of this limit refills.
+func (rl RateLimit) every() rate.Limit {
+	return rate.Limit(float64(rl.Events) / time.Duration(rl.Window).Seconds())
+}
+
 func (rl RateLimit) String() string {
 	return strconv.Itoa(rl.Events) + "/" + shortDuration(time.Duration(rl.Window))
 }
@@ -64,12 +69,17 @@ type keyBuckets struct {
 	mu   sync.Mutex
 	m    map[string]*bucket
 	stop chan struct{}
+	// sh shares the counts with other instances; nil: this one alone.
+	sh *sharing
 }
 
 type bucket struct {
 	lim      *rate.Limiter
 	spec     RateLimit
 	lastUsed time.Time
+	// taken counts the calls this instance let the key make, for the
+	// other instances.
+	taken uint64
 }
 
 func newKeyBuckets() *keyBuckets {
@@ -120,7 +130,7 @@ type rateState struct {
 
 // take spends one token of key id's bucket, made or updated to spec.
 func (kb *keyBuckets) take(id string, spec RateLimit, now time.Time) rateState {
-	every := rate.Limit(float64(spec.Events) / time.Duration(spec.Window).Seconds())
+	every := spec.every()
 	kb.mu.Lock()
 	b, found := kb.m[id]
 	if !found {
@@ -133,9 +143,14 @@ func (kb *keyBuckets) take(id string, spec RateLimit, now time.Time) rateState {
 		b.spec = spec
 	}
 	b.lastUsed = now
-	kb.mu.Unlock()
-
 	st := rateState{ok: b.lim.AllowN(now, 1), limit: spec.Events}
+	if st.ok {
+		b.taken++
+	}
+	kb.mu.Unlock()
+	if st.ok && kb.sh != nil {
+		kb.sh.dirty.Store(true)
+	}
 	tokens := b.lim.TokensAt(now)
 	st.remaining = max(int(math.Floor(tokens)), 0)
 	missing := float64(spec.Events) - tokens

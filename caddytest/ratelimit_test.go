@@ -1,9 +1,14 @@
 package caddytest
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // rate_limit 3 1m: a key's 4th rapid call gets 429 with Retry-After and
@@ -12,7 +17,7 @@ import (
 // the buckets; a key made with its own limit uses it.
 func TestRateLimitPerKey(t *testing.T) {
 	store := newStore(t)
-	key, _ := scopedKey(t, store, "general")
+	key, keyID := scopedKey(t, store, "general")
 	other, _ := scopedKey(t, store, "general")
 	admin, _ := adminKey(t, store)
 	start(t, config{store: store, extra: "rate_limit 3 1m"})
@@ -54,6 +59,18 @@ func TestRateLimitPerKey(t *testing.T) {
 	if r := request(t, "GET", "/clients", nil, withKey(admin)); r.Status != 200 || r.Header.Get("X-RateLimit-Limit") != "" {
 		t.Errorf("admin calls are not limited: %d %v", r.Status, r.Header)
 	}
+
+	// The counts are published in Caddy's storage, where other instances
+	// sharing it take them from their own buckets for the key.
+	eventually(t, 10*time.Second, "the key's count published in Caddy's storage", func() bool {
+		files, _ := filepath.Glob(filepath.Join(caddy.DefaultStorage.Path, "zulip_proxy", "ratelimit", "*.json"))
+		for _, f := range files {
+			if raw, err := os.ReadFile(f); err == nil && strings.Contains(string(raw), `"`+keyID+`":{"taken":3,`) {
+				return true
+			}
+		}
+		return false
+	})
 
 	// A reload keeps the buckets.
 	start(t, config{store: store, extra: "rate_limit 3 1m\n\t\tmax_upload 10MiB"})
