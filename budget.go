@@ -324,9 +324,6 @@ func spendOf(ctx context.Context) *spend {
 // context then carries its account, so that each call it makes to Zulip
 // is charged to its key.
 func (h *Handler) admitToBudget(r *http.Request, c *call) (*http.Request, *apiError) {
-	if c.bot == nil || c.bot.budget == nil {
-		return r, nil
-	}
 	c.spend.key = c.entry.ID
 	v := c.bot.budget.admit(r.Context(), &c.spend, c.route.calls, time.Now())
 	r = r.WithContext(context.WithValue(r.Context(), spendKey{}, &c.spend))

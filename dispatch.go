@@ -59,7 +59,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			err = aerr
 		}
 	}
-	if err == nil && c.bot != nil {
+	if err == nil && c.bot != nil && c.bot.budget != nil {
 		var aerr *apiError
 		if r, aerr = h.admitToBudget(r, c); aerr != nil {
 			err = aerr

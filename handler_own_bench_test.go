@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -16,32 +18,53 @@ import (
 )
 
 // cannedZulip answers a send with a fixed success and nothing else: what
-// is left in BenchmarkSendMessageOwnWork is the proxy's own work.
-type cannedZulip struct{}
+// is left in BenchmarkSendMessageOwnWork is the proxy's own work. With
+// limit set, the answer carries Zulip's rate-limit headers, as a Zulip
+// with its limits on sends (its window's end an hour ahead).
+type cannedZulip struct {
+	limit, reset string
+}
 
 var cannedSent = []byte(`{"result":"success","msg":"","id":42,"automatic_new_visibility_policy":2}`)
 
-func (cannedZulip) RoundTrip(r *http.Request) (*http.Response, error) {
+func (z cannedZulip) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Body != nil {
 		_, _ = io.Copy(io.Discard, r.Body)
 		r.Body.Close()
 	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	if z.limit != "" {
+		h["X-Ratelimit-Limit"] = []string{z.limit}
+		h["X-Ratelimit-Remaining"] = []string{z.limit}
+		h["X-Ratelimit-Reset"] = []string{z.reset}
+	}
 	return &http.Response{StatusCode: 200, ContentLength: int64(len(cannedSent)), Request: r,
-		Header: http.Header{"Content-Type": {"application/json"}},
-		Body:   io.NopCloser(bytes.NewReader(cannedSent))}, nil
+		Header: h, Body: io.NopCloser(bytes.NewReader(cannedSent))}, nil
 }
 
 // BenchmarkSendMessageOwnWork is one send_message through the handler
 // with Zulip's answer canned in process (no sockets, no net/http client):
 // the proxy's own share of a request, which is what the bench's CPU
-// ratio leaves to cut.
+// ratio leaves to cut. Side by side, with the same answer (Zulip's
+// rate-limit headers included): the fair share off (a bot without a
+// budget, which production never builds), and on with the budget learned
+// (each request admitted, its call charged, its account settled).
 func BenchmarkSendMessageOwnWork(b *testing.B) {
+	z := cannedZulip{limit: "1000000000", reset: strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)}
+	b.Run("budget=off", func(b *testing.B) { benchOwnWork(b, z, false) })
+	b.Run("budget=learned", func(b *testing.B) { benchOwnWork(b, z, true) })
+}
+
+func benchOwnWork(b *testing.B, z cannedZulip, share bool) {
 	store, key := benchStore(b)
-	c, err := zulip.NewClient(zulip.Config{Site: "https://zulip.invalid", Email: "bot@zulip.invalid", APIKey: "k", Transport: cannedZulip{}})
+	c, err := zulip.NewClient(zulip.Config{Site: "https://zulip.invalid", Email: "bot@zulip.invalid", APIKey: "k", Transport: z})
 	if err != nil {
 		b.Fatal(err)
 	}
 	bt := newBot("default", c)
+	if !share {
+		bt = &bot{name: "default", client: c.Observe(nil)}
+	}
 	bt.streamIDs.Store("general", int64(7))
 	h := &Handler{MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
 		store: store, logger: zap.NewNop(), router: apiRouter,
@@ -64,6 +87,9 @@ func BenchmarkSendMessageOwnWork(b *testing.B) {
 	}
 	if code := send(); code != http.StatusOK {
 		b.Fatalf("status %d", code)
+	}
+	if share && !bt.budget.known {
+		b.Fatal("the budget was not learned")
 	}
 	b.ReportAllocs()
 	for b.Loop() {

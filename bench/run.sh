@@ -29,6 +29,7 @@ check() {
 }
 check -H "X-API-key: $ZWOP_BENCH_KEY" -d content=warm "localhost:18080/send_message?topic=bench"
 check -H "X-API-key: $ZWOP_BENCH_KEY" -d content=warm "localhost:18083/send_message?topic=bench"
+check -H "X-API-key: $ZWOP_BENCH_KEY" -d content=warm "localhost:18087/send_message?topic=bench"
 for port in 18081 18084 18085; do
 	check -u demo-bot@zulip.example.com:demobotapikey0123456789abcdefghi -d type=stream -d to=1 -d topic=bench -d content=warm "localhost:$port/api/v1/messages"
 done
@@ -43,9 +44,10 @@ declare -A url=(
 	[rp_tls]="http://127.0.0.1:18084"
 	[rp_tls_h1]="http://127.0.0.1:18085"
 	[proxy_rl]="http://127.0.0.1:18086"
+	[proxy_budget]="http://127.0.0.1:18087"
 	[upstream]="http://127.0.0.1:19991"
 )
-declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua [proxy_rl]=bench/proxy.lua)
+declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua [proxy_rl]=bench/proxy.lua [proxy_budget]=bench/proxy.lua)
 read -r -a order <<<"${ZWOP_BENCH_TARGETS:-proxy reverse_proxy proxy_tls rp_tls rp_tls_h1 respond upstream}"
 
 # cpu PID: the process's user+system CPU so far, in clock ticks. Divided
@@ -107,5 +109,6 @@ echo "proxy / reverse_proxy (http)        $(ratio "${med[proxy]:-0}" "${med[reve
 echo "proxy_tls / rp_tls (https, h2)      $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls]:-0}")"
 echo "proxy_tls / rp_tls_h1 (https, 1.1)  $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls_h1]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls_h1]:-0}")"
 echo "proxy with rate_limit / without       $(ratio "${med[proxy_rl]:-0}" "${med[proxy]:-0}")   $(ratio "${cpu[proxy_rl]:-0}" "${cpu[proxy]:-0}")"
+echo "fair share learned / none (https)     $(ratio "${med[proxy_budget]:-0}" "${med[proxy_tls]:-0}")   $(ratio "${cpu[proxy_budget]:-0}" "${cpu[proxy_tls]:-0}")"
 echo "proxy / respond                     $(ratio "${med[proxy]:-0}" "${med[respond]:-0}")"
 echo "proxy / upstream alone              $(ratio "${med[proxy]:-0}" "${med[upstream]:-0}")"

@@ -25,7 +25,8 @@ upstream_pid=$!
 # the targets trust that CA's root, as an operator trusts a private Zulip.
 export ZWOP_BENCH_CA="$XDG_DATA_HOME/caddy/pki/authorities/local/root.crt"
 for _ in $(seq 100); do
-	[ -s "$ZWOP_BENCH_CA" ] && curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19443/ && break
+	[ -s "$ZWOP_BENCH_CA" ] && curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19443/ &&
+		curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19444/ && break
 	sleep 0.1
 done
 [ -s "$ZWOP_BENCH_CA" ] || { echo "the upstream made no CA; its log:" >&2; cat "$work/upstream.log" >&2; exit 1; }
@@ -33,7 +34,7 @@ export ZWOP_BENCH_EXTRA="${ZWOP_BENCH_EXTRA:-}"
 "$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
 pids+=($!)
 targets_pid=$!
-for port in 19991 18080 18081 18082 18083 18084 18085 18086; do
+for port in 19991 18080 18081 18082 18083 18084 18085 18086 18087; do
 	for _ in $(seq 100); do
 		curl -s -o /dev/null "localhost:$port/" && break
 		sleep 0.1
