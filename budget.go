@@ -133,10 +133,14 @@ func (bg *budget) more(sp *spend, n int, now time.Time) budgetVerdict {
 }
 
 func (bg *budget) reserveLocked(sp *spend, cost int, now time.Time) budgetVerdict {
+	if cost == 0 {
+		// Nothing to forward, usually (an id the proxy has cached).
+		return budgetVerdict{ok: true}
+	}
 	if now.Before(bg.blocked) {
 		return budgetVerdict{reason: "zulip_backoff", wait: bg.blocked.Sub(now), limit: max(bg.limit, 1)}
 	}
-	if !bg.known || cost == 0 {
+	if !bg.known {
 		return budgetVerdict{ok: true}
 	}
 	bg.rollLocked(now)
