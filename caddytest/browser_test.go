@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
@@ -386,6 +387,11 @@ func TestAdminPageErrorsInBrowser(t *testing.T) {
 		_, err := chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
 			MatchedNetworkConditions: []*network.Conditions{{Offline: true, DownloadThroughput: -1, UploadThroughput: -1}},
 		})
+		if err != nil {
+			// A Chromium before the rule-based command (Debian's 148)
+			// knows only the one it replaced.
+			_, err = chromedp.Call(ctx, emulateNetworkConditions, offlineConditions{Offline: true, DownloadThroughput: -1, UploadThroughput: -1})
+		}
 		return err
 	}))
 	b.run(t, "the proxy is gone",
@@ -410,4 +416,15 @@ func TestAPIDocsInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", name)
+}
+
+// emulateNetworkConditions is CDP's Network.emulateNetworkConditions,
+// which cdproto no longer generates since newer Chromium deprecated it.
+var emulateNetworkConditions = cdp.Command[offlineConditions, cdp.Empty]{Method: "Network.emulateNetworkConditions"}
+
+type offlineConditions struct {
+	Offline            bool    `json:"offline"`
+	Latency            float64 `json:"latency"`
+	DownloadThroughput float64 `json:"downloadThroughput"`
+	UploadThroughput   float64 `json:"uploadThroughput"`
 }
