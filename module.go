@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -223,53 +222,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.warnAccessLog(ctx)
 	return nil
-}
-
-// openStore takes the store from the package pool, so that a config reload
-// keeps the already-loaded index and its watcher instead of reading the
-// store again.
-func (h *Handler) openStore(ctx caddy.Context) error {
-	opt := keystore.Options{Logger: h.logger.Named("store"), OnFailure: func(kind string) {
-		metrics.storeErrors.WithLabelValues(kind).Inc()
-	}}
-	if h.Store != "" {
-		abs, err := filepath.Abs(h.Store)
-		if err != nil {
-			return fmt.Errorf("store %s: %w", h.Store, err)
-		}
-		h.storeKey = "file:" + abs
-		s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
-			return startStore(keystore.OpenFile(abs, opt))
-		})
-		if err != nil {
-			h.storeKey = ""
-			return fmt.Errorf("opening key store: %w", err)
-		}
-		h.store = s
-		return nil
-	}
-	st := ctx.Storage()
-	h.storeKey = "storage:" + fmt.Sprint(st)
-	s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
-		return startStore(keystore.OpenStorage(st, opt))
-	})
-	if err != nil {
-		h.storeKey = ""
-		return fmt.Errorf("opening key store in caddy storage: %w", err)
-	}
-	s.SetStorage(st)
-	h.store = s
-	return nil
-}
-
-// startStore starts the watcher of a store the server opened, so changes
-// made by the CLI or another instance reach this one.
-func startStore(s *keystore.Store, err error) (*keystore.Store, error) {
-	if err != nil {
-		return nil, err
-	}
-	s.Start()
-	return s, nil
 }
 
 // Validate rejects a config that could not serve requests, so that a bad

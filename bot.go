@@ -2,18 +2,23 @@ package zulipproxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
+	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"golang.org/x/sync/singleflight"
-
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
+	"golang.org/x/sync/singleflight"
 )
 
 // Bot is a real Zulip bot whose credentials the proxy uses on behalf of
@@ -180,4 +185,111 @@ func (h *Handler) botFor(e *keystore.Entry) (*bot, bool) {
 	}
 	b, ok := h.bots[name]
 	return b, ok
+}
+
+// botPool shares a bot between the configs that define it alike, so a
+// reload keeps its open connections to Zulip and what it learned there
+// (its user id, its streams' ids) instead of asking Zulip again.
+var botPool = caddy.NewUsagePool()
+
+// Destruct closes the bot's idle connections when no config uses it.
+func (b *bot) Destruct() error {
+	b.client.CloseIdleConnections()
+	return nil
+}
+
+// botPoolKey names a bot by everything its client is built from: a change
+// of any of them (a new key, another CA file's content) makes a new bot.
+// The API key enters only hashed.
+func botPoolKey(name string, cfg zulip.Config) string {
+	h := sha256.New()
+	for _, v := range []string{name, cfg.Site, cfg.Email, cfg.APIKey, cfg.CertBundle, cfg.Timeout.String()} {
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	if cfg.CertBundle != "" {
+		if pem, err := os.ReadFile(cfg.CertBundle); err == nil {
+			h.Write(pem)
+		}
+	}
+	return "bot:" + hex.EncodeToString(h.Sum(nil))
+}
+
+func loadPooledBot(key string, open func() (*bot, error)) (*bot, error) {
+	v, _, err := botPool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return open()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*bot), nil
+}
+
+// isStreamGone says whether Zulip answered that a stream id is not (or no
+// longer) valid, so a cached id must be looked up again.
+func isStreamGone(err error) bool {
+	var zerr *zulip.Error
+	if !errors.As(err, &zerr) {
+		return false
+	}
+	if zerr.Code == "STREAM_DOES_NOT_EXIST" {
+		return true
+	}
+	msg := strings.ToLower(zerr.Msg)
+	return zerr.Status == http.StatusBadRequest &&
+		(strings.Contains(msg, "invalid channel id") || strings.Contains(msg, "invalid stream id"))
+}
+
+// streamID returns a stream's id, asking Zulip once per bot and stream.
+func (h *Handler) streamID(ctx context.Context, b *bot, name string) (int64, error) {
+	if id, ok := b.streamIDs.Load(name); ok {
+		return id.(int64), nil
+	}
+	// One call for all who ask at once; it is not cancelled with the
+	// first caller, whose lookup serves the others too.
+	v, err, _ := b.lookups.Do(name, func() (any, error) {
+		id, _, err := b.client.GetStreamID(context.WithoutCancel(ctx), name)
+		if err != nil {
+			return int64(0), err
+		}
+		b.streamIDs.Store(name, id)
+		return id, nil
+	})
+	return v.(int64), err
+}
+
+// withStream runs fn with the id of the key's stream. When Zulip says the
+// cached id is gone (the stream was deleted and made again, say), the id is
+// looked up once more and fn retried once.
+func (h *Handler) withStream(ctx context.Context, b *bot, name string, fn func(id int64) error) error {
+	id, err := h.streamID(ctx, b, name)
+	if err != nil {
+		return err
+	}
+	err = fn(id)
+	if err == nil || !isStreamGone(err) {
+		return err
+	}
+	b.streamIDs.CompareAndDelete(name, id)
+	newID, lerr := h.streamID(ctx, b, name)
+	if lerr != nil {
+		return lerr
+	}
+	if newID == id {
+		return err
+	}
+	return fn(newID)
+}
+
+// botUserID returns the bot's own Zulip user id, asked once.
+func (h *Handler) botUserID(ctx context.Context, b *bot) (int64, error) {
+	if id := b.userID.Load(); id != 0 {
+		return id, nil
+	}
+	u, _, err := b.client.Me(ctx)
+	if err != nil {
+		return 0, err
+	}
+	b.userID.Store(u.UserID)
+	return u.UserID, nil
 }

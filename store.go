@@ -1,0 +1,86 @@
+package zulipproxy
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+)
+
+// storePool shares one open store between the configs that use it, so a
+// reload keeps the loaded index and its watcher instead of opening the
+// store again. It is the package's only state, as Caddy intends.
+var storePool = caddy.NewUsagePool()
+
+type pooledStore struct{ *keystore.Store }
+
+func (p pooledStore) Destruct() error { return p.Close() }
+
+// loadPooledStore returns the store for key, opening it on first use.
+func loadPooledStore(key string, open func() (*keystore.Store, error)) (*keystore.Store, error) {
+	v, _, err := storePool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		s, err := open()
+		if err != nil {
+			return nil, err
+		}
+		return pooledStore{s}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(pooledStore).Store, nil
+}
+
+// releasePooledStore drops one use; the last one closes the store.
+func releasePooledStore(key string) error {
+	_, err := storePool.Delete(key)
+	return err
+}
+
+// openStore takes the store from the package pool, so that a config reload
+// keeps the already-loaded index and its watcher instead of reading the
+// store again.
+func (h *Handler) openStore(ctx caddy.Context) error {
+	opt := keystore.Options{Logger: h.logger.Named("store"), OnFailure: func(kind string) {
+		metrics.storeErrors.WithLabelValues(kind).Inc()
+	}}
+	if h.Store != "" {
+		abs, err := filepath.Abs(h.Store)
+		if err != nil {
+			return fmt.Errorf("store %s: %w", h.Store, err)
+		}
+		h.storeKey = "file:" + abs
+		s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
+			return startStore(keystore.OpenFile(abs, opt))
+		})
+		if err != nil {
+			h.storeKey = ""
+			return fmt.Errorf("opening key store: %w", err)
+		}
+		h.store = s
+		return nil
+	}
+	st := ctx.Storage()
+	h.storeKey = "storage:" + fmt.Sprint(st)
+	s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
+		return startStore(keystore.OpenStorage(st, opt))
+	})
+	if err != nil {
+		h.storeKey = ""
+		return fmt.Errorf("opening key store in caddy storage: %w", err)
+	}
+	s.SetStorage(st)
+	h.store = s
+	return nil
+}
+
+// startStore starts the watcher of a store the server opened, so changes
+// made by the CLI or another instance reach this one.
+func startStore(s *keystore.Store, err error) (*keystore.Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	s.Start()
+	return s, nil
+}
