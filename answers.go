@@ -82,41 +82,6 @@ func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError,
 	return nil, nil, false
 }
 
-// Status helpers pick the HTTP status Zulip answered with from a call's
-// result or error, for the log line.
-func errStatus(err error) int {
-	var zerr *zulip.Error
-	if errors.As(err, &zerr) {
-		return zerr.Status
-	}
-	var bad *zulip.BadResponseError
-	if errors.As(err, &bad) {
-		return bad.Status
-	}
-	return 0
-}
-
-func respStatus(resp *zulip.Response, err error) int {
-	if err != nil {
-		return errStatus(err)
-	}
-	return resp.Status
-}
-
-func resultStatus(res *zulip.SendResult, err error) int {
-	if err != nil {
-		return errStatus(err)
-	}
-	return res.Raw.Status
-}
-
-func uploadStatus(up *zulip.UploadResult, err error) int {
-	if err != nil {
-		return errStatus(err)
-	}
-	return up.Raw.Status
-}
-
 // withBothShapes makes sure a Zulip error body also has the upstream
 // service's shape and a code: Zulip's unhandled-exception 500 has no
 // code, and none of Zulip's errors has `detail`. Other answers pass as

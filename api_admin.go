@@ -91,7 +91,7 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	// bot's first message; then the bot joins the stream (which, when
 	// create_streams allows, makes it).
 	if !h.CreateStreams {
-		if _, err := h.streamID(r.Context(), b, stream); err != nil {
+		if _, err := b.streamID(r.Context(), stream); err != nil {
 			return err
 		}
 	}

@@ -80,13 +80,13 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, c
 	// its own key for the whole stream to read.
 	topic, content = scrubString(topic, c.key), scrubString(content, c.key)
 	var res *zulip.SendResult
-	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+	err := c.bot.withStream(r.Context(), c.entry.Stream, func(id int64) error {
 		if to != nil && !to.is(c.entry.Stream, id) {
 			return errNotYourStream(c.entry.Stream)
 		}
 		var err error
 		res, err = c.bot.client.SendMessage(r.Context(), zulip.SendMessage{StreamID: id, Topic: topic, Content: content})
-		return c.record(resultStatus(res, err), err)
+		return err
 	})
 	if err != nil {
 		return err
@@ -258,7 +258,7 @@ func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*
 	if body.err != nil {
 		return nil, h.bodyError(body.err)
 	}
-	if err = c.record(uploadStatus(up, err), err); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return up, nil
@@ -286,13 +286,13 @@ func (h *Handler) serveStreamTopics(w http.ResponseWriter, r *http.Request, c *c
 // zero, is the stream id the client asked for; it must be the key's.
 func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want int64, opts zulip.ReadOptions) error {
 	var resp *zulip.Response
-	err := h.withStream(r.Context(), c.bot, c.entry.Stream, func(id int64) error {
+	err := c.bot.withStream(r.Context(), c.entry.Stream, func(id int64) error {
 		if want != 0 && id != want {
 			return errNotYourStream(c.entry.Stream)
 		}
 		var err error
 		resp, err = c.bot.client.StreamTopicsWith(r.Context(), id, opts)
-		return c.record(respStatus(resp, err), err)
+		return err
 	})
 	if err != nil {
 		return err
@@ -386,7 +386,7 @@ func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *ca
 		return err
 	}
 	resp, err := c.bot.client.UpdateMessage(r.Context(), msgID, u)
-	if err := c.record(respStatus(resp, err), err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeZulipAnswer(w, resp)
@@ -441,23 +441,23 @@ func (h *Handler) readEditContent(r *http.Request) (string, error) {
 // that the key's bot sent in the key's stream. It answers Zulip's reply
 // to fetching the message.
 func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64, opts zulip.ReadOptions) (*zulip.Response, error) {
-	uid, err := h.botUserID(ctx, c.bot)
+	uid, err := c.bot.userID(ctx)
 	if err != nil {
-		return nil, c.record(errStatus(err), err)
+		return nil, err
 	}
 	msg, resp, err := c.bot.client.GetMessageWith(ctx, msgID, opts)
 	if err != nil {
-		return nil, c.record(errStatus(err), err)
+		return nil, err
 	}
-	sid, err := h.streamID(ctx, c.bot, c.entry.Stream)
+	sid, err := c.bot.streamID(ctx, c.entry.Stream)
 	if err != nil {
-		return nil, c.record(errStatus(err), err)
+		return nil, err
 	}
 	if msg.StreamID != sid && msg.Type == "stream" {
 		// The stream may have been made again under the same name.
 		c.bot.streamIDs.CompareAndDelete(c.entry.Stream, sid)
-		if sid, err = h.streamID(ctx, c.bot, c.entry.Stream); err != nil {
-			return nil, c.record(errStatus(err), err)
+		if sid, err = c.bot.streamID(ctx, c.entry.Stream); err != nil {
+			return nil, err
 		}
 	}
 	if msg.Type != "stream" || msg.StreamID != sid || msg.SenderID != uid {
@@ -506,12 +506,12 @@ func anchorParam(q url.Values) (string, *apiError) {
 // through here, so none can leave the stream or the bot's own messages.
 func (h *Handler) writeBotMessages(w http.ResponseWriter, r *http.Request, c *call, stream string, q zulip.GetMessages,
 	more func(streamID, botID int64) ([]zulip.NarrowTerm, *apiError)) error {
-	uid, err := h.botUserID(r.Context(), c.bot)
+	uid, err := c.bot.userID(r.Context())
 	if err != nil {
-		return c.record(errStatus(err), err)
+		return err
 	}
 	var resp *zulip.Response
-	err = h.withStream(r.Context(), c.bot, stream, func(id int64) error {
+	err = c.bot.withStream(r.Context(), stream, func(id int64) error {
 		q.Narrow = []zulip.NarrowTerm{
 			{Operator: "channel", Operand: id},
 			{Operator: "sender", Operand: uid},
@@ -525,7 +525,7 @@ func (h *Handler) writeBotMessages(w http.ResponseWriter, r *http.Request, c *ca
 		}
 		var err error
 		resp, err = c.bot.client.GetMessages(r.Context(), q)
-		return c.record(respStatus(resp, err), err)
+		return err
 	})
 	if err != nil {
 		return err

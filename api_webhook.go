@@ -168,9 +168,9 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 		}
 	}
 
-	sid, err := h.streamID(r.Context(), b, e.Stream)
+	sid, err := b.streamID(r.Context(), e.Stream)
 	if err != nil {
-		return c.record(errStatus(err), err)
+		return err
 	}
 	for _, s := range append(streams, bodyStreams...) {
 		if !webhookStreamIs(s, e.Stream, sid) {
@@ -223,7 +223,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 	if isStreamGone(err) {
 		b.streamIDs.CompareAndDelete(e.Stream, sid)
 	}
-	if err := c.record(respStatus(resp, err), err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeZulipAnswer(w, resp)

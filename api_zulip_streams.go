@@ -24,9 +24,9 @@ func (h *Handler) zulipGetStreamID(w http.ResponseWriter, r *http.Request, c *ca
 	if !sameStreamName(p.Get("stream"), c.entry.Stream) {
 		return errNotYourStream(c.entry.Stream)
 	}
-	id, err := h.streamID(r.Context(), c.bot, c.entry.Stream)
+	id, err := c.bot.streamID(r.Context(), c.entry.Stream)
 	if err != nil {
-		return c.record(errStatus(err), err)
+		return err
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Result   string `json:"result"`
@@ -61,7 +61,7 @@ func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error
 		return err
 	}
 	_, resp, err := c.bot.client.Me(r.Context())
-	if err := c.record(respStatus(resp, err), err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeZulipAnswer(w, resp)
@@ -75,7 +75,7 @@ func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error
 func (h *Handler) zulipServerSettings(w http.ResponseWriter, r *http.Request, c *call) error {
 	b := h.serverSettingsBot(r)
 	resp, err := b.client.ServerSettings(r.Context())
-	if err := c.record(respStatus(resp, err), err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeZulipAnswer(w, resp)

@@ -56,8 +56,8 @@ type bot struct {
 	name   string
 	client *zulip.Client
 
-	// userID is the bot's Zulip user id, 0 until first learned.
-	userID atomic.Int64
+	// uid is the bot's Zulip user id, 0 until first learned.
+	uid atomic.Int64
 	// streamIDs maps a stream name to its id; read on every send, written
 	// rarely, which is what sync.Map is for.
 	streamIDs sync.Map
@@ -168,10 +168,15 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string
 // from every answer.
 func newBot(name string, c *zulip.Client) *bot {
 	b := &bot{name: name, client: c, budget: newBudget()}
-	c.Observe(func(ctx context.Context, call zulip.Call) {
-		b.budget.observe(spendOf(ctx), call, time.Now())
-		if !call.Anonymous && call.Response != nil {
-			observeBudget(name, call.Response)
+	c.Observe(func(ctx context.Context, zc zulip.Call) {
+		if c := callOf(ctx); c != nil {
+			c.noteZulip(b, zc, time.Now())
+		} else {
+			// The proxy's own call: the bot's budget, no key's.
+			b.budget.observe(nil, zc, time.Now())
+		}
+		if !zc.Anonymous && zc.Response != nil {
+			observeBudget(name, zc.Response)
 		}
 	})
 	return b
@@ -241,7 +246,7 @@ func isStreamGone(err error) bool {
 }
 
 // streamID returns a stream's id, asking Zulip once per bot and stream.
-func (h *Handler) streamID(ctx context.Context, b *bot, name string) (int64, error) {
+func (b *bot) streamID(ctx context.Context, name string) (int64, error) {
 	if id, ok := b.streamIDs.Load(name); ok {
 		return id.(int64), nil
 	}
@@ -261,8 +266,8 @@ func (h *Handler) streamID(ctx context.Context, b *bot, name string) (int64, err
 // withStream runs fn with the id of the key's stream. When Zulip says the
 // cached id is gone (the stream was deleted and made again, say), the id is
 // looked up once more and fn retried once.
-func (h *Handler) withStream(ctx context.Context, b *bot, name string, fn func(id int64) error) error {
-	id, err := h.streamID(ctx, b, name)
+func (b *bot) withStream(ctx context.Context, name string, fn func(id int64) error) error {
+	id, err := b.streamID(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -271,7 +276,7 @@ func (h *Handler) withStream(ctx context.Context, b *bot, name string, fn func(i
 		return err
 	}
 	b.streamIDs.CompareAndDelete(name, id)
-	newID, lerr := h.streamID(ctx, b, name)
+	newID, lerr := b.streamID(ctx, name)
 	if lerr != nil {
 		return lerr
 	}
@@ -282,14 +287,14 @@ func (h *Handler) withStream(ctx context.Context, b *bot, name string, fn func(i
 }
 
 // botUserID returns the bot's own Zulip user id, asked once.
-func (h *Handler) botUserID(ctx context.Context, b *bot) (int64, error) {
-	if id := b.userID.Load(); id != 0 {
+func (b *bot) userID(ctx context.Context) (int64, error) {
+	if id := b.uid.Load(); id != 0 {
 		return id, nil
 	}
 	u, _, err := b.client.Me(ctx)
 	if err != nil {
 		return 0, err
 	}
-	b.userID.Store(u.UserID)
+	b.uid.Store(u.UserID)
 	return u.UserID, nil
 }

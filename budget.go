@@ -315,26 +315,15 @@ func headerFloat(h http.Header, name string) (float64, bool) {
 	return f, err == nil
 }
 
-// spendKey finds the account of the request a call to Zulip is made for.
-type spendKey struct{}
-
-func spendOf(ctx context.Context) *spend {
-	sp, _ := ctx.Value(spendKey{}).(*spend)
-	return sp
-}
-
 // admitToBudget applies the bot's fair share to a scoped request before it
-// is served, reserving the calls its route usually makes; the request's
-// context then carries its account, so that each call it makes to Zulip
-// is charged to its key.
-func (h *Handler) admitToBudget(r *http.Request, c *call) (*http.Request, *apiError) {
+// is served, reserving the calls its route usually makes; each call it
+// then makes to Zulip is charged to its key (call.noteZulip).
+func (h *Handler) admitToBudget(r *http.Request, c *call) *apiError {
 	c.spend.key = c.entry.ID
-	v := c.bot.budget.admit(r.Context(), &c.spend, c.route.calls, time.Now())
-	r = r.WithContext(context.WithValue(r.Context(), spendKey{}, &c.spend))
-	if !v.ok {
-		return r, h.budgetRefusal(c, v)
+	if v := c.bot.budget.admit(r.Context(), &c.spend, c.route.calls, time.Now()); !v.ok {
+		return h.budgetRefusal(c, v)
 	}
-	return r, nil
+	return nil
 }
 
 // spendMore reserves n more calls for a request under way before it makes

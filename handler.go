@@ -26,7 +26,8 @@ type call struct {
 	bot   *bot // the bot a scoped key speaks as
 	start time.Time
 	// zulipStatus is the HTTP status of the last call to Zulip, for the
-	// log line; 0 when Zulip was not reached.
+	// log line; 0 when Zulip was not reached. The bot's client observer
+	// sets it (noteZulip).
 	zulipStatus int
 	// hook is a webhook's request as read to find its key.
 	hook *webhookRequest
@@ -34,12 +35,22 @@ type call struct {
 	spend spend
 }
 
-// record notes the status of a call to Zulip and passes its error on.
-func (c *call) record(status int, err error) error {
-	if status != 0 {
-		c.zulipStatus = status
+// callKey finds, in a request's context, the call it belongs to: the
+// zulip client's observer learns from it whose call to Zulip is over.
+type callKey struct{}
+
+func callOf(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// noteZulip records a call to Zulip made for c: its status for the log
+// line and the metrics, and its cost to the key's share of bot's budget.
+func (c *call) noteZulip(b *bot, zc zulip.Call, now time.Time) {
+	if zc.Response != nil {
+		c.zulipStatus = zc.Response.Status
 	}
-	return err
+	b.budget.observe(&c.spend, zc, now)
 }
 
 // ServeHTTP answers every path the module knows, and a JSON 404 for the
@@ -52,15 +63,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	c := &call{route: rt, arg: arg, start: time.Now()}
 	err := h.authorize(w, r, c)
-	// The caller is known; nothing is read or forwarded yet.
+	// The caller is known; nothing is read or forwarded yet. From here
+	// on, every call to Zulip made for the request is noted on it.
+	if c.entry != nil {
+		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+	}
 	if err == nil {
 		if aerr := h.limit(w, c); aerr != nil {
 			err = aerr
 		}
 	}
 	if err == nil && c.bot != nil && c.bot.budget != nil {
-		var aerr *apiError
-		if r, aerr = h.admitToBudget(r, c); aerr != nil {
+		if aerr := h.admitToBudget(r, c); aerr != nil {
 			err = aerr
 		}
 		defer c.bot.budget.settle(&c.spend)
