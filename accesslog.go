@@ -20,10 +20,7 @@ import (
 // used: a server that logs and serves keys gets the warning with the
 // filter to add, unless the operator says (access_log_filtered) that its
 // log has it.
-func (h *Handler) warnAccessLog(ctx caddy.Context) {
-	if h.AccessLogFiltered {
-		return
-	}
+func warnAccessLog(ctx caddy.Context, logger *zap.Logger) {
 	for _, m := range ctx.Modules() {
 		app, ok := m.(*caddyhttp.App)
 		if !ok {
@@ -39,7 +36,7 @@ func (h *Handler) warnAccessLog(ctx caddy.Context) {
 			if srv.Logs == nil || !routesToProxy(srv.Routes) {
 				continue
 			}
-			h.logger.Warn("access logging is on for a server that takes keys: unless its log format deletes them, keys are written to the access log",
+			logger.Warn("access logging is on for a server that takes keys: unless its log format deletes them, keys are written to the access log",
 				zap.String("server", name),
 				zap.Strings("logged", loggedSecrets(srv.Logs)),
 				zap.String("add_to_the_site", accessLogFilter(srv.Logs)),

@@ -37,7 +37,7 @@ func writeZulipAnswer(w http.ResponseWriter, resp *zulip.Response) {
 // gives: Zulip's own errors through, 502 for an unreachable or confused
 // Zulip, 504 for a slow one. ok is false for errors that did not come
 // from Zulip.
-func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError, ok bool) {
+func zulipFailure(err error, timeout time.Duration) (resp *zulip.Response, aerr *apiError, ok bool) {
 	var zerr *zulip.Error
 	if errors.As(err, &zerr) {
 		if zerr.Raw != nil && len(zerr.Raw.Body) > 0 {
@@ -45,7 +45,7 @@ func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError,
 		}
 		e := newError(zerr.Status, zerr.Code, zerr.Msg)
 		if zerr.RetryAfter > 0 {
-			e = e.withHeader("Retry-After", strconv.FormatFloat(zerr.RetryAfter.Seconds(), 'f', -1, 64))
+			e = e.setHeader("Retry-After", strconv.FormatFloat(zerr.RetryAfter.Seconds(), 'f', -1, 64))
 		}
 		return nil, e, true
 	}
@@ -67,7 +67,7 @@ func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError,
 		e := newError(bad.Status, code, fmt.Sprintf("Zulip failed with HTTP %d (%s)", bad.Status, http.StatusText(bad.Status)))
 		if bad.Raw != nil {
 			if ra := bad.Raw.Header.Get("Retry-After"); ra != "" {
-				e = e.withHeader("Retry-After", ra)
+				e = e.setHeader("Retry-After", ra)
 			}
 		}
 		return nil, e, true
@@ -75,7 +75,7 @@ func (h *Handler) zulipFailure(err error) (resp *zulip.Response, aerr *apiError,
 		return nil, newError(http.StatusBadGateway, codeBadUpstream, "Zulip answered with something that is not Zulip's JSON"), true
 	case errors.Is(err, zulip.ErrTimeout):
 		return nil, newError(http.StatusGatewayTimeout, codeUpstreamTimeout,
-			fmt.Sprintf("Zulip did not answer within %s", time.Duration(h.Timeout))), true
+			fmt.Sprintf("Zulip did not answer within %s", timeout)), true
 	case errors.Is(err, zulip.ErrUnreachable):
 		return nil, newError(http.StatusBadGateway, codeUnreachable, "Zulip is unreachable"), true
 	}

@@ -28,7 +28,7 @@ type createdBody struct {
 // or, for a proposal number alone, from the configured stream template.
 func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *call) error {
 	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit"}
-	q, err := h.adminParams(w, r, c, names...)
+	q, err := h.body.adminParams(w, r, c, names...)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	}
 	if stream == "" {
 		if h.StreamTemplate != "" {
-			return errMissingParam("stream").withMsg("missing 'stream' argument (or give 'proposal_no' to use the stream template)")
+			return errMissingParam("stream").setMsg("missing 'stream' argument (or give 'proposal_no' to use the stream template)")
 		}
 		return errMissingParam("stream")
 	}
@@ -70,12 +70,12 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 		n.Name = "proposal " + strconv.FormatInt(n.ProposalNo, 10)
 	}
 	if botName != "" {
-		if _, ok := h.bots[botName]; !ok {
+		if _, ok := h.bots.byName[botName]; !ok {
 			return errBadParam("bot", "unknown bot '"+botName+"'")
 		}
 		n.Bot = botName
 	}
-	b, ok := h.botFor(&keystore.Entry{Bot: n.Bot})
+	b, ok := h.bots.of(&keystore.Entry{Bot: n.Bot})
 	if !ok {
 		return errBadParam("bot", "no default bot is configured; name one with 'bot'")
 	}
@@ -102,11 +102,11 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	n.CreatedBy = "admin:" + c.entry.ID
 	key, e, err := h.store.Add(r.Context(), n)
 	if err != nil {
-		return h.storeFailure(err)
+		return storeFailure(h.logger, err)
 	}
 	h.logger.Info("key created", zap.String("key_id", e.ID), zap.String("stream", e.Stream), zap.String("by", n.CreatedBy),
 		zap.Bool("bot_subscribed_now", sub.Subscribed))
-	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: h.viewOf(&e)})
+	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: viewOf(&e, h.views)})
 	return nil
 }
 
@@ -117,13 +117,13 @@ type clientsBody struct {
 }
 
 func (h *Handler) serveListClients(w http.ResponseWriter, r *http.Request, c *call) error {
-	if _, err := h.adminParams(w, r, c); err != nil {
+	if _, err := h.body.adminParams(w, r, c); err != nil {
 		return err
 	}
 	entries := h.store.List()
 	views := make([]entryView, len(entries))
 	for i := range entries {
-		views[i] = h.viewOf(&entries[i])
+		views[i] = viewOf(&entries[i], h.views)
 	}
 	writeJSON(w, http.StatusOK, clientsBody{Result: "success", Clients: views})
 	return nil
@@ -136,7 +136,7 @@ type revokedBody struct {
 }
 
 func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	if _, err := h.adminParams(w, r, c); err != nil {
+	if _, err := h.body.adminParams(w, r, c); err != nil {
 		return err
 	}
 	e, err := h.store.Revoke(r.Context(), c.arg)
@@ -144,24 +144,24 @@ func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *c
 		return errNoClient(c.arg)
 	}
 	if err != nil {
-		return h.storeFailure(err)
+		return storeFailure(h.logger, err)
 	}
 	h.logger.Info("key revoked", zap.String("key_id", e.ID), zap.String("by", "admin:"+c.entry.ID))
-	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: h.viewOf(&e)})
+	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
 	return nil
 }
 
 // storeFailure answers a change the key store could not take: the
 // store's fault, not the caller's, and not an internal error. The details
 // (paths, the system's error) go to the log only.
-func (h *Handler) storeFailure(err error) error {
+func storeFailure(logger *zap.Logger, err error) error {
 	switch {
 	case errors.Is(err, keystore.ErrNotWritable):
-		h.logger.Error("key store cannot be written", zap.Error(err))
+		logger.Error("key store cannot be written", zap.Error(err))
 		return newError(http.StatusServiceUnavailable, codeUnavailable,
 			"the key store cannot be written, so keys cannot be created or revoked now; existing keys keep working, and the server's log says why")
 	case errors.Is(err, keystore.ErrStoreLost), errors.Is(err, keystore.ErrCorruptStore):
-		h.logger.Error("key store is damaged", zap.Error(err))
+		logger.Error("key store is damaged", zap.Error(err))
 		return newError(http.StatusServiceUnavailable, codeUnavailable,
 			"the key store is damaged, so keys cannot be created or revoked now; the keys it held keep working, and the server's log says why")
 	}
@@ -181,10 +181,10 @@ type adminArgs struct {
 // (expire_in=1h) cannot make a key that never expires, nor dry_run=true
 // pass unnoticed on a revocation; a name given twice, anywhere (a JSON
 // member too), is a 400 too.
-func (h *Handler) adminParams(w http.ResponseWriter, r *http.Request, c *call, allowed ...string) (adminArgs, error) {
+func (br bodyReader) adminParams(w http.ResponseWriter, r *http.Request, c *call, allowed ...string) (adminArgs, error) {
 	a := adminArgs{null: map[string]bool{}}
 	var err error
-	a.Values, err = h.readParams(w, r, paramSpec{
+	a.Values, err = br.readParams(w, r, paramSpec{
 		allowed: allowed,
 		unknown: func(name string) *apiError {
 			if len(allowed) == 0 {
@@ -213,7 +213,7 @@ func parseGrace(s string) (time.Duration, bool) {
 // serveRotateClient gives a key a new secret; the old one works for the
 // grace period.
 func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	q, err := h.adminParams(w, r, c, "grace")
+	q, err := h.body.adminParams(w, r, c, "grace")
 	if err != nil {
 		return err
 	}
@@ -226,10 +226,10 @@ func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *c
 	}
 	key, e, err := h.store.Rotate(r.Context(), c.arg, grace)
 	if err != nil {
-		return h.lifecycleFailure(c.arg, err)
+		return lifecycleFailure(h.logger, c.arg, err)
 	}
 	h.logger.Info("key rotated", zap.String("key_id", e.ID), zap.Duration("grace", grace), zap.String("by", "admin:"+c.entry.ID))
-	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: h.viewOf(&e)})
+	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: viewOf(&e, h.views)})
 	return nil
 }
 
@@ -238,7 +238,7 @@ func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *c
 // refused, never read as "never": a script whose date variable came out
 // empty must not make an expiring key permanent.
 func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	q, err := h.adminParams(w, r, c, "expires_in", "expires_at")
+	q, err := h.body.adminParams(w, r, c, "expires_in", "expires_at")
 	if err != nil {
 		return err
 	}
@@ -266,21 +266,21 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 		}
 		at = &t
 	default:
-		return errMissingParam("expires_in").withMsg("give 'expires_in' (a duration from now) or 'expires_at' (a time, or JSON null for never)")
+		return errMissingParam("expires_in").setMsg("give 'expires_in' (a duration from now) or 'expires_at' (a time, or JSON null for never)")
 	}
 	e, err := h.store.SetExpiry(r.Context(), c.arg, at)
 	if err != nil {
-		return h.lifecycleFailure(c.arg, err)
+		return lifecycleFailure(h.logger, c.arg, err)
 	}
 	h.logger.Info("key expiry changed", zap.String("key_id", e.ID), zap.Timep("expires_at", e.ExpiresAt), zap.String("by", "admin:"+c.entry.ID))
-	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: h.viewOf(&e)})
+	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
 	return nil
 }
 
 // serveClientMessages shows an admin the last messages a key's bot posted
 // in the key's stream, as the key itself would read them back.
 func (h *Handler) serveClientMessages(w http.ResponseWriter, r *http.Request, c *call) error {
-	q, err := h.adminParams(w, r, c, "num_before")
+	q, err := h.body.adminParams(w, r, c, "num_before")
 	if err != nil {
 		return err
 	}
@@ -295,14 +295,14 @@ func (h *Handler) serveClientMessages(w http.ResponseWriter, r *http.Request, c 
 	if e.Admin {
 		return errBadParam("id", "an admin key posts nothing; pick a scoped key")
 	}
-	b, ok := h.botFor(&e)
+	b, ok := h.bots.of(&e)
 	if !ok {
 		return newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server")
 	}
 	c.bot = b
 	// Raw Markdown: the page shows messages as text, never as HTML.
 	raw := false
-	return h.writeBotMessages(w, r, c, e.Stream, zulip.GetMessages{
+	return c.writeBotMessages(w, r, e.Stream, zulip.GetMessages{
 		Anchor: "newest", NumBefore: n, ReadOptions: zulip.ReadOptions{ApplyMarkdown: &raw},
 	}, nil)
 }
@@ -312,14 +312,14 @@ func errNoClient(id string) *apiError {
 }
 
 // lifecycleFailure answers a rotation or expiry change the store refused.
-func (h *Handler) lifecycleFailure(id string, err error) error {
+func lifecycleFailure(logger *zap.Logger, id string, err error) error {
 	switch {
 	case errors.Is(err, keystore.ErrNotFound):
 		return errNoClient(id)
 	case errors.Is(err, keystore.ErrKeyRevoked):
 		return newError(http.StatusConflict, codeBadRequest, "client '"+id+"' is revoked; a revoked key stays revoked")
 	}
-	return h.storeFailure(err)
+	return storeFailure(logger, err)
 }
 
 type botView struct {
@@ -338,13 +338,13 @@ type botsBody struct {
 // serveListBots names the configured bots a key may speak as, for the
 // admin page's choice; never their credentials.
 func (h *Handler) serveListBots(w http.ResponseWriter, r *http.Request, c *call) error {
-	if _, err := h.adminParams(w, r, c); err != nil {
+	if _, err := h.body.adminParams(w, r, c); err != nil {
 		return err
 	}
-	views := make([]botView, 0, len(h.bots))
-	for _, name := range slices.Sorted(maps.Keys(h.bots)) {
-		b := h.bots[name]
-		views = append(views, botView{Name: name, Site: b.client.Site(), Email: b.client.Email(), Default: name == h.defaultBot})
+	views := make([]botView, 0, len(h.bots.byName))
+	for _, name := range slices.Sorted(maps.Keys(h.bots.byName)) {
+		b := h.bots.byName[name]
+		views = append(views, botView{Name: name, Site: b.client.Site(), Email: b.client.Email(), Default: name == h.bots.def})
 	}
 	writeJSON(w, http.StatusOK, botsBody{Result: "success", Bots: views})
 	return nil

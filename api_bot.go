@@ -29,7 +29,7 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr != nil {
 		return aerr
 	}
-	if aerr := h.limitBody(w, r); aerr != nil {
+	if aerr := h.body.limitBody(w, r); aerr != nil {
 		return aerr
 	}
 	var content string
@@ -41,11 +41,11 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 		var up *zulip.UploadResult
 		defer func() {
 			if err != nil && up != nil {
-				h.removeUpload(r, c, up.URI)
+				c.removeUpload(r, up.URI)
 			}
 		}()
 		var link string
-		content, haveContent, link, up, err = h.readMessageParts(r, c)
+		content, haveContent, link, up, err = c.readMessageParts(r)
 		if err != nil {
 			return err
 		}
@@ -53,7 +53,7 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 			content += "\n\n" + link
 		}
 	case mtForm, "":
-		form, aerr := h.readForm(r, "content")
+		form, aerr := h.body.readForm(r, "content")
 		if aerr != nil {
 			return aerr
 		}
@@ -70,12 +70,12 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr := checkText("content", content, maxContentRunes); aerr != nil {
 		return aerr
 	}
-	return h.send(w, r, c, topic, content, nil)
+	return c.send(w, r, topic, content, nil)
 }
 
 // send posts to the key's stream, by its id. to, when given, is what the
 // client named as the destination; it must be the key's stream.
-func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, content string, to *streamRef) error {
+func (c *call) send(w http.ResponseWriter, r *http.Request, topic, content string, to *streamRef) error {
 	// A script that prints its environment into a message must not post
 	// its own key for the whole stream to read.
 	topic, content = scrubString(topic, c.key), scrubString(content, c.key)
@@ -97,9 +97,10 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request, c *call, topic, c
 
 // readMessageParts reads send_message's multipart body in order: a file
 // goes to Zulip as it arrives, so memory does not depend on its size.
-func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, haveContent bool, link string, up *zulip.UploadResult, err error) {
+func (c *call) readMessageParts(r *http.Request) (content string, haveContent bool, link string, up *zulip.UploadResult, err error) {
+	h := c.h
 	haveImage := false
-	err = h.readParts(r, partReader{
+	err = h.body.readParts(r, partReader{
 		fieldBytes: maxFieldBytes,
 		text: func(name, value string) error {
 			switch name {
@@ -122,7 +123,7 @@ func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, ha
 					return errBadParam(name, "form field 'content' given more than once")
 				}
 				var err error
-				content, err = h.readField(p, name, maxFieldBytes)
+				content, err = h.body.readField(p, name, maxFieldBytes)
 				haveContent = err == nil
 				return err
 			case "image":
@@ -134,14 +135,14 @@ func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, ha
 			}
 			haveImage = true
 			// The upload is a call to Zulip beyond the send.
-			if aerr := h.spendMore(c, 1); aerr != nil {
+			if aerr := c.spendMore(1); aerr != nil {
 				return aerr
 			}
 			var err error
-			if up, err = h.uploadPart(r.Context(), c, p); err != nil {
+			if up, err = c.uploadPart(r.Context(), p); err != nil {
 				return err
 			}
-			link = h.markdownLink(p.FileName(), up.URI)
+			link = markdownLink(p.FileName(), up.URI)
 			return nil
 		},
 	})
@@ -151,7 +152,8 @@ func (h *Handler) readMessageParts(r *http.Request, c *call) (content string, ha
 // removeUpload deletes a file this request stored in Zulip, when the
 // request is answered with an error after all. It is the proxy's own
 // call, bounded by timeout and not by the client, who may have gone.
-func (h *Handler) removeUpload(r *http.Request, c *call, uri string) {
+func (c *call) removeUpload(r *http.Request, uri string) {
+	h := c.h
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Duration(h.Timeout))
 	defer cancel()
 	if err := c.bot.client.DeleteUpload(ctx, uri); err != nil {
@@ -162,13 +164,14 @@ func (h *Handler) removeUpload(r *http.Request, c *call, uri string) {
 
 // serveUploadFile uploads one file and answers Zulip's JSON (uri, url).
 func (h *Handler) serveUploadFile(w http.ResponseWriter, r *http.Request, c *call) error {
-	return h.uploadOne(w, r, c, "file")
+	return c.uploadOne(w, r, "file")
 }
 
 // uploadOne streams the one file of a multipart body to Zulip and answers
 // Zulip's JSON. field names the file's form field; "" takes any name, as
 // Zulip's own user_uploads does.
-func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, field string) error {
+func (c *call) uploadOne(w http.ResponseWriter, r *http.Request, field string) error {
+	h := c.h
 	q, aerr := queryValues(r)
 	if aerr != nil {
 		return aerr
@@ -176,7 +179,7 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 	if aerr := onlyParams(q, "query parameter"); aerr != nil {
 		return aerr
 	}
-	if aerr := h.limitBody(w, r); aerr != nil {
+	if aerr := h.body.limitBody(w, r); aerr != nil {
 		return aerr
 	}
 	if mediaType(r) != mtMultipart {
@@ -186,7 +189,7 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 	unexpected := func(name string) error {
 		return errBadParam(name, "unexpected form field '"+name+"': the body holds one file")
 	}
-	err := h.readParts(r, partReader{
+	err := h.body.readParts(r, partReader{
 		fieldBytes: maxFieldBytes,
 		text:       func(name, _ string) error { return unexpected(name) },
 		file: func(p *multipart.Part) error {
@@ -197,14 +200,14 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 				return errBadParam(p.FormName(), "only one file may be uploaded at a time")
 			}
 			var err error
-			up, err = h.uploadPart(r.Context(), c, p)
+			up, err = c.uploadPart(r.Context(), p)
 			return err
 		},
 	})
 	if err != nil {
 		if up != nil {
 			// The first file is in Zulip already; the answer is an error.
-			h.removeUpload(r, c, up.URI)
+			c.removeUpload(r, up.URI)
 		}
 		return err
 	}
@@ -220,7 +223,8 @@ func (h *Handler) uploadOne(w http.ResponseWriter, r *http.Request, c *call, fie
 
 // takeUploadSlot counts an upload against its key's max_uploads_per_key;
 // release gives the slot back.
-func (h *Handler) takeUploadSlot(c *call) (release func(), aerr *apiError) {
+func (c *call) takeUploadSlot() (release func(), aerr *apiError) {
+	h := c.h
 	v, ok := h.uploads.Load(c.entry.ID)
 	if !ok {
 		v, _ = h.uploads.LoadOrStore(c.entry.ID, new(atomic.Int32))
@@ -230,13 +234,14 @@ func (h *Handler) takeUploadSlot(c *call) (release func(), aerr *apiError) {
 		n.Add(-1)
 		metrics.limited.WithLabelValues("uploads").Inc()
 		return nil, newError(http.StatusTooManyRequests, codeRateLimited,
-			"this key has "+strconv.Itoa(h.MaxUploadsPerKey)+" uploads in flight already (max_uploads_per_key); send the next when one is done").withHeader("Retry-After", "1")
+			"this key has "+strconv.Itoa(h.MaxUploadsPerKey)+" uploads in flight already (max_uploads_per_key); send the next when one is done").setHeader("Retry-After", "1")
 	}
 	return func() { n.Add(-1) }, nil
 }
 
 // uploadPart streams one file part to Zulip.
-func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*zulip.UploadResult, error) {
+func (c *call) uploadPart(ctx context.Context, p *multipart.Part) (*zulip.UploadResult, error) {
+	h := c.h
 	name := p.FileName()
 	if name == "" {
 		return nil, errBadParam(p.FormName(), "form field '"+p.FormName()+"' must be a file (with a filename)")
@@ -247,7 +252,7 @@ func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*
 	}
 	// No deadline of its own: the client's pace is bounded by
 	// client_idle_timeout, Zulip's answer by timeout once all is sent.
-	release, aerr := h.takeUploadSlot(c)
+	release, aerr := c.takeUploadSlot()
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -256,7 +261,7 @@ func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*
 	up, err := c.bot.client.UploadFile(ctx, name, ctype, body)
 	metrics.uploadBytes.Add(float64(body.n))
 	if body.err != nil {
-		return nil, h.bodyError(body.err)
+		return nil, h.body.bodyError(body.err)
 	}
 	if err != nil {
 		return nil, err
@@ -266,9 +271,13 @@ func (h *Handler) uploadPart(ctx context.Context, c *call, p *multipart.Part) (*
 
 // markdownLink links an uploaded file the way the upstream service did,
 // keeping the file name from breaking the Markdown.
-func (h *Handler) markdownLink(filename, uri string) string {
-	return "[" + h.linkEscaper.Replace(filename) + "](" + uri + ")"
+func markdownLink(filename, uri string) string {
+	return "[" + linkEscaper.Replace(filename) + "](" + uri + ")"
 }
+
+// linkEscaper keeps a file name from breaking the Markdown link a message
+// with an attachment ends in.
+var linkEscaper = strings.NewReplacer("\r", " ", "\n", " ", "[", "\\[", "]", "\\]")
 
 // serveStreamTopics lists the topics of the key's stream.
 func (h *Handler) serveStreamTopics(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -279,12 +288,12 @@ func (h *Handler) serveStreamTopics(w http.ResponseWriter, r *http.Request, c *c
 	if aerr := onlyParams(q, "query parameter"); aerr != nil {
 		return aerr
 	}
-	return h.topics(w, r, c, 0, zulip.ReadOptions{})
+	return c.topics(w, r, 0, zulip.ReadOptions{})
 }
 
 // topics answers Zulip's topic list of the key's stream. want, when not
 // zero, is the stream id the client asked for; it must be the key's.
-func (h *Handler) topics(w http.ResponseWriter, r *http.Request, c *call, want int64, opts zulip.ReadOptions) error {
+func (c *call) topics(w http.ResponseWriter, r *http.Request, want int64, opts zulip.ReadOptions) error {
 	var resp *zulip.Response
 	err := c.bot.withStream(r.Context(), c.entry.Stream, func(id int64) error {
 		if want != 0 && id != want {
@@ -305,11 +314,11 @@ var propagateModes = map[string]bool{"change_one": true, "change_later": true, "
 
 // checkPropagate allows change_later and change_all only when configured:
 // they also move other people's messages in the topic.
-func (h *Handler) checkPropagate(mode string) *apiError {
+func checkPropagate(mode string, allowed bool) *apiError {
 	if !propagateModes[mode] {
 		return errBadParam("propagate_mode", "'propagate_mode' must be change_one, change_later or change_all")
 	}
-	if mode != "change_one" && !h.AllowPropagate {
+	if mode != "change_one" && !allowed {
 		return newError(http.StatusForbidden, codeForbidden,
 			"propagate_mode '"+mode+"' is disabled on this server: it would also move messages other people sent to the topic")
 	}
@@ -346,15 +355,15 @@ func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 		u.Topic = &topic
 	}
 	if mode := q.Get("propagate_mode"); q.Has("propagate_mode") {
-		if aerr := h.checkPropagate(mode); aerr != nil {
+		if aerr := checkPropagate(mode, h.AllowPropagate); aerr != nil {
 			return aerr
 		}
 		u.PropagateMode = mode
 	}
-	if aerr := h.limitBody(w, r); aerr != nil {
+	if aerr := h.body.limitBody(w, r); aerr != nil {
 		return aerr
 	}
-	content, err := h.readEditContent(r)
+	content, err := h.body.readEditContent(r)
 	if err != nil {
 		return err
 	}
@@ -368,12 +377,12 @@ func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 		return newError(http.StatusBadRequest, codeBadRequest,
 			"either content (new message text, in the body) or topic (rename the message's topic) must be given")
 	}
-	return h.updateOwnMessage(w, r, c, msgID, u)
+	return c.updateOwnMessage(w, r, msgID, u)
 }
 
 // updateOwnMessage checks that the message is the key's own, then edits
 // it, answering Zulip's reply.
-func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *call, msgID int64, u zulip.UpdateMessage) error {
+func (c *call) updateOwnMessage(w http.ResponseWriter, r *http.Request, msgID int64, u zulip.UpdateMessage) error {
 	if u.Topic != nil && u.PropagateMode == "" {
 		u.PropagateMode = "change_one"
 	}
@@ -382,7 +391,7 @@ func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *ca
 			*p = scrubString(*p, c.key)
 		}
 	}
-	if _, err := h.checkOwnMessage(r.Context(), c, msgID, zulip.ReadOptions{}); err != nil {
+	if _, err := c.checkOwnMessage(r.Context(), msgID, zulip.ReadOptions{}); err != nil {
 		return err
 	}
 	resp, err := c.bot.client.UpdateMessage(r.Context(), msgID, u)
@@ -395,17 +404,17 @@ func (h *Handler) updateOwnMessage(w http.ResponseWriter, r *http.Request, c *ca
 
 // readEditContent reads update_message's new content: the raw body as the
 // upstream service took it (text/plain), or a form field `content`.
-func (h *Handler) readEditContent(r *http.Request) (string, error) {
+func (br bodyReader) readEditContent(r *http.Request) (string, error) {
 	switch mt := mediaType(r); {
 	case mt == mtForm:
-		form, aerr := h.readForm(r, "content")
+		form, aerr := br.readForm(r, "content")
 		if aerr != nil {
 			return "", aerr
 		}
 		return form.Get("content"), nil
 	case mt == mtMultipart:
 		content, seen := "", false
-		err := h.readParts(r, partReader{
+		err := br.readParts(r, partReader{
 			fieldBytes: maxFieldBytes,
 			text: func(name, value string) error {
 				if name != "content" {
@@ -426,7 +435,7 @@ func (h *Handler) readEditContent(r *http.Request) (string, error) {
 	case mt == "" || strings.HasPrefix(mt, "text/"):
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxFieldBytes))
 		if err != nil {
-			return "", h.bodyError(err)
+			return "", br.bodyError(err)
 		}
 		if len(b) == maxFieldBytes {
 			return "", errBadParam("content", "'content' is longer than Zulip's limit of "+strconv.Itoa(maxContentRunes)+" characters")
@@ -440,7 +449,7 @@ func (h *Handler) readEditContent(r *http.Request) (string, error) {
 // checkOwnMessage lets a message through only if it is a stream message
 // that the key's bot sent in the key's stream. It answers Zulip's reply
 // to fetching the message.
-func (h *Handler) checkOwnMessage(ctx context.Context, c *call, msgID int64, opts zulip.ReadOptions) (*zulip.Response, error) {
+func (c *call) checkOwnMessage(ctx context.Context, msgID int64, opts zulip.ReadOptions) (*zulip.Response, error) {
 	uid, err := c.bot.userID(ctx)
 	if err != nil {
 		return nil, err
@@ -485,7 +494,7 @@ func (h *Handler) serveGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr != nil {
 		return aerr
 	}
-	return h.writeBotMessages(w, r, c, c.entry.Stream, zulip.GetMessages{Anchor: anchor, NumBefore: numBefore}, nil)
+	return c.writeBotMessages(w, r, c.entry.Stream, zulip.GetMessages{Anchor: anchor, NumBefore: numBefore}, nil)
 }
 
 // anchorParam is get_messages' anchor, Zulip's default when not given.
@@ -504,7 +513,7 @@ func anchorParam(q url.Values) (string, *apiError) {
 // q's narrow is set here: the stream and the bot as sender, then what
 // more returns for them (nil: nothing more). Every read of messages goes
 // through here, so none can leave the stream or the bot's own messages.
-func (h *Handler) writeBotMessages(w http.ResponseWriter, r *http.Request, c *call, stream string, q zulip.GetMessages,
+func (c *call) writeBotMessages(w http.ResponseWriter, r *http.Request, stream string, q zulip.GetMessages,
 	more func(streamID, botID int64) ([]zulip.NarrowTerm, *apiError)) error {
 	uid, err := c.bot.userID(r.Context())
 	if err != nil {

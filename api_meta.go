@@ -3,6 +3,7 @@ package zulipproxy
 import (
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
@@ -41,8 +42,15 @@ type entryView struct {
 	KeyValidUntil *time.Time `json:"key_valid_until,omitempty"`
 }
 
+// viewDefaults are what a server fills in where a key names nothing: the
+// bot a key without one speaks as, and the server's rate_limit. The CLI,
+// which serves nothing, shows the entry as stored, without them.
+type viewDefaults struct {
+	bot, rateLimit string
+}
+
 // viewOf is an entry as the HTTP API and `list --json` show it.
-func viewOf(e *keystore.Entry) entryView {
+func viewOf(e *keystore.Entry, d viewDefaults) entryView {
 	v := entryView{
 		ID: e.ID, Name: e.Name, ProposalNo: e.ProposalNo, Stream: e.Stream, Bot: e.Bot,
 		Admin: e.Admin, Legacy: e.Legacy, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy,
@@ -59,17 +67,11 @@ func viewOf(e *keystore.Entry) entryView {
 		t := e.Retired[n-1].Until
 		v.PreviousKeyValidUntil = &t
 	}
-	return v
-}
-
-// viewOf names the bot a key without one uses on this server.
-func (h *Handler) viewOf(e *keystore.Entry) entryView {
-	v := viewOf(e)
 	if !e.Admin && v.Bot == "" {
-		v.Bot = h.defaultBot
+		v.Bot = d.bot
 	}
-	if !e.Admin && v.RateLimit == "" && h.RateLimit != nil {
-		v.RateLimit = h.RateLimit.String()
+	if !e.Admin && v.RateLimit == "" {
+		v.RateLimit = d.rateLimit
 	}
 	return v
 }
@@ -88,7 +90,7 @@ type healthBody struct {
 // 200) when keys work but changes cannot be written.
 func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) error {
 	if err := h.store.Healthy(); err != nil {
-		h.logHealth(err)
+		h.health.note(h.logger, err)
 		msg := "the key store cannot be read; the last good keys keep working"
 		switch {
 		case errors.Is(err, keystore.ErrStoreLost):
@@ -99,7 +101,7 @@ func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) e
 		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: zulip.Version, Store: "unreadable", Msg: msg})
 		return nil
 	}
-	h.logHealth(nil)
+	h.health.note(h.logger, nil)
 	if err := h.store.Writable(); err != nil {
 		writeJSON(w, http.StatusOK, healthBody{Status: "degraded", Version: zulip.Version, Store: "read-only",
 			Msg: "the key store cannot be written: keys work, but cannot be created or revoked"})
@@ -116,7 +118,7 @@ type meBody struct {
 }
 
 func (h *Handler) serveMe(w http.ResponseWriter, _ *http.Request, c *call) error {
-	v := h.viewOf(c.entry)
+	v := viewOf(c.entry, h.views)
 	v.LastUsedAt = h.store.LastUsed(c.entry)
 	body := meBody{Result: "success", entryView: v}
 	if until := c.entry.RetiredUntil; until != nil {
@@ -127,20 +129,26 @@ func (h *Handler) serveMe(w http.ResponseWriter, _ *http.Request, c *call) error
 	return nil
 }
 
-// logHealth logs when /health's finding changes, not on every probe: a
+// healthLog logs when /health's finding changes, not on every probe: a
 // load balancer asks every few seconds, and a damaged store would
 // otherwise write the same warning each time, for as long as it lasts.
-func (h *Handler) logHealth(err error) {
-	said := h.healthSaid.Load()
+type healthLog struct {
+	// said is the key store's problem last logged ("" when it last
+	// found none).
+	said atomic.Pointer[string]
+}
+
+func (hl *healthLog) note(logger *zap.Logger, err error) {
+	said := hl.said.Load()
 	if err == nil {
-		if said != nil && *said != "" && h.healthSaid.CompareAndSwap(said, new(string)) {
-			h.logger.Info("health check passing again: key store readable")
+		if said != nil && *said != "" && hl.said.CompareAndSwap(said, new(string)) {
+			logger.Info("health check passing again: key store readable")
 		}
 		return
 	}
 	msg := err.Error()
-	if said != nil && *said == msg || !h.healthSaid.CompareAndSwap(said, &msg) {
+	if said != nil && *said == msg || !hl.said.CompareAndSwap(said, &msg) {
 		return
 	}
-	h.logger.Warn("health check failing: key store unreadable", zap.Error(err))
+	logger.Warn("health check failing: key store unreadable", zap.Error(err))
 }

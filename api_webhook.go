@@ -50,12 +50,13 @@ type webhookRequest struct {
 // webhookKey reads a webhook call far enough to find its key: HTTP Basic
 // (for the integrations that use it), or api_key in the query or the
 // body. One place only, so that no two disagree.
-func (h *Handler) webhookKey(w http.ResponseWriter, r *http.Request, c *call) (string, *apiError) {
+func (c *call) webhookKey(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+	h := c.h
 	q, aerr := queryValues(r)
 	if aerr != nil {
 		return "", aerr
 	}
-	if aerr := h.limitBody(w, r); aerr != nil {
+	if aerr := h.body.limitBody(w, r); aerr != nil {
 		return "", aerr
 	}
 	hook := &webhookRequest{query: q, mt: mediaType(r)}
@@ -63,14 +64,14 @@ func (h *Handler) webhookKey(w http.ResponseWriter, r *http.Request, c *call) (s
 	// parser might take it for a form.
 	switch hook.mt {
 	case mtForm:
-		if hook.fields, aerr = h.readFormBody(r); aerr != nil {
+		if hook.fields, aerr = h.body.readFormBody(r); aerr != nil {
 			return "", aerr
 		}
 	case mtMultipart:
 		// Jotform sends its submissions so. Only text fields: Zulip's
 		// integrations read no files.
 		hook.fields = []field{}
-		err := h.readParts(r, partReader{
+		err := h.body.readParts(r, partReader{
 			fieldBytes: maxWebhookFieldBytes,
 			text: func(name, value string) error {
 				hook.fields = append(hook.fields, field{name, value})
@@ -83,7 +84,7 @@ func (h *Handler) webhookKey(w http.ResponseWriter, r *http.Request, c *call) (s
 			if errors.As(err, &aerr) {
 				return "", aerr
 			}
-			return "", h.multipartError(err)
+			return "", h.body.multipartError(err)
 		}
 	case mtInvalid:
 		return "", errUnsupportedBody("unreadable Content-Type header")
@@ -109,7 +110,7 @@ func (h *Handler) webhookKey(w http.ResponseWriter, r *http.Request, c *call) (s
 	}
 	if places == 0 || key == "" {
 		return "", newError(http.StatusUnauthorized, codeUnauthorized,
-			"Missing api_key: put the scoped key in the webhook URL as api_key=...").withHeader("WWW-Authenticate", zulipAuthenticate)
+			"Missing api_key: put the scoped key in the webhook URL as api_key=...").setHeader("WWW-Authenticate", zulipAuthenticate)
 	}
 	if places > 1 {
 		return "", errBadParam("api_key", "give the key in one place only")
@@ -156,7 +157,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 	if fields == nil && integration == "teamcity" && (mt != "" || r.ContentLength != 0) {
 		var err error
 		if payload, err = io.ReadAll(r.Body); err != nil {
-			return h.bodyError(err)
+			return h.body.bodyError(err)
 		}
 		personal, ok := teamcityPersonal(payload)
 		if !ok {
@@ -218,7 +219,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 	}
 	resp, err := b.client.Webhook(r.Context(), call)
 	if body.err != nil {
-		return h.bodyError(body.err)
+		return h.body.bodyError(body.err)
 	}
 	if isStreamGone(err) {
 		b.streamIDs.CompareAndDelete(e.Stream, sid)

@@ -15,8 +15,8 @@ import (
 
 // zulipParams reads a Zulip API call's parameters the way Zulip does: a
 // form or multipart body and the query string together.
-func (h *Handler) zulipParams(w http.ResponseWriter, r *http.Request, allowed ...string) (url.Values, error) {
-	return h.readParams(w, r, paramSpec{
+func (br bodyReader) zulipParams(w http.ResponseWriter, r *http.Request, allowed ...string) (url.Values, error) {
+	return br.readParams(w, r, paramSpec{
 		allowed: allowed,
 		unknown: func(name string) *apiError {
 			return errBadParam(name, "parameter '"+name+"' is not available through a scoped key")

@@ -12,7 +12,7 @@ import (
 // zulipSendMessage is POST /api/v1/messages, confined to the key's stream:
 // `to` may name it (by name or id, in any form Zulip reads) or be absent.
 func (h *Handler) zulipSendMessage(w http.ResponseWriter, r *http.Request, c *call) error {
-	p, err := h.zulipParams(w, r, "type", "to", "topic", "subject", "content", "queue_id", "local_id", "read_by_sender")
+	p, err := h.body.zulipParams(w, r, "type", "to", "topic", "subject", "content", "queue_id", "local_id", "read_by_sender")
 	if err != nil {
 		return err
 	}
@@ -47,14 +47,14 @@ func (h *Handler) zulipSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 		}
 		to = &ref
 	}
-	return h.send(w, r, c, topic, content, to)
+	return c.send(w, r, topic, content, to)
 }
 
 // zulipGetMessages is GET /api/v1/messages: the bot's own messages in the
 // key's stream. A client's narrow may only narrow further by topic; the
 // narrow sent to Zulip is built here.
 func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *call) error {
-	p, err := h.zulipParams(w, r, append([]string{"anchor", "num_before", "num_after", "narrow"}, readOptionNames...)...)
+	p, err := h.body.zulipParams(w, r, append([]string{"anchor", "num_before", "num_after", "narrow"}, readOptionNames...)...)
 	if err != nil {
 		return err
 	}
@@ -71,8 +71,8 @@ func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 			return aerr
 		}
 	}
-	return h.writeBotMessages(w, r, c, c.entry.Stream, q, func(streamID, botID int64) ([]zulip.NarrowTerm, *apiError) {
-		return h.clientNarrow(p.Get("narrow"), c, streamID, botID)
+	return c.writeBotMessages(w, r, c.entry.Stream, q, func(streamID, botID int64) ([]zulip.NarrowTerm, *apiError) {
+		return c.clientNarrow(p.Get("narrow"), streamID, botID)
 	})
 }
 
@@ -80,7 +80,7 @@ func (h *Handler) zulipGetMessages(w http.ResponseWriter, r *http.Request, c *ca
 // scope (its stream, its bot as sender) are dropped, topic terms are kept,
 // and anything else — other streams, `with`, searches, direct messages —
 // is refused rather than passed on.
-func (h *Handler) clientNarrow(raw string, c *call, streamID, botID int64) ([]zulip.NarrowTerm, *apiError) {
+func (c *call) clientNarrow(raw string, streamID, botID int64) ([]zulip.NarrowTerm, *apiError) {
 	if raw == "" {
 		return nil, nil
 	}
@@ -139,7 +139,7 @@ func (h *Handler) clientNarrow(raw string, c *call, streamID, botID int64) ([]zu
 // zulipGetMessage is GET /api/v1/messages/{id}, for the key's own
 // messages only.
 func (h *Handler) zulipGetMessage(w http.ResponseWriter, r *http.Request, c *call) error {
-	p, err := h.zulipParams(w, r, "message_id", "apply_markdown", "allow_empty_topic_name")
+	p, err := h.body.zulipParams(w, r, "message_id", "apply_markdown", "allow_empty_topic_name")
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (h *Handler) zulipGetMessage(w http.ResponseWriter, r *http.Request, c *cal
 	if aerr != nil {
 		return aerr
 	}
-	resp, err := h.checkOwnMessage(r.Context(), c, id, opts)
+	resp, err := c.checkOwnMessage(r.Context(), id, opts)
 	if err != nil {
 		return err
 	}
@@ -162,7 +162,7 @@ func (h *Handler) zulipGetMessage(w http.ResponseWriter, r *http.Request, c *cal
 // zulipUpdateMessage is PATCH /api/v1/messages/{id}: content and topic of
 // the key's own messages; never a move to another stream.
 func (h *Handler) zulipUpdateMessage(w http.ResponseWriter, r *http.Request, c *call) error {
-	p, err := h.zulipParams(w, r, "message_id", "topic", "subject", "content", "propagate_mode",
+	p, err := h.body.zulipParams(w, r, "message_id", "topic", "subject", "content", "propagate_mode",
 		"send_notification_to_old_thread", "send_notification_to_new_thread", "stream_id")
 	if err != nil {
 		return err
@@ -191,7 +191,7 @@ func (h *Handler) zulipUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 	}
 	if p.Has("propagate_mode") {
 		mode := p.Get("propagate_mode")
-		if aerr := h.checkPropagate(mode); aerr != nil {
+		if aerr := checkPropagate(mode, h.AllowPropagate); aerr != nil {
 			return aerr
 		}
 		u.PropagateMode = mode
@@ -199,5 +199,5 @@ func (h *Handler) zulipUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 	if u.Topic == nil && u.Content == nil {
 		return newError(http.StatusBadRequest, codeBadRequest, "nothing to change: give 'content' or 'topic'")
 	}
-	return h.updateOwnMessage(w, r, c, id, u)
+	return c.updateOwnMessage(w, r, id, u)
 }

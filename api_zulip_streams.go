@@ -9,12 +9,12 @@ import (
 // zulipUploadFile is POST /api/v1/user_uploads: one file, streamed to
 // Zulip.
 func (h *Handler) zulipUploadFile(w http.ResponseWriter, r *http.Request, c *call) error {
-	return h.uploadOne(w, r, c, "")
+	return c.uploadOne(w, r, "")
 }
 
 // zulipGetStreamID is GET /api/v1/get_stream_id, for the key's own stream.
 func (h *Handler) zulipGetStreamID(w http.ResponseWriter, r *http.Request, c *call) error {
-	p, err := h.zulipParams(w, r, "stream")
+	p, err := h.body.zulipParams(w, r, "stream")
 	if err != nil {
 		return err
 	}
@@ -39,7 +39,7 @@ func (h *Handler) zulipGetStreamID(w http.ResponseWriter, r *http.Request, c *ca
 // zulipStreamTopics is GET /api/v1/users/me/{stream_id}/topics, for the
 // key's own stream.
 func (h *Handler) zulipStreamTopics(w http.ResponseWriter, r *http.Request, c *call) error {
-	p, err := h.zulipParams(w, r, "allow_empty_topic_name")
+	p, err := h.body.zulipParams(w, r, "allow_empty_topic_name")
 	if err != nil {
 		return err
 	}
@@ -51,13 +51,13 @@ func (h *Handler) zulipStreamTopics(w http.ResponseWriter, r *http.Request, c *c
 	if err != nil || want <= 0 {
 		return errBadParam("stream_id", "invalid stream id")
 	}
-	return h.topics(w, r, c, want, opts)
+	return c.topics(w, r, want, opts)
 }
 
 // zulipMe is GET /api/v1/users/me: the bot's profile, since the key
 // speaks as the bot.
 func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error {
-	if _, err := h.zulipParams(w, r); err != nil {
+	if _, err := h.body.zulipParams(w, r); err != nil {
 		return err
 	}
 	_, resp, err := c.bot.client.Me(r.Context())
@@ -73,22 +73,18 @@ func (h *Handler) zulipMe(w http.ResponseWriter, r *http.Request, c *call) error
 // comes with it anyway, the answer is from that key's Zulip, else from
 // the default bot's (or the first bot's by name).
 func (h *Handler) zulipServerSettings(w http.ResponseWriter, r *http.Request, c *call) error {
-	b := h.serverSettingsBot(r)
+	b := h.bots.fallback
+	if _, key, ok := r.BasicAuth(); ok && key != "" {
+		if e, found := h.store.Lookup(key); found && !e.Admin && e.Usable(time.Now()) == nil {
+			if kb, ok := h.bots.of(e); ok {
+				b = kb
+			}
+		}
+	}
 	resp, err := b.client.ServerSettings(r.Context())
 	if err != nil {
 		return err
 	}
 	writeZulipAnswer(w, resp)
 	return nil
-}
-
-func (h *Handler) serverSettingsBot(r *http.Request) *bot {
-	if _, key, ok := r.BasicAuth(); ok && key != "" {
-		if e, found := h.store.Lookup(key); found && !e.Admin && e.Usable(time.Now()) == nil {
-			if b, ok := h.botFor(e); ok {
-				return b
-			}
-		}
-	}
-	return h.settingsBot
 }

@@ -126,20 +126,55 @@ func resolveBot(name string, b *Bot) (zulip.Config, error) {
 	return cfg, nil
 }
 
-// provisionBots takes a bot for every configured one from the bot pool
-// and picks the one used by keys that name no bot. timeout bounds each
-// call to Zulip. keys are the pool entries taken, for Cleanup; they are
-// returned even on error, so that what was taken is released.
-func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string]*bot, def string, keys []string, err error) {
+// botSet is a config's bots, and the one keys that name no bot speak as.
+type botSet struct {
+	byName map[string]*bot
+	// def names the default bot ("" when there is none to pick).
+	def string
+	// fallback answers what needs a bot when no key names one
+	// (server_settings): the default bot, else the first by name.
+	fallback *bot
+	// poolKeys are this config's entries in botPool, for Cleanup.
+	poolKeys []string
+}
+
+// of is the bot a key speaks as.
+func (bs botSet) of(e *keystore.Entry) (*bot, bool) {
+	name := e.Bot
+	if name == "" {
+		name = bs.def
+	}
+	b, ok := bs.byName[name]
+	return b, ok
+}
+
+// defaultBotOf is the bot that keys naming none speak as: the one called
+// "default", else the only one; "" when neither is.
+func defaultBotOf[V any](bots map[string]V) string {
+	if _, ok := bots[defaultBotName]; ok {
+		return defaultBotName
+	}
+	if len(bots) == 1 {
+		for name := range bots {
+			return name
+		}
+	}
+	return ""
+}
+
+// provisionBots takes a bot for every configured one from the bot pool.
+// timeout bounds each call to Zulip. The pool entries taken are returned
+// even on error, so that what was taken is released.
+func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (botSet, error) {
+	bs := botSet{byName: make(map[string]*bot, len(cfgs)), def: defaultBotOf(cfgs)}
 	if len(cfgs) == 0 {
-		return nil, "", nil, fmt.Errorf("zulip_proxy: no bot configured; add a `bot default { ... }` block")
+		return bs, fmt.Errorf("zulip_proxy: no bot configured; add a `bot default { ... }` block")
 	}
 	names := slices.Sorted(maps.Keys(cfgs))
-	bots = make(map[string]*bot, len(cfgs))
 	for _, name := range names {
 		cfg, err := resolveBot(name, cfgs[name])
 		if err != nil {
-			return nil, "", keys, err
+			return bs, err
 		}
 		cfg.Timeout = timeout
 		key := botPoolKey(name, cfg)
@@ -151,17 +186,16 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (bots map[string
 			return newBot(name, c), nil
 		})
 		if err != nil {
-			return nil, "", keys, err
+			return bs, err
 		}
-		keys = append(keys, key)
-		bots[name] = b
+		bs.poolKeys = append(bs.poolKeys, key)
+		bs.byName[name] = b
 	}
-	if _, ok := bots[defaultBotName]; ok {
-		def = defaultBotName
-	} else if len(bots) == 1 {
-		def = names[0]
+	bs.fallback = bs.byName[bs.def]
+	if bs.fallback == nil {
+		bs.fallback = bs.byName[names[0]]
 	}
-	return bots, def, keys, nil
+	return bs, nil
 }
 
 // newBot is a bot ready to serve through c, learning its Zulip budget
@@ -180,16 +214,6 @@ func newBot(name string, c *zulip.Client) *bot {
 		}
 	})
 	return b
-}
-
-// botFor returns the bot a key speaks as.
-func (h *Handler) botFor(e *keystore.Entry) (*bot, bool) {
-	name := e.Bot
-	if name == "" {
-		name = h.defaultBot
-	}
-	b, ok := h.bots[name]
-	return b, ok
 }
 
 // botPool shares a bot between the configs that define it alike, so a

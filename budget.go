@@ -318,29 +318,30 @@ func headerFloat(h http.Header, name string) (float64, bool) {
 // admitToBudget applies the bot's fair share to a scoped request before it
 // is served, reserving the calls its route usually makes; each call it
 // then makes to Zulip is charged to its key (call.noteZulip).
-func (h *Handler) admitToBudget(r *http.Request, c *call) *apiError {
+func (c *call) admitToBudget(r *http.Request) *apiError {
 	c.spend.key = c.entry.ID
 	if v := c.bot.budget.admit(r.Context(), &c.spend, c.route.calls, time.Now()); !v.ok {
-		return h.budgetRefusal(c, v)
+		return c.budgetRefusal(v)
 	}
 	return nil
 }
 
 // spendMore reserves n more calls for a request under way before it makes
 // them: a 429 when the key's share does not stretch to them.
-func (h *Handler) spendMore(c *call, n int) *apiError {
+func (c *call) spendMore(n int) *apiError {
 	if c.spend.bg == nil {
 		return nil
 	}
 	if v := c.spend.bg.more(&c.spend, n, time.Now()); !v.ok {
-		return h.budgetRefusal(c, v)
+		return c.budgetRefusal(v)
 	}
 	return nil
 }
 
 // budgetRefusal is the proxy's 429 for a call the bot's budget does not
 // let through, logged and counted by reason.
-func (h *Handler) budgetRefusal(c *call, v budgetVerdict) *apiError {
+func (c *call) budgetRefusal(v budgetVerdict) *apiError {
+	h := c.h
 	metrics.limited.WithLabelValues(v.reason).Inc()
 	msg := "this key has made its share of the calls bot '" + c.bot.name + "' may make to Zulip now; other keys share that bot"
 	if v.reason == "zulip_backoff" {

@@ -274,7 +274,7 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 	if asJSON {
 		rows := make([]entryView, len(entries))
 		for i := range entries {
-			rows[i] = viewOf(&entries[i])
+			rows[i] = viewOf(&entries[i], viewDefaults{})
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

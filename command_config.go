@@ -151,16 +151,7 @@ func (l *storeLocation) checkStream(ctx context.Context, errOut io.Writer, botNa
 		return nil
 	}
 	if botName == "" {
-		switch {
-		case l.botCfgs[defaultBotName] != nil:
-			botName = defaultBotName
-		case len(l.botCfgs) == 1:
-			for name := range l.botCfgs {
-				botName = name
-			}
-		default:
-			return nil
-		}
+		botName = defaultBotOf(l.botCfgs)
 	}
 	b := l.botCfgs[botName]
 	if b == nil {

@@ -47,8 +47,8 @@ func newError(status int, code, msg string) *apiError {
 	return &apiError{Status: status, Code: code, Msg: msg}
 }
 
-// withHeader returns e with one more response header.
-func (e *apiError) withHeader(k, v string) *apiError {
+// setHeader sets one more response header on e, and returns e.
+func (e *apiError) setHeader(k, v string) *apiError {
 	if e.Header == nil {
 		e.Header = http.Header{}
 	}
@@ -65,7 +65,7 @@ func errMissingParam(name string) *apiError {
 }
 
 func errMethod(allow string) *apiError {
-	return newError(http.StatusMethodNotAllowed, codeMethod, "method not allowed; use "+allow).withHeader("Allow", allow)
+	return newError(http.StatusMethodNotAllowed, codeMethod, "method not allowed; use "+allow).setHeader("Allow", allow)
 }
 
 type errorBody struct {
@@ -113,8 +113,8 @@ func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
 	_, _ = w.Write(body)
 }
 
-// withMsg returns e with another message.
-func (e *apiError) withMsg(msg string) *apiError {
+// setMsg replaces e's message, and returns e.
+func (e *apiError) setMsg(msg string) *apiError {
 	e.Msg = msg
 	return e
 }

@@ -116,15 +116,15 @@ func FuzzReadParts(f *testing.F) {
 	_ = mw.Close()
 	f.Add(b.Bytes(), mw.Boundary())
 	f.Add([]byte("--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--\r\n"), "x")
-	h := &Handler{MaxUpload: 1 << 20}
+	h := &Handler{body: bodyReader{maxUpload: 1 << 20}}
 	f.Fuzz(func(t *testing.T, body []byte, boundary string) {
 		r := httptest.NewRequest("POST", "/x", bytes.NewReader(body))
 		r.Header.Set("Content-Type", "multipart/form-data; boundary=\""+strings.ReplaceAll(boundary, `"`, "")+"\"")
 		w := httptest.NewRecorder()
-		if aerr := h.limitBody(w, r); aerr != nil {
+		if aerr := h.body.limitBody(w, r); aerr != nil {
 			return
 		}
-		err := h.readParts(r, partReader{
+		err := h.body.readParts(r, partReader{
 			fieldBytes: 64,
 			text: func(name, value string) error {
 				if len(value) >= 64 {
@@ -150,12 +150,12 @@ func FuzzZulipParams(f *testing.F) {
 	f.Add("topic=a", "content=b&type=stream")
 	f.Add("to=1", "to=2")
 	f.Add("", "method=GET")
-	h := &Handler{MaxUpload: 1 << 20}
+	h := &Handler{body: bodyReader{maxUpload: 1 << 20}}
 	f.Fuzz(func(t *testing.T, query, body string) {
 		r := httptest.NewRequest("POST", "/api/v1/messages", strings.NewReader(body))
 		r.URL.RawQuery = query
 		r.Header.Set("Content-Type", mtForm)
-		p, err := h.zulipParams(httptest.NewRecorder(), r, "type", "to", "topic", "content")
+		p, err := h.body.zulipParams(httptest.NewRecorder(), r, "type", "to", "topic", "content")
 		if err != nil {
 			return
 		}

@@ -13,8 +13,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// call is one request on its way through the dispatch.
+// call is one request on its way through the dispatch, and the work
+// that belongs to it.
 type call struct {
+	// h is the config serving it.
+	h     *Handler
 	route *route
 	// arg is the path's wildcard segment: a message or stream id, a key
 	// id, an integration name.
@@ -61,7 +64,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		writeError(w, aerr)
 		return nil
 	}
-	c := &call{route: rt, arg: arg, start: time.Now()}
+	c := &call{h: h, route: rt, arg: arg, start: time.Now()}
 	err := h.authorize(w, r, c)
 	// The caller is known; nothing is read or forwarded yet. From here
 	// on, every call to Zulip made for the request is noted on it.
@@ -69,12 +72,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
 	}
 	if err == nil {
-		if aerr := h.limit(w, c); aerr != nil {
+		if aerr := h.limits.check(w, c); aerr != nil {
 			err = aerr
 		}
 	}
 	if err == nil && c.bot != nil && c.bot.budget != nil {
-		if aerr := h.admitToBudget(r, c); aerr != nil {
+		if aerr := c.admitToBudget(r); aerr != nil {
 			err = aerr
 		}
 		defer c.bot.budget.settle(&c.spend)
@@ -100,17 +103,17 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, c *call) err
 	if rt.access == public {
 		return nil
 	}
-	key, aerr := h.presentedKey(w, r, c)
+	key, aerr := c.presentedKey(w, r)
 	if aerr != nil {
 		return aerr
 	}
-	e, aerr := h.authenticate(key, c.start)
+	e, aerr := authenticate(h.store, key, c.start)
 	if aerr != nil {
 		if rt.key != keyHeader {
 			aerr.Code = codeUnauthorized // what Zulip answers for a bad API key
-			return aerr.withHeader("WWW-Authenticate", zulipAuthenticate)
+			return aerr.setHeader("WWW-Authenticate", zulipAuthenticate)
 		}
-		return aerr.withHeader("WWW-Authenticate", wwwAuthenticate)
+		return aerr.setHeader("WWW-Authenticate", wwwAuthenticate)
 	}
 	setAuthUser(r, e)
 	c.entry, c.key = e, key
@@ -120,9 +123,12 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, c *call) err
 	case rt.access == admin && !e.Admin:
 		return newError(http.StatusForbidden, codeForbidden, rt.name+" needs an admin key")
 	case rt.access == scoped:
-		if aerr := h.bindBot(c); aerr != nil {
-			return aerr
+		b, ok := h.bots.of(e)
+		if !ok {
+			h.logger.Error("key names a bot that is not configured", zap.String("key_id", e.ID), zap.String("bot", e.Bot))
+			return newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server")
 		}
+		c.bot = b
 	}
 	return nil
 }
@@ -163,17 +169,6 @@ func errorFields(err error) []zap.Field {
 	return []zap.Field{zap.String("error", err.Error())}
 }
 
-// bindBot finds the bot a scoped key speaks as.
-func (h *Handler) bindBot(c *call) *apiError {
-	b, ok := h.botFor(c.entry)
-	if !ok {
-		h.logger.Error("key names a bot that is not configured", zap.String("key_id", c.entry.ID), zap.String("bot", c.entry.Bot))
-		return newError(http.StatusServiceUnavailable, codeUnavailable, "this key's bot is not configured on this server")
-	}
-	c.bot = b
-	return nil
-}
-
 // writeCallError answers a route's error. Our own errors carry their
 // status and Zulip's are passed on; anything else is a bug or an I/O
 // failure, logged and answered with a generic 500 so no internal detail
@@ -184,7 +179,7 @@ func (h *Handler) writeCallError(w http.ResponseWriter, c *call, err error) {
 		writeError(w, aerr)
 		return
 	}
-	if resp, aerr, ok := h.zulipFailure(err); ok {
+	if resp, aerr, ok := zulipFailure(err, time.Duration(h.Timeout)); ok {
 		if resp != nil {
 			writeZulipAnswer(w, resp)
 		} else {
@@ -225,7 +220,7 @@ const wwwAuthenticate = `X-API-key realm="zulip-proxy"`
 const zulipAuthenticate = `Basic realm="zulip"`
 
 // presentedKey reads the caller's key from where the route takes it.
-func (h *Handler) presentedKey(w http.ResponseWriter, r *http.Request, c *call) (string, *apiError) {
+func (c *call) presentedKey(w http.ResponseWriter, r *http.Request) (string, *apiError) {
 	switch c.route.key {
 	case keyBasic:
 		// Any email: the key alone says who is calling.
@@ -233,21 +228,21 @@ func (h *Handler) presentedKey(w http.ResponseWriter, r *http.Request, c *call) 
 			return key, nil
 		}
 		return "", newError(http.StatusUnauthorized, codeUnauthorized,
-			"Missing 'Authorization' header: use HTTP Basic with any email and your scoped key").withHeader("WWW-Authenticate", zulipAuthenticate)
+			"Missing 'Authorization' header: use HTTP Basic with any email and your scoped key").setHeader("WWW-Authenticate", zulipAuthenticate)
 	case keyWebhook:
-		return h.webhookKey(w, r, c)
+		return c.webhookKey(w, r)
 	}
 	if vs := r.Header[apiKeyHeader]; len(vs) > 0 && vs[0] != "" {
 		return vs[0], nil
 	}
 	return "", newError(http.StatusUnauthorized, codeUnauthorized,
-		"missing API key: send it in the X-API-key header").withHeader("WWW-Authenticate", wwwAuthenticate)
+		"missing API key: send it in the X-API-key header").setHeader("WWW-Authenticate", wwwAuthenticate)
 }
 
 // authenticate finds the key's entry. It runs on every request: a hash and
 // a map lookup on the store's immutable index, no lock and no I/O.
-func (h *Handler) authenticate(key string, now time.Time) (*keystore.Entry, *apiError) {
-	e, ok := h.store.Lookup(key)
+func authenticate(s *keystore.Store, key string, now time.Time) (*keystore.Entry, *apiError) {
+	e, ok := s.Lookup(key)
 	if !ok {
 		return nil, newError(http.StatusUnauthorized, codeInvalidKey, "invalid API key")
 	}
@@ -263,6 +258,6 @@ func (h *Handler) authenticate(key string, now time.Time) (*keystore.Entry, *api
 		}
 		return nil, newError(http.StatusUnauthorized, codeInvalidKey, msg)
 	}
-	h.store.Touch(e)
+	s.Touch(e)
 	return e, nil
 }

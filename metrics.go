@@ -110,7 +110,7 @@ func lastUsedLabel(t time.Time, now time.Time) string {
 }
 
 // registerMetrics adds the module's collectors to this config's registry.
-func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
+func registerMetrics(reg *prometheus.Registry, store *keystore.Store) error {
 	if reg == nil {
 		return nil
 	}
@@ -123,7 +123,7 @@ func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
 		metrics.limited.WithLabelValues(reason)
 	}
 	for _, c := range []prometheus.Collector{metrics.requests, metrics.zulipSeconds, metrics.limited,
-		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, keysCollector{h.store}} {
+		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, keysCollector{store}} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

@@ -3,11 +3,7 @@ package zulipproxy
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -128,31 +124,23 @@ type Handler struct {
 	// the service this module replaces served them.
 	DisableAPIDocs bool `json:"disable_api_docs,omitempty"`
 
-	bots       map[string]*bot
-	botKeys    []string // this config's entries in the bot pool
-	defaultBot string
-	// settingsBot answers server_settings called without a key: the
-	// default bot, else the first by name.
-	settingsBot *bot
-	// buckets are the keys' rate-limit buckets, shared by the configs of
-	// one store through limiterPool; bucketsKey is this config's entry.
-	buckets    *keyBuckets
-	bucketsKey string
+	// body reads request bodies within max_upload and
+	// client_idle_timeout.
+	body   bodyReader
+	bots   botSet
+	limits keyLimits
 	// uploads counts each key's uploads in flight, by key id.
 	uploads *sync.Map
-	// ownLimits are the keys' own rate limits, parsed: text to RateLimit.
-	ownLimits *sync.Map
-	// linkEscaper keeps a file name from breaking the Markdown link a
-	// message with an attachment ends in.
-	linkEscaper *strings.Replacer
-	store       *keystore.Store
-	storeKey    string
-	logger      *zap.Logger
+	// store is the key store, shared by the configs that use it through
+	// storePool; storeKey is its entry there.
+	store    *keystore.Store
+	storeKey string
+	// views fill in what a key names nothing of, as this server sees it.
+	views  viewDefaults
+	health *healthLog
+	logger *zap.Logger
 	// router is the route table with this config's pages.
 	router *router
-	// healthSaid is the key store's problem /health last logged ("" when
-	// it last found none), so a load balancer's probes log a change once.
-	healthSaid *atomic.Pointer[string]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -178,21 +166,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxUploadsPerKey == 0 {
 		h.MaxUploadsPerKey = defaultMaxUploadsPerKey
 	}
-	h.uploads, h.ownLimits = new(sync.Map), new(sync.Map)
-	h.healthSaid = new(atomic.Pointer[string])
+	h.body = bodyReader{maxUpload: h.MaxUpload, idle: time.Duration(h.ClientIdleTimeout)}
+	h.uploads = new(sync.Map)
+	h.health = new(healthLog)
 
-	bots, def, keys, err := provisionBots(h.Bots, time.Duration(h.Timeout))
-	h.botKeys = keys
-	if err != nil {
+	var err error
+	if h.bots, err = provisionBots(h.Bots, time.Duration(h.Timeout)); err != nil {
 		return err
 	}
-	h.bots, h.defaultBot = bots, def
-	h.settingsBot = bots[def]
-	if h.settingsBot == nil {
-		h.settingsBot = bots[slices.Sorted(maps.Keys(bots))[0]]
+	h.views = viewDefaults{bot: h.bots.def}
+	if h.RateLimit != nil {
+		h.views.rateLimit = h.RateLimit.String()
 	}
-	h.linkEscaper = strings.NewReplacer("\r", " ", "\n", " ", "[", "\\[", "]", "\\]")
-	pages, err := h.pageRoutes()
+	pages, err := pageRoutes(h.AdminPage, !h.DisableAPIDocs)
 	if err != nil {
 		return err
 	}
@@ -200,36 +186,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("admin_page: %w", err)
 	}
 
-	if err := h.openStore(ctx); err != nil {
+	if h.store, h.storeKey, err = openStore(ctx, h.Store, h.logger); err != nil {
 		return err
 	}
-	// The buckets are shared through Caddy's storage with the other
-	// instances that use it, so a key's rate_limit holds across them.
-	v, loaded, err := limiterPool.LoadOrNew(h.storeKey, func() (caddy.Destructor, error) {
-		kb := newKeyBuckets()
-		kb.share(ctx.Storage(), h.logger.Named("ratelimit"))
-		return kb, nil
-	})
-	if err != nil {
-		return fmt.Errorf("rate limits: %w", err)
+	if h.limits, err = provisionLimits(ctx, h.storeKey, h.RateLimit, h.logger); err != nil {
+		return err
 	}
-	h.buckets, h.bucketsKey = v.(*keyBuckets), h.storeKey
-	if loaded {
-		h.buckets.sh.storage.Store(&storageRef{ctx.Storage()})
-	}
-	if err := h.registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := registerMetrics(ctx.GetMetricsRegistry(), h.store); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	h.warnAccessLog(ctx)
+	if !h.AccessLogFiltered {
+		warnAccessLog(ctx, h.logger)
+	}
 	return nil
 }
 
 // Validate rejects a config that could not serve requests, so that a bad
 // reload fails as a whole and the running config stays.
 func (h *Handler) Validate() error {
-	if len(h.bots) == 0 {
-		return errors.New("zulip_proxy: at least one bot must be configured")
-	}
 	if h.MaxUpload < 0 {
 		return fmt.Errorf("zulip_proxy: max_upload must be positive, got %d", h.MaxUpload)
 	}
@@ -257,11 +231,11 @@ func (h *Handler) Validate() error {
 // Cleanup releases this config's hold on the shared bots and store; the
 // last config to let go of one closes it.
 func (h *Handler) Cleanup() error {
-	for _, key := range h.botKeys {
+	for _, key := range h.bots.poolKeys {
 		_, _ = botPool.Delete(key)
 	}
-	if h.bucketsKey != "" {
-		_, _ = limiterPool.Delete(h.bucketsKey)
+	if h.limits.poolKey != "" {
+		_, _ = limiterPool.Delete(h.limits.poolKey)
 	}
 	if h.storeKey == "" {
 		return nil

@@ -33,10 +33,10 @@ const docsCSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe
 
 // pageRoutes are the routes of the pages this config serves: the admin
 // page under its path and the API documentation, each unless turned off.
-func (h *Handler) pageRoutes() ([]route, error) {
+func pageRoutes(adminPage string, docs bool) ([]route, error) {
 	var rs []route
-	if h.AdminPage != "off" {
-		base := h.AdminPage
+	if adminPage != "off" {
+		base := adminPage
 		if base == "" {
 			base = defaultAdminPage
 		}
@@ -60,7 +60,7 @@ func (h *Handler) pageRoutes() ([]route, error) {
 			rs = append(rs, route{"GET", base + f.name, "admin_page", public, keyHeader, 0, staticFile(body, f.ctype, pageCSP)})
 		}
 	}
-	if !h.DisableAPIDocs {
+	if docs {
 		spec, err := pageFiles.ReadFile("apidocs/openapi.json")
 		if err != nil {
 			return nil, fmt.Errorf("api docs: %w", err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
 
@@ -164,39 +166,69 @@ func (kb *keyBuckets) take(id string, spec RateLimit, now time.Time) rateState {
 // limiterPool shares the buckets between configs of one store.
 var limiterPool = caddy.NewUsagePool()
 
-// rateLimitFor is the limit that applies to a scoped key: its own, else
-// the server's; zero for none.
-func (h *Handler) rateLimitFor(c *call) RateLimit {
-	if own := c.entry.RateLimit; own != "" {
+// provisionLimits takes the buckets of the store at storeKey from
+// limiterPool. They are shared through Caddy's storage with the other
+// instances that use it, so a key's rate_limit holds across them.
+func provisionLimits(ctx caddy.Context, storeKey string, server *RateLimit, logger *zap.Logger) (keyLimits, error) {
+	v, loaded, err := limiterPool.LoadOrNew(storeKey, func() (caddy.Destructor, error) {
+		kb := newKeyBuckets()
+		kb.share(ctx.Storage(), logger.Named("ratelimit"))
+		return kb, nil
+	})
+	if err != nil {
+		return keyLimits{}, fmt.Errorf("rate limits: %w", err)
+	}
+	kl := keyLimits{server: server, own: new(sync.Map), buckets: v.(*keyBuckets), poolKey: storeKey}
+	if loaded {
+		kl.buckets.sh.storage.Store(&storageRef{ctx.Storage()})
+	}
+	return kl, nil
+}
+
+// keyLimits are a config's rate limits of scoped keys: the server's,
+// each key's own, and the buckets, kept in limiterPool.
+type keyLimits struct {
+	server *RateLimit
+	// own are the keys' own limits, parsed: text to RateLimit.
+	own     *sync.Map
+	buckets *keyBuckets
+	// poolKey is the buckets' entry in limiterPool, for Cleanup.
+	poolKey string
+}
+
+// of is the limit that applies to a scoped key: its own, else the
+// server's; zero for none.
+func (kl keyLimits) of(e *keystore.Entry) RateLimit {
+	if own := e.RateLimit; own != "" {
 		// Parsed once per distinct limit, not on every call: the store
 		// keeps it as text.
-		v, ok := h.ownLimits.Load(own)
+		v, ok := kl.own.Load(own)
 		if !ok {
 			rl, _ := parseRateLimit(own) // zero when unreadable: the server's applies
-			v, _ = h.ownLimits.LoadOrStore(own, rl)
+			v, _ = kl.own.LoadOrStore(own, rl)
 		}
 		if rl := v.(RateLimit); rl.set() {
 			return rl
 		}
 	}
-	if h.RateLimit != nil {
-		return *h.RateLimit
+	if kl.server != nil {
+		return *kl.server
 	}
 	return RateLimit{}
 }
 
-// limit spends one of the calling key's tokens, says how many are left
+// check spends one of the calling key's tokens, says how many are left
 // in the headers Zulip uses, and refuses a call over the limit with 429
 // before anything is read or forwarded.
-func (h *Handler) limit(w http.ResponseWriter, c *call) *apiError {
-	if c.entry == nil || c.entry.Admin || h.buckets == nil {
+func (kl keyLimits) check(w http.ResponseWriter, c *call) *apiError {
+	if c.entry == nil || c.entry.Admin || kl.buckets == nil {
 		return nil
 	}
-	spec := h.rateLimitFor(c)
+	spec := kl.of(c.entry)
 	if !spec.set() {
 		return nil
 	}
-	st := h.buckets.take(c.entry.ID, spec, c.start)
+	st := kl.buckets.take(c.entry.ID, spec, c.start)
 	hdr := w.Header()
 	hdr.Set("X-RateLimit-Limit", strconv.Itoa(st.limit))
 	hdr.Set("X-RateLimit-Remaining", strconv.Itoa(st.remaining))
@@ -222,8 +254,8 @@ func errRateLimited(c *call, msg string, wait time.Duration, limit int) *apiErro
 	e := newError(http.StatusTooManyRequests, codeRateLimited, msg)
 	e.RetryAfter = math.Round(secs*1000) / 1000
 	reset := time.Now().Add(wait)
-	return e.withHeader("Retry-After", retry).
-		withHeader("X-RateLimit-Limit", strconv.Itoa(limit)).
-		withHeader("X-RateLimit-Remaining", "0").
-		withHeader("X-RateLimit-Reset", strconv.FormatInt(int64(math.Ceil(float64(reset.UnixNano())/1e9)), 10))
+	return e.setHeader("Retry-After", retry).
+		setHeader("X-RateLimit-Limit", strconv.Itoa(limit)).
+		setHeader("X-RateLimit-Remaining", "0").
+		setHeader("X-RateLimit-Reset", strconv.FormatInt(int64(math.Ceil(float64(reset.UnixNano())/1e9)), 10))
 }

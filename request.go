@@ -90,17 +90,24 @@ func onlyParams(vals url.Values, what string, allowed ...string) *apiError {
 	return nil
 }
 
+// bodyReader reads a client's request body within the config's bounds:
+// max_upload for its size, client_idle_timeout for its pace.
+type bodyReader struct {
+	maxUpload int64
+	idle      time.Duration
+}
+
 // limitBody refuses bodies over max_upload: at once when the declared
 // length says so, otherwise when reading passes the limit.
-func (h *Handler) limitBody(w http.ResponseWriter, r *http.Request) *apiError {
-	if r.ContentLength > h.MaxUpload {
-		return errTooLarge(h.MaxUpload)
+func (br bodyReader) limitBody(w http.ResponseWriter, r *http.Request) *apiError {
+	if r.ContentLength > br.maxUpload {
+		return errTooLarge(br.maxUpload)
 	}
 	body := io.ReadCloser(r.Body)
-	if idle := time.Duration(h.ClientIdleTimeout); idle > 0 && r.ContentLength != 0 {
+	if idle := br.idle; idle > 0 && r.ContentLength != 0 {
 		body = &idleReader{ReadCloser: body, rc: http.NewResponseController(w), idle: idle}
 	}
-	r.Body = http.MaxBytesReader(w, body, h.MaxUpload)
+	r.Body = http.MaxBytesReader(w, body, br.maxUpload)
 	return nil
 }
 
@@ -155,10 +162,10 @@ type field struct{ name, value string }
 
 // readFormBody reads an urlencoded body as url.ParseQuery does, keeping
 // the fields in the sender's order.
-func (h *Handler) readFormBody(r *http.Request) ([]field, *apiError) {
+func (br bodyReader) readFormBody(r *http.Request) ([]field, *apiError) {
 	raw, err := readBody(r)
 	if err != nil {
-		return nil, h.bodyError(err)
+		return nil, br.bodyError(err)
 	}
 	fields, err := parseFormOrdered(string(raw))
 	if err != nil {
@@ -193,10 +200,10 @@ func parseFormOrdered(s string) ([]field, error) {
 
 // readForm reads an urlencoded body whose fields must be in allowed and
 // appear once.
-func (h *Handler) readForm(r *http.Request, allowed ...string) (url.Values, *apiError) {
+func (br bodyReader) readForm(r *http.Request, allowed ...string) (url.Values, *apiError) {
 	raw, err := readBody(r)
 	if err != nil {
-		return nil, h.bodyError(err)
+		return nil, br.bodyError(err)
 	}
 	form, err := url.ParseQuery(string(raw))
 	if err != nil {
@@ -223,7 +230,7 @@ type partReader struct {
 // readParts is the one loop over a multipart body: parts in order, text
 // fields bounded, files streamed, a broken or oversized body answered
 // as such.
-func (h *Handler) readParts(r *http.Request, pr partReader) error {
+func (br bodyReader) readParts(r *http.Request, pr partReader) error {
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return newError(http.StatusBadRequest, codeBadRequest, "malformed multipart body")
@@ -234,7 +241,7 @@ func (h *Handler) readParts(r *http.Request, pr partReader) error {
 			return nil
 		}
 		if err != nil {
-			return h.multipartError(err)
+			return br.multipartError(err)
 		}
 		name := p.FormName()
 		if name == "" {
@@ -249,7 +256,7 @@ func (h *Handler) readParts(r *http.Request, pr partReader) error {
 			}
 			continue
 		}
-		v, err := h.readField(p, name, pr.fieldBytes)
+		v, err := br.readField(p, name, pr.fieldBytes)
 		if err != nil {
 			return err
 		}
@@ -260,10 +267,10 @@ func (h *Handler) readParts(r *http.Request, pr partReader) error {
 }
 
 // readField reads one text field whole, up to limit bytes.
-func (h *Handler) readField(p io.Reader, name string, limit int) (string, error) {
+func (br bodyReader) readField(p io.Reader, name string, limit int) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(p, int64(limit)))
 	if err != nil {
-		return "", h.multipartError(err)
+		return "", br.multipartError(err)
 	}
 	if len(b) == limit {
 		return "", errBadParam(name, "field '"+name+"' is too long")
@@ -272,9 +279,9 @@ func (h *Handler) readField(p io.Reader, name string, limit int) (string, error)
 }
 
 // errStalled is the client's fault, not Zulip's: 408, never a 504.
-func (h *Handler) errStalled() *apiError {
+func (br bodyReader) errStalled() *apiError {
 	return newError(http.StatusRequestTimeout, "REQUEST_TIMEOUT",
-		"the request body stopped arriving: nothing for "+time.Duration(h.ClientIdleTimeout).String()+" (client_idle_timeout); nothing was kept")
+		"the request body stopped arriving: nothing for "+br.idle.String()+" (client_idle_timeout); nothing was kept")
 }
 
 func errTooLarge(limit int64) *apiError {
@@ -287,24 +294,24 @@ func errUnsupportedBody(msg string) *apiError {
 }
 
 // bodyError turns a failure to read the client's body into its answer.
-func (h *Handler) bodyError(err error) *apiError {
-	return h.readFailure(err, "could not read the request body")
+func (br bodyReader) bodyError(err error) *apiError {
+	return br.readFailure(err, "could not read the request body")
 }
 
 // multipartError is bodyError for a multipart body that broke off.
-func (h *Handler) multipartError(err error) *apiError {
-	return h.readFailure(err, "malformed multipart body")
+func (br bodyReader) multipartError(err error) *apiError {
+	return br.readFailure(err, "malformed multipart body")
 }
 
 // readFailure tells a body over max_upload (413) and a client that
 // stalled (408) from a broken one, answered with msg.
-func (h *Handler) readFailure(err error, msg string) *apiError {
+func (br bodyReader) readFailure(err error, msg string) *apiError {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return errTooLarge(h.MaxUpload)
+		return errTooLarge(br.maxUpload)
 	}
 	if errors.Is(err, errClientStalled) {
-		return h.errStalled()
+		return br.errStalled()
 	}
 	return newError(http.StatusBadRequest, codeBadRequest, msg)
 }
@@ -368,7 +375,7 @@ type paramSpec struct {
 // the proxy does not understand: the `method` override, a name outside
 // the allow-list, and a name given twice anywhere (Zulip takes the last,
 // body before query).
-func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramSpec) (url.Values, error) {
+func (br bodyReader) readParams(w http.ResponseWriter, r *http.Request, spec paramSpec) (url.Values, error) {
 	out := url.Values{}
 	add := func(name, v string) *apiError {
 		if name == "method" {
@@ -394,12 +401,12 @@ func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramS
 			}
 		}
 	}
-	if aerr := h.limitBody(w, r); aerr != nil {
+	if aerr := br.limitBody(w, r); aerr != nil {
 		return nil, aerr
 	}
 	switch mt := mediaType(r); {
 	case mt == mtForm:
-		fields, aerr := h.readFormBody(r)
+		fields, aerr := br.readFormBody(r)
 		if aerr != nil {
 			return nil, aerr
 		}
@@ -409,7 +416,7 @@ func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramS
 			}
 		}
 	case mt == mtMultipart && spec.multipart:
-		err := h.readParts(r, partReader{
+		err := br.readParts(r, partReader{
 			fieldBytes: maxFieldBytes,
 			text: func(name, value string) error {
 				if aerr := add(name, value); aerr != nil {
@@ -425,7 +432,7 @@ func (h *Handler) readParams(w http.ResponseWriter, r *http.Request, spec paramS
 	case mt == "application/json" && spec.jsonBody:
 		raw, err := readBody(r)
 		if err != nil {
-			return nil, h.bodyError(err)
+			return nil, br.bodyError(err)
 		}
 		if err := jsonMembers(raw, func(name string, v any) error {
 			var s string

@@ -41,17 +41,17 @@ func BenchmarkSendMessage(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			store, key := benchStore(b)
 			h := &Handler{
-				Bots:      map[string]*Bot{"default": {Site: emu.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey, CertBundle: ca}},
-				MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
+				Bots: map[string]*Bot{"default": {Site: emu.URL, Email: emulator.DemoBotEmail, APIKey: emulator.DemoBotKey, CertBundle: ca}},
+				body: bodyReader{maxUpload: defaultMaxUpload}, Timeout: caddy.Duration(defaultTimeout),
 				store: store, logger: zap.NewNop(), router: apiRouter,
 			}
 			var err error
-			if h.bots, h.defaultBot, h.botKeys, err = provisionBots(h.Bots, defaultTimeout); err != nil {
+			if h.bots, err = provisionBots(h.Bots, defaultTimeout); err != nil {
 				b.Fatal(err)
 			}
 			defer h.Cleanup()
 			if !share {
-				bt := h.bots["default"]
+				bt := h.bots.byName["default"]
 				bt.client.Observe(nil)
 				bt.budget = nil
 			}
@@ -68,7 +68,7 @@ func BenchmarkSendMessage(b *testing.B) {
 			if code := send(); code != http.StatusOK {
 				b.Fatalf("status %d", code)
 			}
-			if share && !h.bots["default"].budget.known {
+			if share && !h.bots.byName["default"].budget.known {
 				b.Fatal("the budget was not learned")
 			}
 			b.ReportAllocs()
@@ -146,9 +146,9 @@ func benchOwnWork(b *testing.B, z cannedZulip, share bool) {
 		bt = &bot{name: "default", client: c.Observe(nil)}
 	}
 	bt.streamIDs.Store("general", int64(7))
-	h := &Handler{MaxUpload: defaultMaxUpload, Timeout: caddy.Duration(defaultTimeout),
+	h := &Handler{body: bodyReader{maxUpload: defaultMaxUpload}, Timeout: caddy.Duration(defaultTimeout),
 		store: store, logger: zap.NewNop(), router: apiRouter,
-		bots: map[string]*bot{"default": bt}, defaultBot: "default"}
+		bots: botSet{byName: map[string]*bot{"default": bt}, def: "default", fallback: bt}}
 	body := "content=hello+from+the+benchmark"
 	req := httptest.NewRequest("POST", "/send_message?topic=bench", nil)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

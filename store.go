@@ -6,6 +6,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"go.uber.org/zap"
 )
 
 // storePool shares one open store between the configs that use it, so a
@@ -41,38 +42,36 @@ func releasePooledStore(key string) error {
 // openStore takes the store from the package pool, so that a config reload
 // keeps the already-loaded index and its watcher instead of reading the
 // store again.
-func (h *Handler) openStore(ctx caddy.Context) error {
-	opt := keystore.Options{Logger: h.logger.Named("store"), OnFailure: func(kind string) {
+// path is the store's file; "" for the document in Caddy's storage. key
+// is the store's entry in the pool, for Cleanup; "" when none was taken.
+func openStore(ctx caddy.Context, path string, logger *zap.Logger) (s *keystore.Store, key string, err error) {
+	opt := keystore.Options{Logger: logger.Named("store"), OnFailure: func(kind string) {
 		metrics.storeErrors.WithLabelValues(kind).Inc()
 	}}
-	if h.Store != "" {
-		abs, err := filepath.Abs(h.Store)
+	if path != "" {
+		abs, err := filepath.Abs(path)
 		if err != nil {
-			return fmt.Errorf("store %s: %w", h.Store, err)
+			return nil, "", fmt.Errorf("store %s: %w", path, err)
 		}
-		h.storeKey = "file:" + abs
-		s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
+		key = "file:" + abs
+		s, err := loadPooledStore(key, func() (*keystore.Store, error) {
 			return startStore(keystore.OpenFile(abs, opt))
 		})
 		if err != nil {
-			h.storeKey = ""
-			return fmt.Errorf("opening key store: %w", err)
+			return nil, "", fmt.Errorf("opening key store: %w", err)
 		}
-		h.store = s
-		return nil
+		return s, key, nil
 	}
 	st := ctx.Storage()
-	h.storeKey = "storage:" + fmt.Sprint(st)
-	s, err := loadPooledStore(h.storeKey, func() (*keystore.Store, error) {
+	key = "storage:" + fmt.Sprint(st)
+	s, err = loadPooledStore(key, func() (*keystore.Store, error) {
 		return startStore(keystore.OpenStorage(st, opt))
 	})
 	if err != nil {
-		h.storeKey = ""
-		return fmt.Errorf("opening key store in caddy storage: %w", err)
+		return nil, "", fmt.Errorf("opening key store in caddy storage: %w", err)
 	}
 	s.SetStorage(st)
-	h.store = s
-	return nil
+	return s, key, nil
 }
 
 // startStore starts the watcher of a store the server opened, so changes
