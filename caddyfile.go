@@ -1,10 +1,8 @@
 package zulipproxy
 
 import (
-	"fmt"
-	"net/url"
+	"math"
 	"strconv"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -26,9 +24,36 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	return m, err
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Parsing is
-// strict: unknown, repeated or incomplete subdirectives are errors that name
-// the file and line.
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. It maps
+// tokens only, strictly: an unknown, repeated or incomplete subdirective,
+// or a value that is not a size, a duration or a number, is an error
+// naming the file and line. What the values must be (a bot's fields, a
+// positive timeout) is checked once, in Provision and Validate, for the
+// Caddyfile and JSON alike.
+//
+// Syntax:
+//
+//	zulip_proxy {
+//		bot <name> {
+//			site        <url>
+//			email       <bot email>
+//			api_key     <bot api key>
+//			# or: zuliprc <file>
+//			cert_bundle <PEM file>
+//		}
+//		store               <file>
+//		max_upload          <size>
+//		timeout             <duration>
+//		client_idle_timeout <duration>
+//		rate_limit          <events> <window>
+//		max_uploads_per_key <n>
+//		stream_template     <template with {proposal_no}>
+//		allow_propagate
+//		create_streams
+//		access_log_filtered
+//		admin_page          <path>|off
+//		api_docs            on|off
+//	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -45,9 +70,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		switch sub {
 		case "bot":
-			if err := h.unmarshalBot(d); err != nil {
+			name, b, err := unmarshalBot(d)
+			if err != nil {
 				return err
 			}
+			if _, dup := h.Bots[name]; dup {
+				return d.Errf("zulip_proxy: bot '%s' defined twice", name)
+			}
+			if h.Bots == nil {
+				h.Bots = map[string]*Bot{}
+			}
+			h.Bots[name] = b
 		case "store":
 			if !d.AllArgs(&h.Store) {
 				return d.ArgErr()
@@ -58,36 +91,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			size, err := humanize.ParseBytes(s)
-			if err != nil {
+			if err != nil || size > math.MaxInt64 {
 				return d.Errf("zulip_proxy: max_upload: '%s' is not a size; give a number with a unit, such as 25MiB, 10MB or 500KiB", s)
 			}
-			if size == 0 || size > 1<<40 {
-				return d.Errf("zulip_proxy: max_upload: size '%s' out of range", s)
-			}
 			h.MaxUpload = int64(size)
-		case "timeout":
+		case "timeout", "client_idle_timeout":
 			var s string
 			if !d.AllArgs(&s) {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(s)
 			if err != nil {
-				return d.Errf("zulip_proxy: timeout: bad duration '%s': %v", s, err)
+				return d.Errf("zulip_proxy: %s: '%s' is not a duration such as 30s or 2m", sub, s)
 			}
-			if dur <= 0 {
-				return d.Errf("zulip_proxy: timeout must be positive, got '%s'", s)
+			if sub == "timeout" {
+				h.Timeout = caddy.Duration(dur)
+			} else {
+				h.ClientIdleTimeout = caddy.Duration(dur)
 			}
-			h.Timeout = caddy.Duration(dur)
-		case "client_idle_timeout":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(s)
-			if err != nil || dur <= 0 {
-				return d.Errf("zulip_proxy: client_idle_timeout: '%s' is not a positive duration such as 30s or 2m", s)
-			}
-			h.ClientIdleTimeout = caddy.Duration(dur)
 		case "rate_limit":
 			var events, window string
 			if !d.Args(&events, &window) || d.NextArg() {
@@ -104,48 +125,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			n, err := strconv.Atoi(s)
-			if err != nil || n <= 0 {
-				return d.Errf("zulip_proxy: max_uploads_per_key: '%s' is not a positive whole number", s)
+			if err != nil {
+				return d.Errf("zulip_proxy: max_uploads_per_key: '%s' is not a whole number", s)
 			}
 			h.MaxUploadsPerKey = n
 		case "stream_template":
 			if !d.AllArgs(&h.StreamTemplate) {
 				return d.ArgErr()
 			}
-			if !strings.Contains(h.StreamTemplate, "{proposal_no}") {
-				return d.Errf("zulip_proxy: stream_template must contain {proposal_no}, got '%s'", h.StreamTemplate)
-			}
-		case "allow_propagate":
+		case "allow_propagate", "access_log_filtered", "create_streams":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			h.AllowPropagate = true
-		case "access_log_filtered":
-			if d.NextArg() {
-				return d.ArgErr()
+			switch sub {
+			case "allow_propagate":
+				h.AllowPropagate = true
+			case "access_log_filtered":
+				h.AccessLogFiltered = true
+			default:
+				h.CreateStreams = true
 			}
-			h.AccessLogFiltered = true
-		case "create_streams":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.CreateStreams = true
 		case "admin_page":
 			if !d.AllArgs(&h.AdminPage) {
 				return d.ArgErr()
 			}
-			if h.AdminPage != "off" && !strings.HasPrefix(h.AdminPage, "/") {
-				return d.Errf("zulip_proxy: admin_page is a path such as /admin/, or off; got '%s'", h.AdminPage)
-			}
 		case "api_docs":
-			var v string
-			if !d.AllArgs(&v) {
+			if !d.AllArgs(&h.APIDocs) {
 				return d.ArgErr()
 			}
-			if v != "off" && v != "on" {
-				return d.Errf("zulip_proxy: api_docs is on or off; got '%s'", v)
-			}
-			h.DisableAPIDocs = v == "off"
 		default:
 			return d.Errf("zulip_proxy: unrecognized subdirective '%s'", sub)
 		}
@@ -153,17 +160,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func (h *Handler) unmarshalBot(d *caddyfile.Dispenser) error {
-	var name string
+// unmarshalBot reads one `bot <name> { ... }` block.
+func unmarshalBot(d *caddyfile.Dispenser) (string, *Bot, error) {
 	if !d.NextArg() {
-		return d.Errf("zulip_proxy: bot needs a name, e.g. 'bot default { ... }'")
+		return "", nil, d.Errf("zulip_proxy: bot needs a name, e.g. 'bot default { ... }'")
 	}
-	name = d.Val()
+	name := d.Val()
 	if d.NextArg() {
-		return d.ArgErr()
-	}
-	if _, dup := h.Bots[name]; dup {
-		return d.Errf("zulip_proxy: bot '%s' defined twice", name)
+		return "", nil, d.ArgErr()
 	}
 	b := new(Bot)
 	seen := map[string]bool{}
@@ -172,7 +176,7 @@ func (h *Handler) unmarshalBot(d *caddyfile.Dispenser) error {
 		found = true
 		field := d.Val()
 		if seen[field] {
-			return d.Errf("zulip_proxy: bot '%s': duplicate '%s'", name, field)
+			return "", nil, d.Errf("zulip_proxy: bot '%s': duplicate '%s'", name, field)
 		}
 		seen[field] = true
 		var dst *string
@@ -188,51 +192,16 @@ func (h *Handler) unmarshalBot(d *caddyfile.Dispenser) error {
 		case "cert_bundle":
 			dst = &b.CertBundle
 		default:
-			return d.Errf("zulip_proxy: bot '%s': unrecognized setting '%s' (want site, email, api_key, zuliprc or cert_bundle)", name, field)
+			return "", nil, d.Errf("zulip_proxy: bot '%s': unrecognized setting '%s' (want site, email, api_key, zuliprc or cert_bundle)", name, field)
 		}
 		if !d.AllArgs(dst) {
-			return d.ArgErr()
+			return "", nil, d.ArgErr()
 		}
 	}
 	if !found {
-		return d.Errf("zulip_proxy: bot '%s' needs a block with site, email and api_key, or zuliprc", name)
+		return "", nil, d.Errf("zulip_proxy: bot '%s' needs a block with site, email and api_key, or zuliprc", name)
 	}
-	if b.Zuliprc != "" && (b.Site != "" || b.Email != "" || b.APIKey != "") {
-		return d.Errf("zulip_proxy: bot '%s': zuliprc cannot be combined with site, email or api_key", name)
-	}
-	if b.Zuliprc == "" {
-		for _, f := range []struct{ name, v string }{{"site", b.Site}, {"email", b.Email}, {"api_key", b.APIKey}} {
-			if f.v == "" {
-				return d.Errf("zulip_proxy: bot '%s': missing %s (or give a zuliprc file)", name, f.name)
-			}
-		}
-	}
-	if b.Site != "" && !strings.Contains(b.Site, "{") {
-		if err := checkSiteURL(b.Site); err != nil {
-			return d.Errf("zulip_proxy: bot '%s': site: %v", name, err)
-		}
-	}
-	if h.Bots == nil {
-		h.Bots = map[string]*Bot{}
-	}
-	h.Bots[name] = b
-	return nil
-}
-
-// checkSiteURL catches a mistyped Zulip address at load time rather than on
-// the first request.
-func checkSiteURL(site string) error {
-	u, err := url.Parse(site)
-	if err != nil {
-		return fmt.Errorf("bad URL %q: %v", site, err)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return fmt.Errorf("URL %q must start with https:// (or http://)", site)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("URL %q has no host", site)
-	}
-	return nil
+	return name, b, nil
 }
 
 // Interface guard

@@ -1,6 +1,8 @@
 package zulipproxy
 
 import (
+	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -84,25 +86,18 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"store without path", "zulip_proxy {\n store\n}", "wrong argument count"},
 		{"store twice", "zulip_proxy {\n store a\n store b\n}", "duplicate subdirective 'store'"},
 		{"bad size", "zulip_proxy {\n max_upload lots\n}", "max_upload: 'lots' is not a size; give a number with a unit, such as 25MiB"},
-		{"zero size", "zulip_proxy {\n max_upload 0\n}", "out of range"},
-		{"bad duration", "zulip_proxy {\n timeout soon\n}", "timeout: bad duration 'soon'"},
-		{"negative duration", "zulip_proxy {\n timeout -5s\n}", "timeout must be positive"},
-		{"template without placeholder", "zulip_proxy {\n stream_template fixed\n}", "must contain {proposal_no}"},
+		{"bad duration", "zulip_proxy {\n timeout soon\n}", "timeout: 'soon' is not a duration"},
+		{"bad idle duration", "zulip_proxy {\n client_idle_timeout never\n}", "client_idle_timeout: 'never' is not a duration"},
+		{"uploads not a number", "zulip_proxy {\n max_uploads_per_key many\n}", "max_uploads_per_key: 'many' is not a whole number"},
 		{"allow_propagate with argument", "zulip_proxy {\n allow_propagate yes\n}", "wrong argument count"},
-		{"admin_page not a path", "zulip_proxy {\n admin_page admin\n}", "admin_page is a path"},
-		{"api_docs neither on nor off", "zulip_proxy {\n api_docs maybe\n}", "api_docs is on or off"},
 		{"create_streams with argument", "zulip_proxy {\n create_streams yes\n}", "wrong argument count"},
+		{"api_docs without value", "zulip_proxy {\n api_docs\n}", "wrong argument count"},
 		{"bot without name", "zulip_proxy {\n bot {\n site x\n }\n}", "bot needs a name"},
 		{"bot without block", "zulip_proxy {\n bot default\n}", "needs a block"},
 		{"bot twice", "zulip_proxy {\n bot a {\n zuliprc x\n }\n bot a {\n zuliprc y\n }\n}", "bot 'a' defined twice"},
-		{"bot missing email", "zulip_proxy {\n bot a {\n site https://x\n api_key k\n }\n}", "bot 'a': missing email"},
-		{"bot missing key", "zulip_proxy {\n bot a {\n site https://x\n email e@x\n }\n}", "bot 'a': missing api_key"},
 		{"bot unknown field", "zulip_proxy {\n bot a {\n sitee https://x\n }\n}", "unrecognized setting 'sitee'"},
 		{"bot field twice", "zulip_proxy {\n bot a {\n zuliprc x\n zuliprc y\n }\n}", "duplicate 'zuliprc'"},
-		{"zuliprc and inline", "zulip_proxy {\n bot a {\n zuliprc x\n email e@x\n }\n}", "cannot be combined"},
 		{"bot field without value", "zulip_proxy {\n bot a {\n site\n }\n}", "wrong argument count"},
-		{"site without scheme", "zulip_proxy {\n bot a {\n site chat.example.org\n email e@x\n api_key k\n }\n}", "must start with https://"},
-		{"site without host", "zulip_proxy {\n bot a {\n site https://\n email e@x\n api_key k\n }\n}", "has no host"},
 		{"bot field two values", "zulip_proxy {\n bot a {\n email a b\n }\n}", "wrong argument count"},
 	}
 	for _, tc := range bad {
@@ -121,4 +116,63 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// What values must be is checked once, in Provision and Validate, for the
+// Caddyfile and JSON alike: each rule below is met from a Caddyfile here,
+// and the error names the directive.
+func TestConfigRules(t *testing.T) {
+	const bot = "bot default {\n site https://chat.example.org\n email bot@example.org\n api_key k\n }\n"
+	cases := []struct {
+		name, input, want string
+	}{
+		{"negative timeout", bot + "timeout -5s", "timeout must be positive"},
+		{"negative idle timeout", bot + "client_idle_timeout -1s", "client_idle_timeout must be positive"},
+		{"negative uploads", bot + "max_uploads_per_key -1", "max_uploads_per_key must be positive"},
+		{"huge size", bot + "max_upload 2TiB", "max_upload must be from 1 byte to 1 TiB"},
+		{"template without placeholder", bot + "stream_template fixed", "must contain {proposal_no}"},
+		{"admin_page not a path", bot + "admin_page admin", "admin_page is a path"},
+		{"api_docs neither on nor off", bot + "api_docs maybe", "api_docs is on or off"},
+		{"no bot", "timeout 5s", "no bot configured"},
+		{"bot missing email", "bot a {\n site https://x\n api_key k\n }", `bot "a": missing email`},
+		{"bot missing key", "bot a {\n site https://x\n email e@x\n }", `bot "a": missing api_key`},
+		{"zuliprc and inline", "bot a {\n zuliprc x\n email e@x\n }", "cannot be combined"},
+		{"site with another scheme", "bot a {\n site ftp://chat.example.org\n email e@x\n api_key k\n }", "scheme must be http or https"},
+		{"site without host", "bot a {\n site https://\n email e@x\n api_key k\n }", "no host"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := provisionCaddyfile(t, "zulip_proxy {\n"+tc.input+"\n store "+filepath.Join(t.TempDir(), "clients.json")+"\n}")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	// A site without a scheme is https, in a Caddyfile as in JSON and a
+	// zuliprc.
+	if err := provisionCaddyfile(t, "zulip_proxy {\n bot a {\n site chat.example.org\n email e@x\n api_key k\n }\n store "+
+		filepath.Join(t.TempDir(), "clients.json")+"\n}"); err != nil {
+		t.Errorf("a site without a scheme: %v", err)
+	}
+}
+
+// provisionCaddyfile provisions and validates a handler from a Caddyfile
+// block, as `caddy validate` does, and releases what it took.
+func provisionCaddyfile(t *testing.T, input string) error {
+	t.Helper()
+	h := new(Handler)
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatalf("the Caddyfile did not parse: %v", err)
+	}
+	raw, _ := json.Marshal(map[string]string{"module": "file_system", "root": t.TempDir()})
+	ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.Provision(ctx)
+	if err == nil {
+		err = h.Validate()
+	}
+	_ = h.Cleanup()
+	return err
 }

@@ -3,6 +3,7 @@ package zulipproxy
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ func init() {
 
 const (
 	defaultMaxUpload = 25 << 20 // Zulip 10's nginx caps /user_uploads at 25 MiB
+	maxMaxUpload     = 1 << 40
 	defaultTimeout   = 30 * time.Second
 	// defaultClientIdleTimeout: a client on a slow link still sends
 	// something every few seconds; one silent for 30 s has stalled.
@@ -31,26 +33,8 @@ const (
 // Handler is a write-only proxy to Zulip. It holds real Zulip bot
 // credentials and hands out scoped keys: each key may write to one stream
 // only (send, upload, edit its own messages, list that stream's topics) and
-// read nothing else. Admin keys create, list and revoke scoped keys.
-//
-// Caddyfile syntax:
-//
-//	zulip_proxy {
-//		bot <name> {
-//			site    <url>
-//			email   <bot email>
-//			api_key <bot api key>
-//			# or: zuliprc <file>
-//		}
-//		store           <file>
-//		max_upload      <size>
-//		timeout         <duration>
-//		client_idle_timeout <duration>
-//		max_uploads_per_key <n>
-//		rate_limit <events> <window>
-//		stream_template <template>
-//		allow_propagate
-//	}
+// read nothing else. Admin keys create, list and revoke scoped keys. Its
+// Caddyfile syntax is on UnmarshalCaddyfile.
 type Handler struct {
 	// Bots are the real Zulip bots the proxy speaks as, by name. A key
 	// that names no bot uses the bot called "default" (or the only bot,
@@ -119,10 +103,10 @@ type Handler struct {
 	// Default: /admin/.
 	AdminPage string `json:"admin_page,omitempty"`
 
-	// DisableAPIDocs stops serving /openapi.json (the API's OpenAPI 3.1
-	// description) and /docs (a page rendering it). Both are public, as
-	// the service this module replaces served them.
-	DisableAPIDocs bool `json:"disable_api_docs,omitempty"`
+	// APIDocs is "off" to stop serving /openapi.json (the API's OpenAPI
+	// 3.1 description) and /docs (a page rendering it). Both are public,
+	// as the service this module replaces served them. Default: on.
+	APIDocs string `json:"api_docs,omitempty"`
 
 	// body reads request bodies within max_upload and
 	// client_idle_timeout.
@@ -178,7 +162,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimit != nil {
 		h.views.rateLimit = h.RateLimit.String()
 	}
-	pages, err := pageRoutes(h.AdminPage, !h.DisableAPIDocs)
+	pages, err := pageRoutes(h.AdminPage, h.APIDocs)
 	if err != nil {
 		return err
 	}
@@ -204,8 +188,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Validate rejects a config that could not serve requests, so that a bad
 // reload fails as a whole and the running config stays.
 func (h *Handler) Validate() error {
-	if h.MaxUpload < 0 {
-		return fmt.Errorf("zulip_proxy: max_upload must be positive, got %d", h.MaxUpload)
+	if h.MaxUpload < 0 || h.MaxUpload > maxMaxUpload {
+		return fmt.Errorf("zulip_proxy: max_upload must be from 1 byte to 1 TiB, got %d", h.MaxUpload)
+	}
+	if h.StreamTemplate != "" && !strings.Contains(h.StreamTemplate, "{proposal_no}") {
+		return fmt.Errorf("zulip_proxy: stream_template must contain {proposal_no}, got %q", h.StreamTemplate)
 	}
 	if h.Timeout < 0 {
 		return fmt.Errorf("zulip_proxy: timeout must be positive, got %s", time.Duration(h.Timeout))

@@ -33,7 +33,10 @@ const docsCSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe
 
 // pageRoutes are the routes of the pages this config serves: the admin
 // page under its path and the API documentation, each unless turned off.
-func pageRoutes(adminPage string, docs bool) ([]route, error) {
+func pageRoutes(adminPage, apiDocs string) ([]route, error) {
+	if apiDocs != "" && apiDocs != "on" && apiDocs != "off" {
+		return nil, fmt.Errorf("zulip_proxy: api_docs is on or off; got %q", apiDocs)
+	}
 	var rs []route
 	if adminPage != "off" {
 		base := adminPage
@@ -41,7 +44,7 @@ func pageRoutes(adminPage string, docs bool) ([]route, error) {
 			base = defaultAdminPage
 		}
 		if !strings.HasPrefix(base, "/") {
-			return nil, fmt.Errorf("admin_page is a path such as /admin/, or off; got %q", base)
+			return nil, fmt.Errorf("zulip_proxy: admin_page is a path such as /admin/, or off; got %q", base)
 		}
 		base = strings.TrimSuffix(base, "/") + "/"
 		index, err := adminIndex(base)
@@ -60,7 +63,7 @@ func pageRoutes(adminPage string, docs bool) ([]route, error) {
 			rs = append(rs, route{"GET", base + f.name, "admin_page", public, keyHeader, 0, staticFile(body, f.ctype, pageCSP)})
 		}
 	}
-	if docs {
+	if apiDocs != "off" {
 		spec, err := pageFiles.ReadFile("apidocs/openapi.json")
 		if err != nil {
 			return nil, fmt.Errorf("api docs: %w", err)
