@@ -2,8 +2,10 @@ package zulipproxy
 
 import (
 	"errors"
+	"maps"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,8 +16,8 @@ import (
 
 // The module's metrics, in Caddy's registry (served by Caddy's admin
 // /metrics, no global option needed). Labels are bounded: a route name,
-// an outcome class, a bot's configured name, a reason; never a key id, a
-// stream or a topic. The collectors are made once, as Caddy's own
+// an outcome class, a bot's or a store's configured name, a reason; never
+// a key id, a stream or a topic. The collectors are made once, as Caddy's own
 // modules do, and registered with each config's registry.
 var metrics = struct {
 	requests     *prometheus.CounterVec
@@ -52,15 +54,20 @@ var metrics = struct {
 	}),
 }
 
-// keysCollector reports the store's keys by state at each scrape.
-type keysCollector struct{ store *keystore.Store }
+// keysCollector reports the keys of every store a config's handlers use,
+// by state, at each scrape; one per metrics registry, which every handler
+// of the config adds its store to.
+type keysCollector struct {
+	mu     sync.Mutex
+	stores map[string]*keystore.Store // by label: the file, or "storage"
+}
 
-var keysDesc = prometheus.NewDesc("caddy_zulip_proxy_keys", "Keys in the store, by state (active, admin, expired, revoked).", []string{"state"}, nil)
+var keysDesc = prometheus.NewDesc("caddy_zulip_proxy_keys", "Keys in each store, by state (active, admin, expired, revoked).", []string{"store", "state"}, nil)
 
 // keysUsedDesc tells active keys in use from forgotten ones (candidates
 // for revoking), from the last-used times the store keeps.
 var keysUsedDesc = prometheus.NewDesc("caddy_zulip_proxy_keys_last_used",
-	"Active scoped keys by when they were last used: within 1h, 24h, 7d, 30d, longer ago, or never.", []string{"within"}, nil)
+	"Active scoped keys in each store by when they were last used: within 1h, 24h, 7d, 30d, longer ago, or never.", []string{"store", "within"}, nil)
 
 // lastUsedBuckets are keysUsedDesc's labels, nearest first.
 var lastUsedBuckets = []struct {
@@ -68,32 +75,43 @@ var lastUsedBuckets = []struct {
 	age   time.Duration
 }{{"1h", time.Hour}, {"24h", 24 * time.Hour}, {"7d", 7 * 24 * time.Hour}, {"30d", 30 * 24 * time.Hour}}
 
-func (kc keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- keysDesc; ch <- keysUsedDesc }
+func (kc *keysCollector) add(label string, s *keystore.Store) {
+	kc.mu.Lock()
+	defer kc.mu.Unlock()
+	kc.stores[label] = s
+}
 
-func (kc keysCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := map[string]float64{"active": 0, "admin": 0, "expired": 0, "revoked": 0}
-	used := map[string]float64{"1h": 0, "24h": 0, "7d": 0, "30d": 0, "longer": 0, "never": 0}
+func (kc *keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- keysDesc; ch <- keysUsedDesc }
+
+func (kc *keysCollector) Collect(ch chan<- prometheus.Metric) {
+	kc.mu.Lock()
+	stores := maps.Clone(kc.stores)
+	kc.mu.Unlock()
 	now := time.Now()
-	// Each, not List: a scrape of a store of 100,000 keys then copies
-	// nothing (List made 24 MB of garbage a scrape there).
-	kc.store.Each(func(e *keystore.Entry, lastUsed time.Time) {
-		switch err := e.Usable(now); {
-		case errors.Is(err, keystore.ErrKeyRevoked):
-			counts["revoked"]++
-		case errors.Is(err, keystore.ErrKeyExpired):
-			counts["expired"]++
-		case e.Admin:
-			counts["admin"]++
-		default:
-			counts["active"]++
-			used[lastUsedLabel(lastUsed, now)]++
+	for label, s := range stores {
+		counts := map[string]float64{"active": 0, "admin": 0, "expired": 0, "revoked": 0}
+		used := map[string]float64{"1h": 0, "24h": 0, "7d": 0, "30d": 0, "longer": 0, "never": 0}
+		// Each, not List: a scrape of a store of 100,000 keys then
+		// copies nothing (List made 24 MB of garbage a scrape there).
+		s.Each(func(e *keystore.Entry, lastUsed time.Time) {
+			switch err := e.Usable(now); {
+			case errors.Is(err, keystore.ErrKeyRevoked):
+				counts["revoked"]++
+			case errors.Is(err, keystore.ErrKeyExpired):
+				counts["expired"]++
+			case e.Admin:
+				counts["admin"]++
+			default:
+				counts["active"]++
+				used[lastUsedLabel(lastUsed, now)]++
+			}
+		})
+		for state, n := range counts {
+			ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, n, label, state)
 		}
-	})
-	for state, n := range counts {
-		ch <- prometheus.MustNewConstMetric(keysDesc, prometheus.GaugeValue, n, state)
-	}
-	for label, n := range used {
-		ch <- prometheus.MustNewConstMetric(keysUsedDesc, prometheus.GaugeValue, n, label)
+		for within, n := range used {
+			ch <- prometheus.MustNewConstMetric(keysUsedDesc, prometheus.GaugeValue, n, label, within)
+		}
 	}
 }
 
@@ -110,7 +128,7 @@ func lastUsedLabel(t time.Time, now time.Time) string {
 }
 
 // registerMetrics adds the module's collectors to this config's registry.
-func registerMetrics(reg *prometheus.Registry, store *keystore.Store) error {
+func registerMetrics(reg *prometheus.Registry, storeLabel string, store *keystore.Store) error {
 	if reg == nil {
 		return nil
 	}
@@ -123,9 +141,21 @@ func registerMetrics(reg *prometheus.Registry, store *keystore.Store) error {
 		metrics.limited.WithLabelValues(reason)
 	}
 	for _, c := range []prometheus.Collector{metrics.requests, metrics.zulipSeconds, metrics.limited,
-		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, keysCollector{store}} {
+		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
+		}
+	}
+	// Another handler of this config may have registered the keys'
+	// collector: its store joins that one.
+	kc := &keysCollector{stores: map[string]*keystore.Store{storeLabel: store}}
+	if err := reg.Register(kc); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return err
+		}
+		if existing, ok := are.ExistingCollector.(*keysCollector); ok {
+			existing.add(storeLabel, store)
 		}
 	}
 	return nil

@@ -170,13 +170,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("admin_page: %w", err)
 	}
 
-	if h.store, h.storeKey, err = openStore(ctx, h.Store, h.logger); err != nil {
+	var storeLabel string
+	if h.store, h.storeKey, storeLabel, err = openStore(ctx, h.Store, h.logger); err != nil {
 		return err
 	}
 	if h.limits, err = provisionLimits(ctx, h.storeKey, h.RateLimit, h.logger); err != nil {
 		return err
 	}
-	if err := registerMetrics(ctx.GetMetricsRegistry(), h.store); err != nil {
+	if err := registerMetrics(ctx.GetMetricsRegistry(), storeLabel, h.store); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	if !h.AccessLogFiltered {

@@ -1,17 +1,20 @@
 package zulipproxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"go.uber.org/zap"
 )
 
 // storePool shares one open store between the configs that use it, so a
 // reload keeps the loaded index and its watcher instead of opening the
-// store again. It is the package's only state, as Caddy intends.
+// store again. It is one of the package's usage pools (with botPool and
+// limiterPool): state that outlives a config, as Caddy intends.
 var storePool = caddy.NewUsagePool()
 
 type pooledStore struct{ *keystore.Store }
@@ -44,34 +47,35 @@ func releasePooledStore(key string) error {
 // store again.
 // path is the store's file; "" for the document in Caddy's storage. key
 // is the store's entry in the pool, for Cleanup; "" when none was taken.
-func openStore(ctx caddy.Context, path string, logger *zap.Logger) (s *keystore.Store, key string, err error) {
+// label names the store in metrics.
+func openStore(ctx caddy.Context, path string, logger *zap.Logger) (s *keystore.Store, key, label string, err error) {
 	opt := keystore.Options{Logger: logger.Named("store"), OnFailure: func(kind string) {
 		metrics.storeErrors.WithLabelValues(kind).Inc()
 	}}
 	if path != "" {
 		abs, err := filepath.Abs(path)
 		if err != nil {
-			return nil, "", fmt.Errorf("store %s: %w", path, err)
+			return nil, "", "", fmt.Errorf("store %s: %w", path, err)
 		}
 		key = "file:" + abs
 		s, err := loadPooledStore(key, func() (*keystore.Store, error) {
 			return startStore(keystore.OpenFile(abs, opt))
 		})
 		if err != nil {
-			return nil, "", fmt.Errorf("opening key store: %w", err)
+			return nil, "", "", fmt.Errorf("opening key store: %w", err)
 		}
-		return s, key, nil
+		return s, key, abs, nil
 	}
 	st := ctx.Storage()
-	key = "storage:" + fmt.Sprint(st)
+	key = "storage:" + storageIdentity(st)
 	s, err = loadPooledStore(key, func() (*keystore.Store, error) {
 		return startStore(keystore.OpenStorage(st, opt))
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("opening key store in caddy storage: %w", err)
+		return nil, "", "", fmt.Errorf("opening key store in caddy storage: %w", err)
 	}
 	s.SetStorage(st)
-	return s, key, nil
+	return s, key, "storage", nil
 }
 
 // startStore starts the watcher of a store the server opened, so changes
@@ -82,4 +86,19 @@ func startStore(s *keystore.Store, err error) (*keystore.Store, error) {
 	}
 	s.Start()
 	return s, nil
+}
+
+// storageIdentity names a Caddy storage by its configuration, so that a
+// reload with the same storage finds the same store and rate-limit
+// buckets in the pools. Its String, where it has one (file_system's is
+// its path); else its exported settings, which a storage module's JSON
+// config fills, and not its address, which a reload changes.
+func storageIdentity(st certmagic.Storage) string {
+	if s, ok := st.(fmt.Stringer); ok {
+		return s.String()
+	}
+	if raw, err := json.Marshal(st); err == nil {
+		return fmt.Sprintf("%T%s", st, raw)
+	}
+	return fmt.Sprintf("%T", st)
 }
