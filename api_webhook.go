@@ -39,39 +39,92 @@ var refusedIntegrations = map[string]string{
 // webhookRequest is a webhook call as read to find its key: the query,
 // and the fields of a form or multipart body, which Zulip (Django) reads
 // as parameters and the proxy therefore writes anew. fields is nil for
-// any other body, which is passed on unchanged.
+// any other body, which is passed on unchanged, and until a form is read.
 type webhookRequest struct {
 	query  url.Values
 	mt     string
 	fields []field
 	basic  bool
+	// keyInBody says the key came in the body, which was read for it.
+	keyInBody bool
 }
 
-// webhookKey reads a webhook call far enough to find its key: HTTP Basic
-// (for the integrations that use it), or api_key in the query or the
-// body. One place only, so that no two disagree.
+// isForm says the body is one whose fields Zulip reads as parameters.
+func (hook *webhookRequest) isForm() bool { return hook.mt == mtForm || hook.mt == mtMultipart }
+
+// webhookKey finds a webhook call's key: HTTP Basic (for the integrations
+// that use it) or api_key in the query, before anything of the body is
+// read; only where the key can be nowhere else, in a form body, is the
+// body read for it, and then no more than a webhook field's bound, so a
+// caller without a key never makes the proxy read more. One place only,
+// so that no two disagree.
 func (c *call) webhookKey(w http.ResponseWriter, r *http.Request) (string, *apiError) {
-	h := c.h
 	q, aerr := queryValues(r)
 	if aerr != nil {
 		return "", aerr
 	}
-	if aerr := h.body.limitBody(w, r); aerr != nil {
-		return "", aerr
-	}
 	hook := &webhookRequest{query: q, mt: mediaType(r)}
-	// A Content-Type the proxy cannot parse is refused: Django's laxer
-	// parser might take it for a form.
-	switch hook.mt {
-	case mtForm:
-		if hook.fields, aerr = h.body.readFormBody(r); aerr != nil {
+	if hook.mt == mtInvalid {
+		// Django's laxer parser might take it for a form.
+		return "", errUnsupportedBody("unreadable Content-Type header")
+	}
+	c.hook = hook
+	var key string
+	places := 0
+	if _, basicKey, ok := r.BasicAuth(); ok {
+		key, places, hook.basic = basicKey, places+1, true
+	}
+	if vs, ok := q["api_key"]; ok {
+		if len(vs) != 1 {
+			return "", errBadParam("api_key", "parameter 'api_key' given more than once")
+		}
+		key, places = vs[0], places+1
+	}
+	missing := newError(http.StatusUnauthorized, codeUnauthorized,
+		"Missing api_key: put the scoped key in the webhook URL as api_key=...").setHeader("WWW-Authenticate", zulipAuthenticate)
+	if places == 0 {
+		if !hook.isForm() || r.ContentLength > maxWebhookFieldBytes {
+			return "", missing
+		}
+		if aerr := c.readWebhookFields(w, r, maxWebhookFieldBytes); aerr != nil {
+			if aerr.Status == http.StatusRequestEntityTooLarge {
+				return "", missing
+			}
 			return "", aerr
 		}
+	}
+	for _, f := range hook.fields {
+		if f.name == "api_key" {
+			key, places, hook.keyInBody = f.value, places+1, true
+		}
+	}
+	if places == 0 || key == "" {
+		return "", missing
+	}
+	if places > 1 {
+		return "", errBadParam("api_key", "give the key in one place only")
+	}
+	return key, nil
+}
+
+// readWebhookFields reads a form body's fields, at most limit bytes of
+// it; the body of any other webhook is passed on as it is.
+func (c *call) readWebhookFields(w http.ResponseWriter, r *http.Request, limit int64) *apiError {
+	hook, body := c.hook, c.h.body
+	body.maxUpload = min(body.maxUpload, limit)
+	if aerr := body.limitBody(w, r); aerr != nil {
+		return aerr
+	}
+	switch hook.mt {
+	case mtForm:
+		var aerr *apiError
+		hook.fields, aerr = body.readFormBody(r)
+		return aerr
 	case mtMultipart:
 		// Jotform sends its submissions so. Only text fields: Zulip's
 		// integrations read no files.
 		hook.fields = []field{}
-		err := h.body.readParts(r, partReader{
+		err := body.readParts(r, partReader{
 			fieldBytes: maxWebhookFieldBytes,
 			text: func(name, value string) error {
 				hook.fields = append(hook.fields, field{name, value})
@@ -82,40 +135,12 @@ func (c *call) webhookKey(w http.ResponseWriter, r *http.Request) (string, *apiE
 		if err != nil {
 			var aerr *apiError
 			if errors.As(err, &aerr) {
-				return "", aerr
+				return aerr
 			}
-			return "", h.body.multipartError(err)
-		}
-	case mtInvalid:
-		return "", errUnsupportedBody("unreadable Content-Type header")
-	}
-	c.hook = hook
-
-	var key string
-	places := 0
-	_, basicKey, basic := r.BasicAuth()
-	if basic {
-		key, places, hook.basic = basicKey, places+1, true
-	}
-	if vs, ok := q["api_key"]; ok {
-		if len(vs) != 1 {
-			return "", errBadParam("api_key", "parameter 'api_key' given more than once")
-		}
-		key, places = vs[0], places+1
-	}
-	for _, f := range hook.fields {
-		if f.name == "api_key" {
-			key, places = f.value, places+1
+			return body.multipartError(err)
 		}
 	}
-	if places == 0 || key == "" {
-		return "", newError(http.StatusUnauthorized, codeUnauthorized,
-			"Missing api_key: put the scoped key in the webhook URL as api_key=...").setHeader("WWW-Authenticate", zulipAuthenticate)
-	}
-	if places > 1 {
-		return "", errBadParam("api_key", "give the key in one place only")
-	}
-	return key, nil
+	return nil
 }
 
 // serveWebhook forwards Zulip's incoming-webhook integrations,
@@ -124,11 +149,26 @@ func (c *call) webhookKey(w http.ResponseWriter, r *http.Request) (string, *apiE
 // reads to pick the destination are set here, where Zulip reads first.
 func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) error {
 	integration, hook, e, b := c.arg, c.hook, c.entry, c.bot
-	q, mt, fields := hook.query, hook.mt, hook.fields
 	if reason, ok := refusedIntegrations[integration]; ok {
 		return newError(http.StatusForbidden, codeForbidden,
 			"the "+integration+" integration "+reason+"; it is not available through a scoped key")
 	}
+	// The key came in the URL: the body is read now that it is checked.
+	if !hook.keyInBody {
+		if hook.isForm() {
+			if aerr := c.readWebhookFields(w, r, h.MaxUpload); aerr != nil {
+				return aerr
+			}
+			for _, f := range hook.fields {
+				if f.name == "api_key" {
+					return errBadParam("api_key", "give the key in one place only")
+				}
+			}
+		} else if aerr := h.body.limitBody(w, r); aerr != nil {
+			return aerr
+		}
+	}
+	q, mt, fields := hook.query, hook.mt, hook.fields
 	queryFields := make([]field, 0, len(q))
 	for name, vs := range q {
 		for _, v := range vs {

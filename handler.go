@@ -86,6 +86,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		err = rt.serve(h, w, r, c)
 	}
 	if err != nil {
+		if r.ProtoMajor == 1 && r.ContentLength != 0 {
+			// The body may be unread (refused before it was): net/http
+			// would read what is left of it before answering, and a
+			// client that stalls would hold the answer back. Closing
+			// the connection after the answer lets it go at once.
+			w.Header().Set("Connection", "close")
+		}
 		h.writeCallError(w, c, err)
 	}
 	observe(c, err)

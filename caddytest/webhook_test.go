@@ -1,11 +1,15 @@
 package caddytest
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
@@ -277,5 +281,50 @@ func TestWebhooks(t *testing.T) {
 			assertError(t, r, a.status, "")
 			assertNothingReachedZulip(t, mark)
 		})
+	}
+}
+
+// A webhook's key is checked before its body is read: a caller without
+// one never makes the proxy read more than a webhook field's bound. A
+// 20 MiB body that stalls after 64 KiB, as JSON or as a form with no
+// key in the URL, gets its 401 while the client still stalls (the
+// config's client_idle_timeout is a minute), and nothing reaches Zulip.
+func TestWebhookKeyBeforeBody(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store, extra: "client_idle_timeout 60s"})
+	mark := zulipMark()
+	for _, ctype := range []string{"application/json", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
+		t.Run(ctype, func(t *testing.T) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /api/v1/external/github HTTP/1.1\r\nHost: localhost\r\nContent-Type: %s\r\nContent-Length: %d\r\nX-GitHub-Event: push\r\n\r\n", ctype, 20<<20)
+			if _, err := conn.Write(make([]byte, 64<<10)); err != nil {
+				t.Fatal(err)
+			}
+			// The client stalls here. A proxy that waits for the body
+			// answers only after client_idle_timeout, a minute away.
+			_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer while the client stalls: %v", err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 401 {
+				t.Errorf("status %d, want 401", resp.StatusCode)
+			}
+		})
+	}
+	assertNothingReachedZulip(t, mark)
+
+	// A form with its key in the body, under the bound, still works.
+	body := "api_key=" + url.QueryEscape(key) + "&payload=" + url.QueryEscape(`{"zen": "Keep it logically awesome."}`)
+	r := request(t, "POST", "/api/v1/external/github?topic=forms", strings.NewReader(body),
+		"Content-Type: application/x-www-form-urlencoded", "X-GitHub-Event: ping")
+	if r.Status != 200 {
+		t.Errorf("a form with its key in the body: %d %s", r.Status, r.Body)
 	}
 }
