@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +54,9 @@ type config struct {
 	logUnchecked bool
 	// siteExtra goes in the proxy's site block, beside zulip_proxy.
 	siteExtra string
+	// load marks the config's answers (X-Zwop-Load), so that start can
+	// tell when it, not the config before, answers.
+	load int
 }
 
 func (c config) String() string {
@@ -84,6 +89,7 @@ func (c config) String() string {
 }
 
 %[15]s {
+	header X-Zwop-Load %[16]d
 	log {
 		output file %[1]s
 		format filter {
@@ -108,23 +114,28 @@ func (c config) String() string {
 	}
 }
 %[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace, bundle, ack, c.siteExtra,
-		adminAddr, env.httpPort, env.httpsPort, base)
+		adminAddr, env.httpPort, env.httpsPort, base, c.load)
 }
+
+// loads counts the configs start loaded, to mark each one's answers.
+var loads atomic.Int64
 
 // start loads cfg into the test process's Caddy.
 func start(t *testing.T, cfg config) *caddytest.Tester {
 	t.Helper()
+	cfg.load = int(loads.Add(1))
 	tc := caddytest.NewTester(t)
 	tc.InitServer(cfg.String(), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
-	// Caddy stops the old config's servers just after the load returns,
-	// and with the tests' grace period of 1ns closes the connections they
-	// hold, a request in flight included; a POST is not retried. So wait
-	// for that, and leave no connection of theirs in the client's pool.
-	time.Sleep(50 * time.Millisecond)
+	// Caddy stops the old config's servers as the load returns, and with
+	// the tests' grace period of 1ns closes the connections they hold, a
+	// request in flight included; a POST is not retried. So no connection
+	// of theirs stays in the client's pool, and the test starts once new
+	// connections reach the new config only.
 	client.CloseIdleConnections()
+	waitForLoad(t, cfg.load)
 	// A request an earlier test left Zulip handling (one the proxy gave
 	// up on, whose caller went away mid-body) is logged when it ends: let
 	// it end now, not inside this test's "nothing reached Zulip" window.
@@ -138,6 +149,31 @@ func start(t *testing.T, cfg config) *caddytest.Tester {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return tc
+}
+
+// fresh reaches Caddy on a new connection every time.
+var fresh = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// waitForLoad waits until config number load answers new connections,
+// three in a row: the old config's servers no longer take any.
+func waitForLoad(t *testing.T, load int) {
+	t.Helper()
+	want := strconv.Itoa(load)
+	for seen, deadline := 0, time.Now().Add(10*time.Second); seen < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("config %d did not answer within 10s", load)
+		}
+		seen++
+		resp, err := fresh.Get(base + "/health")
+		if err != nil {
+			seen = 0
+			continue
+		}
+		resp.Body.Close()
+		if resp.Header.Get("X-Zwop-Load") != want {
+			seen = 0
+		}
+	}
 }
 
 // newStore returns a fresh store path in the run's folder.
