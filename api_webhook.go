@@ -339,7 +339,7 @@ func webhookParams(integration string, in []field, query bool) (out []field, str
 // check_send_webhook_message reads it: digits are an id, anything else a
 // name, trimmed and compared without case.
 func webhookStreamIs(v, name string, id int64) bool {
-	if isDigits(v) {
+	if zulip.ValidID(v) {
 		n, err := strconv.ParseInt(v, 10, 64)
 		return err == nil && n == id
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/clitest"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
@@ -35,11 +36,11 @@ func TestCLIRotate(t *testing.T) {
 	if e, ok := s.Lookup(old); !ok || e.Usable(now) != nil || e.Usable(now.Add(2*time.Hour+time.Second)) == nil {
 		t.Error("the old key does not work for exactly the grace period")
 	}
-	out, _, err := runCLI(t, "list", "--store", store)
+	out, _, err := clitest.Run("list", "--store", store)
 	if err != nil || !strings.Contains(out, "ROTATED") || !strings.Contains(out, "(old key until ") {
 		t.Errorf("list does not show the rotation (%v):\n%s", err, out)
 	}
-	out, _, _ = runCLI(t, "list", "--json", "--store", store)
+	out, _, _ = clitest.Run("list", "--json", "--store", store)
 	var rows []map[string]any
 	if err := json.Unmarshal([]byte(out), &rows); err != nil || rows[0]["rotated_at"] == nil || rows[0]["previous_key_valid_until"] == nil {
 		t.Errorf("list --json lacks rotated_at and previous_key_valid_until: %v %s", err, out)
@@ -47,7 +48,7 @@ func TestCLIRotate(t *testing.T) {
 
 	// Twice in the grace: both old secrets are listed, until when each.
 	key2b, _ := cliAdd(t, "rotate", id, "--store", store, "--grace", "1h")
-	if out, _, _ := runCLI(t, "list", "--store", store); !strings.Contains(out, "(2 old keys, until ") {
+	if out, _, _ := clitest.Run("list", "--store", store); !strings.Contains(out, "(2 old keys, until ") {
 		t.Errorf("list after two rotations:\n%s", out)
 	}
 
@@ -59,7 +60,7 @@ func TestCLIRotate(t *testing.T) {
 			t.Error("after --grace 0 a replaced key still works")
 		}
 	}
-	if out, _, _ := runCLI(t, "list", "--store", store); strings.Contains(out, "old key") {
+	if out, _, _ := clitest.Run("list", "--store", store); strings.Contains(out, "old key") {
 		t.Errorf("list after --grace 0 shows an old key:\n%s", out)
 	}
 	if e, ok := s2.Lookup(key3); !ok || e.Usable(time.Now()) != nil {
@@ -78,7 +79,7 @@ func TestCLIRotate(t *testing.T) {
 		{[]string{"expire", id, "--in", "-5m"}, "--in must be"},
 		{[]string{"expire", "nope", "--never"}, "no key with id"},
 	} {
-		_, _, err := runCLI(t, append(tc.args, "--store", store)...)
+		_, _, err := clitest.Run(append(tc.args, "--store", store)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
 		}
@@ -88,7 +89,7 @@ func TestCLIRotate(t *testing.T) {
 func TestCLIExpire(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "clients.json")
 	key, id := cliAdd(t, "add-client", "--store", store, "--stream", "general")
-	out, _, err := runCLI(t, "expire", id, "--in", "30d", "--store", store)
+	out, _, err := clitest.Run("expire", id, "--in", "30d", "--store", store)
 	if err != nil || !strings.Contains(out, "expires: 20") {
 		t.Fatalf("expire --in: %v\n%s", err, out)
 	}
@@ -97,18 +98,18 @@ func TestCLIExpire(t *testing.T) {
 	if e.ExpiresAt == nil || e.ExpiresAt.Sub(time.Now()) < 29*24*time.Hour {
 		t.Fatalf("expires_at %v, want 30 days ahead", e.ExpiresAt)
 	}
-	out, _, err = runCLI(t, "expire", id, "--never", "--store", store)
+	out, _, err = clitest.Run("expire", id, "--never", "--store", store)
 	if err != nil || !strings.Contains(out, "expires: never") {
 		t.Fatalf("expire --never: %v\n%s", err, out)
 	}
 	if e, _ := openForTest(t, store).Lookup(key); e.ExpiresAt != nil {
 		t.Errorf("after --never, expires_at %v", e.ExpiresAt)
 	}
-	if _, _, err := runCLI(t, "revoke", id, "--store", store); err != nil {
+	if _, _, err := clitest.Run("revoke", id, "--store", store); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"expire", id, "--never"}, {"rotate", id}} {
-		if _, _, err := runCLI(t, append(args, "--store", store)...); err == nil || !strings.Contains(err.Error(), "revoked") {
+		if _, _, err := clitest.Run(append(args, "--store", store)...); err == nil || !strings.Contains(err.Error(), "revoked") {
 			t.Errorf("%v on a revoked key: %v", args, err)
 		}
 	}

@@ -13,36 +13,18 @@ import (
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/spf13/cobra"
+	"github.com/zwop/caddy-zulip-proxy/internal/clitest"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
-
-// runCLI runs `caddy zulip-proxy args...` through the command tree Caddy
-// registered, without a binary.
-func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	def, ok := caddycmd.Commands()["zulip-proxy"]
-	if !ok {
-		t.Fatal("zulip-proxy command not registered")
-	}
-	c := &cobra.Command{Use: "zulip-proxy", SilenceUsage: true, SilenceErrors: true}
-	def.CobraFunc(c)
-	var out, errb bytes.Buffer
-	c.SetOut(&out)
-	c.SetErr(&errb)
-	c.SetArgs(args)
-	err = c.Execute()
-	return out.String(), errb.String(), err
-}
 
 var cliKeyLine = regexp.MustCompile(`(?m)^key:\s+(zwop_[A-Za-z0-9_-]{43})$`)
 var cliIDLine = regexp.MustCompile(`(?m)^id:\s+([0-9a-f]{12})$`)
 
 func cliAdd(t *testing.T, args ...string) (key, id string) {
 	t.Helper()
-	out, errOut, err := runCLI(t, args...)
+	out, errOut, err := clitest.Run(args...)
 	if err != nil {
 		t.Fatalf("%v: %v\n%s", args, err, errOut)
 	}
@@ -74,7 +56,7 @@ func TestCLIAddListRevoke(t *testing.T) {
 		}
 	}
 
-	out, _, err := runCLI(t, "list", "--store", store)
+	out, _, err := clitest.Run("list", "--store", store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +69,7 @@ func TestCLIAddListRevoke(t *testing.T) {
 		t.Error("list shows a key or its hash")
 	}
 
-	out, _, err = runCLI(t, "list", "--json", "--store", store)
+	out, _, err = clitest.Run("list", "--json", "--store", store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +84,7 @@ func TestCLIAddListRevoke(t *testing.T) {
 		t.Error("list --json shows a key or its hash")
 	}
 
-	out, _, err = runCLI(t, "revoke", "--store", store, id)
+	out, _, err = clitest.Run("revoke", "--store", store, id)
 	if err != nil || !strings.Contains(out, "revoked "+id) {
 		t.Fatalf("revoke: %v %s", err, out)
 	}
@@ -181,7 +163,7 @@ func TestCLIErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before, _ := os.ReadFile(corrupt)
-			out, _, err := runCLI(t, c.args...)
+			out, _, err := clitest.Run(c.args...)
 			if err == nil {
 				t.Fatalf("no error; output:\n%s", out)
 			}
@@ -237,7 +219,7 @@ func TestCLIConfigCaddyStorage(t *testing.T) {
 	if !strings.Contains(string(raw), id) || strings.Contains(string(raw), key) {
 		t.Errorf("storage document: %s", raw)
 	}
-	out, _, err := runCLI(t, "list", "--config", cfg)
+	out, _, err := clitest.Run("list", "--config", cfg)
 	if err != nil || !strings.Contains(out, id) {
 		t.Errorf("list from storage: %v\n%s", err, out)
 	}
@@ -250,11 +232,11 @@ func TestCLIImportLegacy(t *testing.T) {
 	if err := os.WriteFile(legacy, []byte(`{"oldkey1": {"proposal_no": 1234, "stream": "p1234"}, "oldadmin": {"admin": true}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, err := runCLI(t, "import-legacy", "--store", store, legacy)
+	out, errOut, err := clitest.Run("import-legacy", "--store", store, legacy)
 	if err != nil || !strings.Contains(out, "imported 2 keys, skipped 0") || !strings.Contains(errOut, "delete it") {
 		t.Fatalf("%v %q %q", err, out, errOut)
 	}
-	out, _, err = runCLI(t, "import-legacy", "--store", store, legacy)
+	out, _, err = clitest.Run("import-legacy", "--store", store, legacy)
 	if err != nil || !strings.Contains(out, "imported 0 keys, skipped 2") {
 		t.Fatalf("second import: %v %q", err, out)
 	}

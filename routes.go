@@ -213,7 +213,7 @@ func matchPattern(pattern, path string) (arg string, ok bool) {
 		p, q = p[i:], q[j:]
 		switch want {
 		case "{n}":
-			ok = isDigits(got)
+			ok = zulip.ValidID(got)
 		case "{integration}":
 			ok = zulip.ValidIntegration(got)
 		case "{id}":
@@ -230,16 +230,4 @@ func matchPattern(pattern, path string) (arg string, ok bool) {
 		arg = got
 	}
 	return arg, q == ""
-}
-
-func isDigits(s string) bool {
-	if s == "" || len(s) > 18 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }

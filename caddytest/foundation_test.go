@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/clitest"
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
@@ -81,7 +82,7 @@ func TestRevokedKeyFailsWithinFiveSeconds(t *testing.T) {
 	eventually(t, 5*time.Second, "key accepted", func() bool {
 		return request(t, "GET", "/me", nil, withKey(key)).Status == 200
 	})
-	if out, errOut, err := cli(t, "revoke", "--store", store, id); err != nil || !strings.Contains(out, "revoked "+id) {
+	if out, errOut, err := clitest.Run("revoke", "--store", store, id); err != nil || !strings.Contains(out, "revoked "+id) {
 		t.Fatalf("revoke: %v %s %s", err, out, errOut)
 	}
 	revokedAt := time.Now()
@@ -225,7 +226,7 @@ func TestCLIFindsStoreInConfig(t *testing.T) {
 	eventually(t, 5*time.Second, "key made through --config accepted", func() bool {
 		return request(t, "GET", "/me", nil, withKey(key)).Status == 200
 	})
-	out, _, err := cli(t, "list", "--store", store)
+	out, _, err := clitest.Run("list", "--store", store)
 	if err != nil || !strings.Contains(out, id) || strings.Contains(out, key) {
 		t.Errorf("list: %v\n%s", err, out)
 	}

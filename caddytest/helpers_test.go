@@ -1,7 +1,6 @@
 package caddytest
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,9 +16,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/spf13/cobra"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/clitest"
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
@@ -186,24 +184,6 @@ func newStore(t *testing.T) string {
 	return filepath.Join(d, "clients.json")
 }
 
-// cli runs `caddy zulip-proxy args...` in process, through the command
-// Caddy registered.
-func cli(t *testing.T, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	def, ok := caddycmd.Commands()["zulip-proxy"]
-	if !ok {
-		t.Fatal("zulip-proxy command not registered")
-	}
-	c := &cobra.Command{Use: "zulip-proxy", SilenceUsage: true, SilenceErrors: true}
-	def.CobraFunc(c)
-	var out, errb bytes.Buffer
-	c.SetOut(&out)
-	c.SetErr(&errb)
-	c.SetArgs(args)
-	err = c.Execute()
-	return out.String(), errb.String(), err
-}
-
 var (
 	keyLine = regexp.MustCompile(`(?m)^key:\s+(\S+)$`)
 	idLine  = regexp.MustCompile(`(?m)^id:\s+(\S+)$`)
@@ -212,7 +192,7 @@ var (
 // mustKey creates a key with the CLI and returns it and its id.
 func mustKey(t *testing.T, args ...string) (key, id string) {
 	t.Helper()
-	out, errOut, err := cli(t, args...)
+	out, errOut, err := clitest.Run(args...)
 	if err != nil {
 		t.Fatalf("zulip-proxy %v: %v\n%s", args, err, errOut)
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zwop/caddy-zulip-proxy/internal/clitest"
 )
 
 // Keys of the upstream Python service keep working after import.
@@ -18,7 +20,7 @@ func TestLegacyKeysImportedThenUsed(t *testing.T) {
 	if err := os.WriteFile(legacy, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, err := cli(t, "import-legacy", "--store", store, legacy)
+	out, errOut, err := clitest.Run("import-legacy", "--store", store, legacy)
 	if err != nil || !strings.Contains(out, "imported 2") {
 		t.Fatalf("import: %v %s %s", err, out, errOut)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/zwop/caddy-zulip-proxy/internal/clitest"
 )
 
 // healthOf reads /health's status and body.
@@ -56,7 +57,7 @@ func TestEmptiedStoreKeepsKeys(t *testing.T) {
 		t.Errorf("something was written over the emptied store: %s", raw)
 	}
 	// The CLI will not start a new store over it either.
-	_, errOut, err := cli(t, "add-client", "--store", store, "--stream", "general")
+	_, errOut, err := clitest.Run("add-client", "--store", store, "--stream", "general")
 	if err == nil || !strings.Contains(err.Error()+errOut, "--new-store") {
 		t.Errorf("the CLI wrote over an emptied store: %v %s", err, errOut)
 	}
@@ -92,7 +93,7 @@ func TestVanishedStoreAndTheCLI(t *testing.T) {
 	if err := os.Remove(store); err != nil {
 		t.Fatal(err)
 	}
-	_, errOut, err := cli(t, "add-client", "--store", store, "--stream", "general")
+	_, errOut, err := clitest.Run("add-client", "--store", store, "--stream", "general")
 	if err == nil || !strings.Contains(err.Error(), "mounted") || !strings.Contains(err.Error(), "--new-store") {
 		t.Fatalf("add-client where the store vanished: %v %s", err, errOut)
 	}
@@ -105,7 +106,7 @@ func TestVanishedStoreAndTheCLI(t *testing.T) {
 
 	// Forced, the CLI starts anew and says so; the server, which held a
 	// key that the new document lacks, does not adopt it.
-	out, errOut, err := cli(t, "add-client", "--store", store, "--stream", "general", "--new-store")
+	out, errOut, err := clitest.Run("add-client", "--store", store, "--stream", "general", "--new-store")
 	if err != nil || !strings.Contains(errOut, "created new key store") {
 		t.Fatalf("forced: %v\n%s\n%s", err, out, errOut)
 	}
@@ -124,11 +125,11 @@ func TestVanishedStoreAndTheCLI(t *testing.T) {
 // A new store is made only where none has been, and the CLI says so.
 func TestCLISaysItCreatedAStore(t *testing.T) {
 	store := newStore(t)
-	_, errOut, err := cli(t, "add-admin", "--store", store)
+	_, errOut, err := clitest.Run("add-admin", "--store", store)
 	if err != nil || !strings.Contains(errOut, "created new key store") || !strings.Contains(errOut, store) {
 		t.Fatalf("first key: %v %s", err, errOut)
 	}
-	_, errOut, err = cli(t, "add-admin", "--store", store)
+	_, errOut, err = clitest.Run("add-admin", "--store", store)
 	if err != nil || strings.Contains(errOut, "created") {
 		t.Errorf("second key: %v %s", err, errOut)
 	}
@@ -166,11 +167,11 @@ func TestUnwritableStore(t *testing.T) {
 
 // A mistyped command fails, rather than printing the help and exiting 0.
 func TestCLIUnknownCommand(t *testing.T) {
-	_, _, err := cli(t, "frobnicate", "--store", newStore(t))
+	_, _, err := clitest.Run("frobnicate", "--store", newStore(t))
 	if err == nil || !strings.Contains(err.Error(), "unknown command") {
 		t.Errorf("frobnicate: %v", err)
 	}
-	if _, _, err := cli(t); err == nil {
+	if _, _, err := clitest.Run(); err == nil {
 		t.Error("no command at all exits 0")
 	}
 }
@@ -251,14 +252,14 @@ func TestCLIChecksBotAndStream(t *testing.T) {
 	if err := os.WriteFile(caddyfile, []byte(config{store: store}.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := cli(t, "add-client", "--config", caddyfile, "--stream", "general", "--bot", "nope"); err == nil || !strings.Contains(err.Error(), "not configured") {
+	if _, _, err := clitest.Run("add-client", "--config", caddyfile, "--stream", "general", "--bot", "nope"); err == nil || !strings.Contains(err.Error(), "not configured") {
 		t.Errorf("an unknown bot: %v", err)
 	}
-	_, _, err := cli(t, "add-client", "--config", caddyfile, "--stream", "no such stream")
+	_, _, err := clitest.Run("add-client", "--config", caddyfile, "--stream", "no such stream")
 	if err == nil || !strings.Contains(err.Error(), "no such stream") || !strings.Contains(err.Error(), "Zulip") {
 		t.Errorf("a stream Zulip does not have: %v", err)
 	}
-	if out, errOut, err := cli(t, "add-client", "--config", caddyfile, "--stream", "general"); err != nil {
+	if out, errOut, err := clitest.Run("add-client", "--config", caddyfile, "--stream", "general"); err != nil {
 		t.Errorf("a stream Zulip has: %v %s", err, errOut)
 	} else if k := keyLine.FindStringSubmatch(out); k != nil {
 		addSecret(k[1])
@@ -268,7 +269,7 @@ func TestCLIChecksBotAndStream(t *testing.T) {
 	if err := os.WriteFile(down, []byte(config{store: store, site: "http://127.0.0.1:1"}.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, err := cli(t, "add-client", "--config", down, "--stream", "general")
+	out, errOut, err := clitest.Run("add-client", "--config", down, "--stream", "general")
 	if err != nil || !strings.Contains(errOut, "not checked") {
 		t.Errorf("an unreachable Zulip: %v %s", err, errOut)
 	}

@@ -66,7 +66,7 @@ func TestZulipAPIWithAZulipClient(t *testing.T) {
 	if m, _ := env.emu.Message(sent.ID); m.StreamID != gen || m.Content != "via the Zulip API" || m.SenderEmail != emulator.DemoBotEmail {
 		t.Errorf("stored: %+v", m)
 	}
-	if _, err := c.StreamTopics(ctx, gen); err != nil {
+	if _, err := c.StreamTopicsWith(ctx, gen, zulip.ReadOptions{}); err != nil {
 		t.Errorf("topics: %v", err)
 	}
 	msg, _, err := c.GetMessage(ctx, sent.ID)

@@ -93,7 +93,7 @@ func TestGetStreamIDAndTopics(t *testing.T) {
 	for _, topic := range []string{"older", "newer"} {
 		send(t, c, zulip.SendMessage{StreamID: id, Topic: topic, Content: "x"})
 	}
-	resp, err := c.StreamTopics(ctx, id)
+	resp, err := c.StreamTopicsWith(ctx, id, zulip.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +389,7 @@ func TestWebhookHeaders(t *testing.T) {
 func TestResponseKeepsOnlyUsefulHeaders(t *testing.T) {
 	srv := emulator.NewServer(t)
 	c, _ := client(t, srv)
-	resp, err := c.StreamTopics(context.Background(), streamID(t, srv, emulator.DemoStream))
+	resp, err := c.StreamTopicsWith(context.Background(), streamID(t, srv, emulator.DemoStream), zulip.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

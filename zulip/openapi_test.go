@@ -110,9 +110,9 @@ func openAPICalls(t *testing.T, srv *emulator.Server, c *zulip.Client, v checker
 			_, _, err := c.GetStreamID(ctx, "nope")
 			return wantZulipError(err, "BAD_REQUEST")
 		}},
-		{"topics", func() error { _, err := c.StreamTopics(ctx, general); return err }},
+		{"topics", func() error { _, err := c.StreamTopicsWith(ctx, general, zulip.ReadOptions{}); return err }},
 		{"topics of a missing stream", func() error {
-			_, err := c.StreamTopics(ctx, 9999)
+			_, err := c.StreamTopicsWith(ctx, 9999, zulip.ReadOptions{})
 			return wantZulipError(err, "BAD_REQUEST")
 		}},
 		{"get message", func() error { _, _, err := c.GetMessage(ctx, first.ID); return err }},

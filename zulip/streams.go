@@ -33,12 +33,6 @@ func (c *Client) GetStreamID(ctx context.Context, name string) (int64, *Response
 	return a.StreamID, resp, nil
 }
 
-// StreamTopics lists a stream's topics, most recent first.
-// GET /users/me/{stream_id}/topics.
-func (c *Client) StreamTopics(ctx context.Context, streamID int64) (*Response, error) {
-	return c.StreamTopicsWith(ctx, streamID, ReadOptions{})
-}
-
 // StreamTopicsWith is StreamTopics with allow_empty_topic_name, the one
 // read option the call takes.
 func (c *Client) StreamTopicsWith(ctx context.Context, streamID int64, o ReadOptions) (*Response, error) {

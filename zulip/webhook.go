@@ -117,6 +117,20 @@ func (c *Client) Webhook(ctx context.Context, w WebhookCall) (*Response, error) 
 	return c.call(ctx, r, &a)
 }
 
+// ValidID says s is how a message, stream or user id is written in a
+// path: a decimal of up to 18 digits, which always fits an int64.
+func ValidID(s string) bool {
+	if s == "" || len(s) > 18 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidIntegration is Zulip's rule for an integration name, ^[a-z0-9_]+$
 // (at most 64 bytes here).
 func ValidIntegration(s string) bool {

@@ -228,6 +228,3 @@ func (s *Store) Writable() error {
 // Created says whether a write through this store started a new document
 // where there was none.
 func (s *Store) Created() bool { return s.created.Load() }
-
-// Closed is closed once Close has been called.
-func (s *Store) Closed() <-chan struct{} { return s.stop }

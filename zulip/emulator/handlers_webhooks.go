@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
 // webhook is /external/{integration}, standing in for every incoming
@@ -63,7 +65,7 @@ func (e *Emulator) storeWebhook(u *user, m *message, streamArg string, hasStream
 		return nil
 	}
 	var s *stream
-	if isDigits(streamArg) {
+	if zulip.ValidID(streamArg) {
 		id, _ := strconv.ParseInt(streamArg, 10, 64)
 		if s = e.streams[id]; s == nil {
 			return errStreamID(id)

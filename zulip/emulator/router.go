@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
 type authKind uint8
@@ -69,41 +71,16 @@ func match(path string) (*route, []string) {
 	}
 	seg := strings.Split(rest, "/")
 	switch {
-	case len(seg) == 2 && seg[0] == "messages" && isDigits(seg[1]):
+	case len(seg) == 2 && seg[0] == "messages" && zulip.ValidID(seg[1]):
 		return routeMessage, seg[1:]
-	case len(seg) == 2 && seg[0] == "attachments" && isDigits(seg[1]):
+	case len(seg) == 2 && seg[0] == "attachments" && zulip.ValidID(seg[1]):
 		return routeAttachment, seg[1:]
-	case len(seg) == 4 && seg[0] == "users" && seg[1] == "me" && isDigits(seg[2]) && seg[3] == "topics":
+	case len(seg) == 4 && seg[0] == "users" && seg[1] == "me" && zulip.ValidID(seg[2]) && seg[3] == "topics":
 		return routeStreamTopics, seg[2:3]
-	case len(seg) == 2 && seg[0] == "external" && isIntegration(seg[1]):
+	case len(seg) == 2 && seg[0] == "external" && zulip.ValidIntegration(seg[1]):
 		return routeWebhook, seg[1:]
 	}
 	return nil, nil
-}
-
-func isDigits(s string) bool {
-	if s == "" || len(s) > 18 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func isIntegration(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // statusRecorder notes the status for the request log even when a
