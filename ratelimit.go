@@ -86,25 +86,26 @@ type bucket struct {
 
 func newKeyBuckets() *keyBuckets {
 	kb := &keyBuckets{m: map[string]*bucket{}, stop: make(chan struct{})}
-	go kb.sweep(time.Minute)
+	go kb.every(time.Minute, kb.drop)
 	return kb
 }
 
-// Destruct stops the sweeper when the last config lets go.
+// Destruct stops the buckets' goroutines when the last config lets go.
 func (kb *keyBuckets) Destruct() error {
 	close(kb.stop)
 	return nil
 }
 
-func (kb *keyBuckets) sweep(every time.Duration) {
-	t := time.NewTicker(every)
+// every runs f every d until the buckets are destructed.
+func (kb *keyBuckets) every(d time.Duration, f func(now time.Time)) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-kb.stop:
 			return
 		case now := <-t.C:
-			kb.drop(now)
+			f(now)
 		}
 	}
 }

@@ -85,22 +85,13 @@ func (sh *sharing) file(id string) string { return path.Join(limitsPrefix, id+".
 // share starts the exchange with other instances through st.
 func (kb *keyBuckets) share(st certmagic.Storage, logger *zap.Logger) {
 	kb.sh = newSharing(st, logger, time.Now())
-	go func() {
-		t := time.NewTicker(syncEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-kb.stop:
-				return
-			case now := <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), syncEvery)
-				if err := kb.sync(ctx, now); err != nil {
-					logger.Warn("sharing rate-limit counts with other instances", zap.Error(err))
-				}
-				cancel()
-			}
+	go kb.every(syncEvery, func(now time.Time) {
+		ctx, cancel := context.WithTimeout(context.Background(), syncEvery)
+		defer cancel()
+		if err := kb.sync(ctx, now); err != nil {
+			logger.Warn("sharing rate-limit counts with other instances", zap.Error(err))
 		}
-	}()
+	})
 }
 
 // sync publishes this instance's counts, if any changed, and takes what
