@@ -66,6 +66,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	c := &call{h: h, route: rt, arg: arg, start: time.Now()}
 	err := h.authorize(w, r, c)
+	if err != nil && r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// A caller refused before its body is read never makes the proxy
+		// wait for it: net/http would read what is left of it before
+		// answering (Caddy wraps the body, so net/http cannot tell that
+		// it is large), and a client that stalls would hold its own
+		// answer back. Closing the connection after the answer lets it
+		// go at once.
+		w.Header().Set("Connection", "close")
+	}
 	// The caller is known; nothing is read or forwarded yet. From here
 	// on, every call to Zulip made for the request is noted on it.
 	if c.entry != nil {
@@ -86,13 +95,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		err = rt.serve(h, w, r, c)
 	}
 	if err != nil {
-		if r.ProtoMajor == 1 && r.ContentLength != 0 {
-			// The body may be unread (refused before it was): net/http
-			// would read what is left of it before answering, and a
-			// client that stalls would hold the answer back. Closing
-			// the connection after the answer lets it go at once.
-			w.Header().Set("Connection", "close")
-		}
 		h.writeCallError(w, c, err)
 	}
 	observe(c, err)

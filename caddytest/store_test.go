@@ -110,8 +110,8 @@ func TestVanishedStoreAndTheCLI(t *testing.T) {
 	if err != nil || !strings.Contains(errOut, "created new key store") {
 		t.Fatalf("forced: %v\n%s\n%s", err, out, errOut)
 	}
-	if k := keyLine.FindStringSubmatch(out); k != nil {
-		addSecret(k[1])
+	if k, _, ok := clitest.PrintedKey(out); ok {
+		addSecret(k)
 	}
 	time.Sleep(1500 * time.Millisecond) // the server looks every second
 	if r := request(t, "GET", "/me", nil, withKey(key)); r.Status != 200 {
@@ -261,8 +261,8 @@ func TestCLIChecksBotAndStream(t *testing.T) {
 	}
 	if out, errOut, err := clitest.Run("add-client", "--config", caddyfile, "--stream", "general"); err != nil {
 		t.Errorf("a stream Zulip has: %v %s", err, errOut)
-	} else if k := keyLine.FindStringSubmatch(out); k != nil {
-		addSecret(k[1])
+	} else if k, _, ok := clitest.PrintedKey(out); ok {
+		addSecret(k)
 	}
 
 	down := filepath.Join(t.TempDir(), "Caddyfile")
@@ -273,7 +273,7 @@ func TestCLIChecksBotAndStream(t *testing.T) {
 	if err != nil || !strings.Contains(errOut, "not checked") {
 		t.Errorf("an unreachable Zulip: %v %s", err, errOut)
 	}
-	if k := keyLine.FindStringSubmatch(out); k != nil {
-		addSecret(k[1])
+	if k, _, ok := clitest.PrintedKey(out); ok {
+		addSecret(k)
 	}
 }
