@@ -45,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_upload          <size>
 //		timeout             <duration>
 //		client_idle_timeout <duration>
+//		idempotency_window  <duration>
 //		rate_limit          <events> <window>
 //		max_uploads_per_key <n>
 //		stream_template     <template with {proposal_no}>
@@ -95,7 +96,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("zulip_proxy: max_upload: '%s' is not a size; give a number with a unit, such as 25MiB, 10MB or 500KiB", s)
 			}
 			h.MaxUpload = int64(size)
-		case "timeout", "client_idle_timeout":
+		case "timeout", "client_idle_timeout", "idempotency_window":
 			var s string
 			if !d.AllArgs(&s) {
 				return d.ArgErr()
@@ -104,10 +105,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("zulip_proxy: %s: '%s' is not a duration such as 30s or 2m", sub, s)
 			}
-			if sub == "timeout" {
+			switch sub {
+			case "timeout":
 				h.Timeout = caddy.Duration(dur)
-			} else {
+			case "client_idle_timeout":
 				h.ClientIdleTimeout = caddy.Duration(dur)
+			default:
+				h.IdempotencyWindow = caddy.Duration(dur)
 			}
 		case "rate_limit":
 			var events, window string

@@ -36,6 +36,12 @@ type call struct {
 	hook *webhookRequest
 	// spend is the request's account with its bot's Zulip budget.
 	spend spend
+	// lastZulip is the request's last call to Zulip, as the client's
+	// observer saw it.
+	lastZulip zulip.Call
+	// idem is the request's Idempotency-Key record, for a write that
+	// has one.
+	idem *idemWrite
 }
 
 // callKey finds, in a request's context, the call it belongs to: the
@@ -53,6 +59,7 @@ func (c *call) noteZulip(b *bot, zc zulip.Call, now time.Time) {
 	if zc.Response != nil {
 		c.zulipStatus = zc.Response.Status
 	}
+	c.lastZulip = zc
 	b.budget.observe(&c.spend, zc, now)
 }
 
@@ -91,11 +98,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 		defer c.bot.budget.settle(&c.spend)
 	}
-	if err == nil {
+	replayed := false
+	if err == nil && rt.writes && c.bot != nil {
+		w, replayed, err = c.beginIdempotent(w, r)
+	}
+	if err == nil && !replayed {
 		err = rt.serve(h, w, r, c)
 	}
 	if err != nil {
 		h.writeCallError(w, c, err)
+	}
+	if c.idem != nil {
+		c.endIdempotent(r.Context(), err)
 	}
 	observe(c, err)
 	if c.bot != nil {

@@ -26,6 +26,7 @@ var metrics = struct {
 	botBudget    *prometheus.GaugeVec
 	storeErrors  *prometheus.CounterVec
 	uploadBytes  prometheus.Counter
+	idempotency  *prometheus.CounterVec
 }{
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "requests_total",
@@ -52,6 +53,10 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "upload_bytes_total",
 		Help: "Bytes of files streamed to Zulip.",
 	}),
+	idempotency: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "idempotent_requests_total",
+		Help: "Writes with an Idempotency-Key answered from what was kept, by outcome (replayed: the first answer again, nothing reached Zulip; found: an uncertain write found in Zulip; reused: the key was used for another request; in_use: the first request was still being served).",
+	}, []string{"outcome"}),
 }
 
 // keysCollector reports the keys of every store a config's handlers use,
@@ -141,7 +146,7 @@ func registerMetrics(reg *prometheus.Registry, storeLabel string, store *keystor
 		metrics.limited.WithLabelValues(reason)
 	}
 	for _, c := range []prometheus.Collector{metrics.requests, metrics.zulipSeconds, metrics.limited,
-		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes} {
+		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, metrics.idempotency} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

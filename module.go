@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/internal/outbox"
 	"go.uber.org/zap"
 )
 
@@ -28,6 +29,9 @@ const (
 	// but not hold the proxy's connections to Zulip with a hundred.
 	defaultMaxUploadsPerKey = 4
 	defaultBotName          = "default"
+	// defaultIdempotencyWindow keeps a write's outcome for a day: a
+	// script retrying after an outage or the next morning still gets it.
+	defaultIdempotencyWindow = 24 * time.Hour
 )
 
 // Handler is a write-only proxy to Zulip. It holds real Zulip bot
@@ -103,6 +107,12 @@ type Handler struct {
 	// Default: /admin/.
 	AdminPage string `json:"admin_page,omitempty"`
 
+	// IdempotencyWindow is how long the outcome of a write made with an
+	// Idempotency-Key is kept where the keys are, so that a retry of it
+	// is answered with the first answer instead of writing again.
+	// Default: 24h.
+	IdempotencyWindow caddy.Duration `json:"idempotency_window,omitempty"`
+
 	// APIDocs is "off" to stop serving /openapi.json (the API's OpenAPI
 	// 3.1 description) and /docs (a page rendering it). Both are public,
 	// as the service this module replaces served them. Default: on.
@@ -119,6 +129,9 @@ type Handler struct {
 	// storePool; storeKey is its entry there.
 	store    *keystore.Store
 	storeKey string
+	// outbox keeps the outcomes of writes made with an Idempotency-Key,
+	// where the keys are; shared through outboxPool.
+	outbox *outbox.Outbox
 	// views fill in what a key names nothing of, as this server sees it.
 	views  viewDefaults
 	health *healthLog
@@ -177,6 +190,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.limits, err = provisionLimits(ctx, h.storeKey, h.RateLimit, h.logger); err != nil {
 		return err
 	}
+	if h.IdempotencyWindow == 0 {
+		h.IdempotencyWindow = caddy.Duration(defaultIdempotencyWindow)
+	}
+	if h.outbox, err = openOutbox(ctx, h.Store, h.storeKey, time.Duration(h.IdempotencyWindow), h.logger); err != nil {
+		return err
+	}
 	if err := registerMetrics(ctx.GetMetricsRegistry(), storeLabel, h.store); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -191,6 +210,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	if h.MaxUpload < 0 || h.MaxUpload > maxMaxUpload {
 		return fmt.Errorf("zulip_proxy: max_upload must be from 1 byte to 1 TiB, got %d", h.MaxUpload)
+	}
+	if h.IdempotencyWindow < 0 {
+		return fmt.Errorf("zulip_proxy: idempotency_window must be positive, got %s", time.Duration(h.IdempotencyWindow))
 	}
 	if h.StreamTemplate != "" && !strings.Contains(h.StreamTemplate, "{proposal_no}") {
 		return fmt.Errorf("zulip_proxy: stream_template must contain {proposal_no}, got %q", h.StreamTemplate)
@@ -224,6 +246,9 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.limits.poolKey != "" {
 		_, _ = limiterPool.Delete(h.limits.poolKey)
+	}
+	if h.outbox != nil {
+		_, _ = outboxPool.Delete(outboxKey(h.storeKey))
 	}
 	if h.storeKey == "" {
 		return nil

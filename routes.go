@@ -46,7 +46,9 @@ type route struct {
 	// scoped key, reserved from the bot's budget before it is served
 	// (ids the proxy has cached cost none).
 	calls int
-	serve serveFunc
+	// writes: a scoped key's write, which may carry an Idempotency-Key.
+	writes bool
+	serve  serveFunc
 }
 
 // routes is every path the module answers, but for the pages a config may
@@ -54,34 +56,34 @@ type route struct {
 // serve function.
 var routes = []route{
 	// The upstream service's bot API, at the root and under /api.
-	{"GET", "/health", "health", public, keyHeader, 0, (*Handler).serveHealth},
-	{"GET", "/me", "me", anyKey, keyHeader, 0, (*Handler).serveMe},
-	{"POST", "/send_message", "send_message", scoped, keyHeader, 1, (*Handler).serveSendMessage},
-	{"POST", "/upload_file", "upload_file", scoped, keyHeader, 1, (*Handler).serveUploadFile},
-	{"GET", "/get_stream_topics", "get_stream_topics", scoped, keyHeader, 1, (*Handler).serveStreamTopics},
-	{"PATCH", "/update_message", "update_message", scoped, keyHeader, 2, (*Handler).serveUpdateMessage},
-	{"GET", "/get_messages", "get_messages", scoped, keyHeader, 1, (*Handler).serveGetMessages},
-	{"POST", "/create_client", "create_client", admin, keyHeader, 0, (*Handler).serveCreateClient},
-	{"GET", "/clients", "clients", admin, keyHeader, 0, (*Handler).serveListClients},
-	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, 0, (*Handler).serveRevokeClient},
-	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, 0, (*Handler).serveUpdateClient},
-	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, 0, (*Handler).serveRotateClient},
-	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, 0, (*Handler).serveClientMessages},
-	{"GET", "/bots", "bots", admin, keyHeader, 0, (*Handler).serveListBots},
+	{"GET", "/health", "health", public, keyHeader, 0, false, (*Handler).serveHealth},
+	{"GET", "/me", "me", anyKey, keyHeader, 0, false, (*Handler).serveMe},
+	{"POST", "/send_message", "send_message", scoped, keyHeader, 1, true, (*Handler).serveSendMessage},
+	{"POST", "/upload_file", "upload_file", scoped, keyHeader, 1, true, (*Handler).serveUploadFile},
+	{"GET", "/get_stream_topics", "get_stream_topics", scoped, keyHeader, 1, false, (*Handler).serveStreamTopics},
+	{"PATCH", "/update_message", "update_message", scoped, keyHeader, 2, true, (*Handler).serveUpdateMessage},
+	{"GET", "/get_messages", "get_messages", scoped, keyHeader, 1, false, (*Handler).serveGetMessages},
+	{"POST", "/create_client", "create_client", admin, keyHeader, 0, false, (*Handler).serveCreateClient},
+	{"GET", "/clients", "clients", admin, keyHeader, 0, false, (*Handler).serveListClients},
+	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, 0, false, (*Handler).serveRevokeClient},
+	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, 0, false, (*Handler).serveUpdateClient},
+	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, 0, false, (*Handler).serveRotateClient},
+	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, 0, false, (*Handler).serveClientMessages},
+	{"GET", "/bots", "bots", admin, keyHeader, 0, false, (*Handler).serveListBots},
 
 	// A safe subset of Zulip's own API.
-	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, 1, (*Handler).zulipSendMessage},
-	{"GET", "/api/v1/messages", "zulip_get_messages", scoped, keyBasic, 1, (*Handler).zulipGetMessages},
-	{"GET", "/api/v1/messages/{n}", "zulip_get_message", scoped, keyBasic, 1, (*Handler).zulipGetMessage},
-	{"PATCH", "/api/v1/messages/{n}", "zulip_update_message", scoped, keyBasic, 2, (*Handler).zulipUpdateMessage},
-	{"POST", "/api/v1/user_uploads", "zulip_upload_file", scoped, keyBasic, 1, (*Handler).zulipUploadFile},
-	{"GET", "/api/v1/get_stream_id", "zulip_get_stream_id", scoped, keyBasic, 0, (*Handler).zulipGetStreamID},
-	{"GET", "/api/v1/users/me/{n}/topics", "zulip_stream_topics", scoped, keyBasic, 1, (*Handler).zulipStreamTopics},
-	{"GET", "/api/v1/users/me", "zulip_me", scoped, keyBasic, 1, (*Handler).zulipMe},
-	{"GET", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, (*Handler).zulipServerSettings},
-	{"POST", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, (*Handler).zulipServerSettings},
-	{"POST", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, (*Handler).serveWebhook},
-	{"GET", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, (*Handler).serveWebhook},
+	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, 1, true, (*Handler).zulipSendMessage},
+	{"GET", "/api/v1/messages", "zulip_get_messages", scoped, keyBasic, 1, false, (*Handler).zulipGetMessages},
+	{"GET", "/api/v1/messages/{n}", "zulip_get_message", scoped, keyBasic, 1, false, (*Handler).zulipGetMessage},
+	{"PATCH", "/api/v1/messages/{n}", "zulip_update_message", scoped, keyBasic, 2, true, (*Handler).zulipUpdateMessage},
+	{"POST", "/api/v1/user_uploads", "zulip_upload_file", scoped, keyBasic, 1, true, (*Handler).zulipUploadFile},
+	{"GET", "/api/v1/get_stream_id", "zulip_get_stream_id", scoped, keyBasic, 0, false, (*Handler).zulipGetStreamID},
+	{"GET", "/api/v1/users/me/{n}/topics", "zulip_stream_topics", scoped, keyBasic, 1, false, (*Handler).zulipStreamTopics},
+	{"GET", "/api/v1/users/me", "zulip_me", scoped, keyBasic, 1, false, (*Handler).zulipMe},
+	{"GET", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, false, (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, false, (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, false, (*Handler).serveWebhook},
+	{"GET", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, false, (*Handler).serveWebhook},
 }
 
 const zulipPrefix = "/api/v1/"

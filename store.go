@@ -1,13 +1,18 @@
 package zulipproxy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/internal/outbox"
 	"go.uber.org/zap"
 )
 
@@ -101,4 +106,69 @@ func storageIdentity(st certmagic.Storage) string {
 		return fmt.Sprintf("%T%s", st, raw)
 	}
 	return fmt.Sprintf("%T", st)
+}
+
+// outboxPool shares a store's outbox between the configs that use the
+// store, as storePool shares the store.
+var outboxPool = caddy.NewUsagePool()
+
+func outboxKey(storeKey string) string { return "outbox:" + storeKey }
+
+type pooledOutbox struct {
+	*outbox.Outbox
+	// window is how long records are kept, as the last config set it.
+	window atomic.Int64
+	stop   chan struct{}
+}
+
+func (p *pooledOutbox) Destruct() error {
+	close(p.stop)
+	return p.Close()
+}
+
+// openOutbox opens the outbox where the keys are: a bbolt database beside
+// a key store file (clients.json: clients.outbox.db), or Caddy's storage;
+// records older than window are pruned every hour.
+func openOutbox(ctx caddy.Context, storePath, storeKey string, window time.Duration, logger *zap.Logger) (*outbox.Outbox, error) {
+	v, _, err := outboxPool.LoadOrNew(outboxKey(storeKey), func() (caddy.Destructor, error) {
+		var o *outbox.Outbox
+		if storePath != "" {
+			abs, err := filepath.Abs(storePath)
+			if err != nil {
+				return nil, err
+			}
+			o = outbox.OpenFile(strings.TrimSuffix(abs, ".json") + ".outbox.db")
+		} else {
+			o = outbox.OpenStorage(ctx.Storage())
+		}
+		p := &pooledOutbox{Outbox: o, stop: make(chan struct{})}
+		go p.prune(logger.Named("outbox"))
+		return p, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := v.(*pooledOutbox)
+	p.window.Store(int64(window))
+	return p.Outbox, nil
+}
+
+// prune forgets the records past the window, every hour.
+func (p *pooledOutbox) prune(logger *zap.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		if n, err := p.Prune(ctx, time.Now().Add(-time.Duration(p.window.Load()))); err != nil {
+			logger.Warn("pruning idempotency records", zap.Error(err))
+		} else if n > 0 {
+			logger.Debug("idempotency records pruned", zap.Int("records", n))
+		}
+		cancel()
+	}
 }

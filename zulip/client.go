@@ -95,6 +95,9 @@ func NewClient(cfg Config) (*Client, error) {
 
 // Call is one call the client made, as an observer sees it.
 type Call struct {
+	// Method is the call's HTTP method: anything but GET may change
+	// something in Zulip.
+	Method string
 	// Anonymous says the call carried none of the bot's credentials
 	// (server_settings): a rate limit it met is about the caller's
 	// address, not the bot.
@@ -263,7 +266,7 @@ func (c *Client) do(ctx context.Context, r *request) (*Response, error) {
 // observe tells the observer, if any, that r is over.
 func (c *Client) observe(ctx context.Context, r *request, answer *Response, sent bool) {
 	if c.onCall != nil {
-		c.onCall(ctx, Call{Anonymous: r.auth == authNone, Response: answer, Sent: sent})
+		c.onCall(ctx, Call{Method: r.method, Anonymous: r.auth == authNone, Response: answer, Sent: sent})
 	}
 }
 

@@ -189,6 +189,24 @@ func (c *Client) GetMessages(ctx context.Context, q GetMessages) (*Response, err
 	return c.call(ctx, &request{method: "GET", path: "/messages", query: f.String(), endpoint: "GET /messages"}, &a)
 }
 
+type messagesAnswer struct {
+	envelope
+	Messages []Message `json:"messages"`
+}
+
+// Messages fetches messages as GetMessages does, decoded.
+func (c *Client) Messages(ctx context.Context, q GetMessages) ([]Message, error) {
+	resp, err := c.GetMessages(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	var a messagesAnswer
+	if err := decode("GET /messages", resp, &a); err != nil {
+		return nil, err
+	}
+	return a.Messages, nil
+}
+
 // UpdateMessage edits a message's topic and/or content. It never moves a
 // message to another stream: there is no field for stream_id.
 type UpdateMessage struct {

@@ -144,10 +144,29 @@ func partContentType(ct string) string {
 
 type attachmentsAnswer struct {
 	envelope
-	Attachments []struct {
-		ID     int64  `json:"id"`
-		PathID string `json:"path_id"`
-	} `json:"attachments"`
+	Attachments []Attachment `json:"attachments"`
+}
+
+// Attachment is a file the bot uploaded, as Zulip lists it.
+type Attachment struct {
+	ID     int64  `json:"id"`
+	Name   string `json:"name"`
+	PathID string `json:"path_id"`
+	Size   int64  `json:"size"`
+	// CreateTime is when it was uploaded, in milliseconds since 1970.
+	CreateTime int64 `json:"create_time"`
+}
+
+// URI is the attachment's address as an upload answered it.
+func (a Attachment) URI() string { return "/user_uploads/" + a.PathID }
+
+// Attachments lists the files the bot uploaded. GET /attachments.
+func (c *Client) Attachments(ctx context.Context) ([]Attachment, error) {
+	var a attachmentsAnswer
+	if _, err := c.call(ctx, &request{method: "GET", path: "/attachments", endpoint: "GET /attachments"}, &a); err != nil {
+		return nil, err
+	}
+	return a.Attachments, nil
 }
 
 // ErrNoSuchUpload: DeleteUpload found no upload of this bot's at that uri.
@@ -166,11 +185,11 @@ func (c *Client) DeleteUpload(ctx context.Context, uri string) error {
 	if err != nil {
 		unescaped = pathID
 	}
-	var a attachmentsAnswer
-	if _, err := c.call(ctx, &request{method: "GET", path: "/attachments", endpoint: "GET /attachments"}, &a); err != nil {
+	attachments, err := c.Attachments(ctx)
+	if err != nil {
 		return err
 	}
-	for _, at := range a.Attachments {
+	for _, at := range attachments {
 		if at.PathID != pathID && at.PathID != unescaped {
 			continue
 		}

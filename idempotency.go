@@ -1,0 +1,376 @@
+package zulipproxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/zwop/caddy-zulip-proxy/internal/outbox"
+	"github.com/zwop/caddy-zulip-proxy/zulip"
+)
+
+// A scoped key's write may carry an Idempotency-Key (SPEC.md, "Dependable
+// delivery"): the first request with it is served and its outcome kept
+// in the outbox, where the keys live; the same request again gets the
+// first answer, replayed, and nothing reaches Zulip. A write whose outcome
+// is uncertain (sent, and no answer came) is looked for in Zulip before it
+// is made again.
+
+const (
+	idempotencyHeader = "Idempotency-Key"
+	replayedHeader    = "Idempotent-Replayed"
+	// maxKeptAnswer bounds the answer kept to replay: Zulip's answers to
+	// writes are a few hundred bytes.
+	maxKeptAnswer = 64 << 10
+)
+
+// idemWrite is a write made with an Idempotency-Key.
+type idemWrite struct {
+	id  string
+	rec outbox.Record
+	// resolving: an earlier attempt with the key had an uncertain
+	// outcome, begun at since; what it wrote is looked for in Zulip
+	// before anything is written again.
+	resolving bool
+	since     time.Time
+	// body hashes the request's body as it is read; bodySum is set once
+	// it is known.
+	body    *bodyHash
+	bodySum string
+	answer  *answerCapture
+	// spool holds the body of a request that resolves an uncertain one,
+	// read whole first to compare it with the first.
+	spool *os.File
+}
+
+// idempotencyKey reads the header: one value of 1 to 255 visible ASCII
+// characters; ok is false when the request has none.
+func idempotencyKey(r *http.Request) (key string, ok bool, aerr *apiError) {
+	vals, ok := r.Header[idempotencyHeader]
+	if !ok {
+		return "", false, nil
+	}
+	bad := errBadParam(idempotencyHeader, "the Idempotency-Key header must be one value of 1 to 255 visible ASCII characters")
+	if len(vals) != 1 || len(vals[0]) == 0 || len(vals[0]) > 255 {
+		return "", true, bad
+	}
+	for i := 0; i < len(vals[0]); i++ {
+		if b := vals[0][i]; b < 0x21 || b > 0x7e {
+			return "", true, bad
+		}
+	}
+	return vals[0], true, nil
+}
+
+// requestOf names what a request asks, but for its body: method, route,
+// path argument and query parameters in a fixed order.
+func requestOf(r *http.Request, c *call) string {
+	return r.Method + " " + c.route.name + " " + c.arg + "?" + r.URL.Query().Encode()
+}
+
+// beginIdempotent applies the key's record to a write before it is
+// served. It returns the writer to serve through (which keeps the answer),
+// or answered when it answered itself (a replay).
+func (c *call) beginIdempotent(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, bool, error) {
+	key, ok, aerr := idempotencyKey(r)
+	if !ok || aerr != nil || c.h.outbox == nil {
+		if aerr != nil {
+			return w, false, aerr
+		}
+		return w, false, nil
+	}
+	now := time.Now().UTC()
+	req := requestOf(r, c)
+	rec := outbox.Record{State: outbox.InProgress, Request: req, Started: now, Updated: now,
+		// Long enough for the slowest request the config allows: an
+		// attempt that outlives it has died.
+		Lease: now.Add(max(10*time.Duration(c.h.Timeout), 5*time.Minute))}
+	id := outbox.ID(c.entry.ID, key)
+	ctx := r.Context()
+	existing, stored, err := c.h.outbox.Take(ctx, id, func(e *outbox.Record) *outbox.Record {
+		switch {
+		case e == nil:
+			return &rec
+		case e.Request != req:
+			return nil
+		case e.State == outbox.Uncertain, e.State == outbox.InProgress && now.After(e.Lease):
+			// This request resolves the earlier one: its write is
+			// looked for from when that began.
+			resumed := rec
+			resumed.Started = e.Started
+			return &resumed
+		}
+		return nil
+	})
+	if err != nil {
+		return w, false, err
+	}
+	iw := &idemWrite{id: id, rec: rec}
+	switch {
+	case existing != nil && existing.Request != req:
+		metrics.idempotency.WithLabelValues("reused").Inc()
+		return w, false, errKeyReused()
+	case existing == nil:
+		iw.body = newBodyHash(r)
+		r.Body = hashedBody{ReadCloser: r.Body, h: iw.body}
+	case stored:
+		// An uncertain write: the whole body first, to tell it is the
+		// same request, then served from the spool.
+		sum, spool, err := c.spoolBody(w, r)
+		if err != nil {
+			c.restore(ctx, id, *existing)
+			return w, false, err
+		}
+		if existing.Body != "" && sum != existing.Body {
+			spool.Close()
+			os.Remove(spool.Name())
+			c.restore(ctx, id, *existing)
+			metrics.idempotency.WithLabelValues("reused").Inc()
+			return w, false, errKeyReused()
+		}
+		iw.rec.Started, iw.resolving, iw.since = existing.Started, true, existing.Started
+		iw.bodySum, iw.spool = sum, spool
+		r.Body = spool
+	case existing.State == outbox.InProgress:
+		metrics.idempotency.WithLabelValues("in_use").Inc()
+		return w, false, newError(http.StatusConflict, "IDEMPOTENCY_KEY_IN_USE",
+			"a request with this Idempotency-Key is still being processed; retry when it is done").setHeader("Retry-After", "1")
+	default:
+		// Done: the same request gets the first answer again.
+		sum, err := c.hashBody(w, r)
+		if err != nil {
+			return w, false, err
+		}
+		if existing.Body != "" && sum != existing.Body {
+			metrics.idempotency.WithLabelValues("reused").Inc()
+			return w, false, errKeyReused()
+		}
+		metrics.idempotency.WithLabelValues("replayed").Inc()
+		hdr := w.Header()
+		hdr.Set(replayedHeader, "true")
+		hdr.Set("Content-Type", existing.ContentType)
+		hdr.Set("Content-Length", strconv.Itoa(len(existing.Answer)))
+		w.WriteHeader(existing.Status)
+		_, _ = w.Write(existing.Answer)
+		return w, true, nil
+	}
+	c.idem = iw
+	iw.answer = &answerCapture{ResponseWriter: w}
+	return iw.answer, false, nil
+}
+
+func errKeyReused() *apiError {
+	return newError(http.StatusUnprocessableEntity, "IDEMPOTENCY_KEY_REUSED",
+		"this Idempotency-Key was used for another request; use a new key for a new request")
+}
+
+// restore puts back the record a resolving request took, when it turns
+// out not to resolve it.
+func (c *call) restore(ctx context.Context, id string, rec outbox.Record) {
+	if err := c.h.outbox.Put(context.WithoutCancel(ctx), id, rec); err != nil {
+		c.h.logger.Error("idempotency record could not be restored", zap.String("key_id", c.entry.ID), zap.Error(err))
+	}
+}
+
+// hashBody reads the request's whole body, within the config's bounds,
+// into its hash only.
+func (c *call) hashBody(w http.ResponseWriter, r *http.Request) (string, error) {
+	if aerr := c.h.body.limitBody(w, r); aerr != nil {
+		return "", aerr
+	}
+	h := newBodyHash(r)
+	if _, err := io.Copy(h, r.Body); err != nil {
+		return "", c.h.body.bodyError(err)
+	}
+	return h.sum(), nil
+}
+
+// spoolBody reads the request's whole body, within the config's bounds,
+// into a temporary file and its hash; the file is read from the start.
+func (c *call) spoolBody(w http.ResponseWriter, r *http.Request) (string, *os.File, error) {
+	if aerr := c.h.body.limitBody(w, r); aerr != nil {
+		return "", nil, aerr
+	}
+	f, err := os.CreateTemp("", "zwop-retry-*")
+	if err != nil {
+		return "", nil, err
+	}
+	h := newBodyHash(r)
+	if _, err := io.Copy(io.MultiWriter(f, h), r.Body); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", nil, c.h.body.bodyError(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", nil, err
+	}
+	return h.sum(), f, nil
+}
+
+// endIdempotent keeps what the write came to: its answer when the outcome
+// is definite, a mark when it is uncertain, nothing when nothing reached
+// Zulip.
+func (c *call) endIdempotent(ctx context.Context, err error) {
+	iw := c.idem
+	if iw.spool != nil {
+		iw.spool.Close()
+		os.Remove(iw.spool.Name())
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	rec := iw.rec
+	rec.Updated = time.Now().UTC()
+	rec.Lease = time.Time{}
+	rec.Body = iw.bodySum
+	if rec.Body == "" && iw.body != nil && iw.body.complete {
+		rec.Body = iw.body.sum()
+	}
+	var zerr *zulip.Error
+	var werr error
+	switch {
+	case err == nil && iw.answer.status < 300,
+		errors.As(err, &zerr) && zerr.Status >= 400 && zerr.Status < 500 && zerr.Status != http.StatusTooManyRequests:
+		if len(iw.answer.body) > maxKeptAnswer {
+			werr = c.h.outbox.Delete(ctx, iw.id)
+			break
+		}
+		rec.State, rec.Status, rec.Answer = outbox.Done, iw.answer.status, iw.answer.body
+		rec.ContentType = iw.answer.Header().Get("Content-Type")
+		werr = c.h.outbox.Put(ctx, iw.id, rec)
+	case err != nil && c.uncertainWrite():
+		rec.State = outbox.Uncertain
+		werr = c.h.outbox.Put(ctx, iw.id, rec)
+	default:
+		werr = c.h.outbox.Delete(ctx, iw.id)
+	}
+	if werr != nil {
+		c.h.logger.Error("idempotency record could not be written", zap.String("key_id", c.entry.ID), zap.Error(werr))
+	}
+}
+
+// uncertainWrite says the request's last call to Zulip was a write that
+// went out with no definite answer: none came, or an error page that
+// does not say whether Zulip took it (500, 502 and 504; a 503 is
+// maintenance, which takes nothing).
+func (c *call) uncertainWrite() bool {
+	lc := c.lastZulip
+	if lc.Method == "" || lc.Method == http.MethodGet || !lc.Sent {
+		return false
+	}
+	if lc.Response == nil {
+		return true
+	}
+	switch s := lc.Response.Status; {
+	case s == http.StatusServiceUnavailable:
+		return false
+	case s >= 500:
+		return true
+	case s >= 200 && s < 300:
+		// Answered, but not with Zulip's JSON: it may have been taken.
+		return true
+	}
+	return false
+}
+
+// answerCapture passes an answer on and keeps a copy, to replay.
+type answerCapture struct {
+	http.ResponseWriter
+	status int
+	body   []byte
+}
+
+func (a *answerCapture) WriteHeader(status int) {
+	if a.status == 0 {
+		a.status = status
+	}
+	a.ResponseWriter.WriteHeader(status)
+}
+
+func (a *answerCapture) Write(p []byte) (int, error) {
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	if len(a.body) <= maxKeptAnswer {
+		a.body = append(a.body, p...)
+	}
+	return a.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection (read
+// deadlines while the body is read).
+func (a *answerCapture) Unwrap() http.ResponseWriter { return a.ResponseWriter }
+
+// bodyHash is the SHA-256 of a request body as it is read. A multipart
+// body's boundary, which a client makes anew for each attempt, is left
+// out, so that a retry of the same parts is the same request.
+type bodyHash struct {
+	h        hash.Hash
+	boundary []byte // "--" + the boundary; nil for other bodies
+	tail     []byte
+	complete bool
+}
+
+var boundaryMark = []byte("--<boundary>")
+
+func newBodyHash(r *http.Request) *bodyHash {
+	b := &bodyHash{h: sha256.New()}
+	if mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == mtMultipart && params["boundary"] != "" {
+		b.boundary = []byte("--" + params["boundary"])
+	}
+	return b
+}
+
+func (b *bodyHash) Write(p []byte) (int, error) {
+	if b.boundary == nil {
+		return b.h.Write(p)
+	}
+	data := append(b.tail, p...)
+	for {
+		i := bytes.Index(data, b.boundary)
+		if i < 0 {
+			break
+		}
+		b.h.Write(data[:i])
+		b.h.Write(boundaryMark)
+		data = data[i+len(b.boundary):]
+	}
+	// What could be the start of a boundary waits for the next write.
+	keep := min(len(data), len(b.boundary)-1)
+	b.h.Write(data[:len(data)-keep])
+	b.tail = append(b.tail[:0], data[len(data)-keep:]...)
+	return len(p), nil
+}
+
+func (b *bodyHash) sum() string {
+	b.h.Write(b.tail)
+	b.tail = b.tail[:0]
+	return hex.EncodeToString(b.h.Sum(nil))
+}
+
+// hashedBody feeds the body to its hash as the request reads it.
+type hashedBody struct {
+	io.ReadCloser
+	h *bodyHash
+}
+
+func (hb hashedBody) Read(p []byte) (int, error) {
+	n, err := hb.ReadCloser.Read(p)
+	hb.h.Write(p[:n])
+	if err == io.EOF {
+		hb.h.complete = true
+	}
+	return n, err
+}

@@ -1,0 +1,124 @@
+package outbox
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// backends opens each backend twice over the same place where the
+// backend can be shared, as two instances would: the bbolt file once
+// (one process holds it), Caddy's file storage twice.
+func backends(t *testing.T) map[string][2]*Outbox {
+	t.Helper()
+	ob := OpenFile(filepath.Join(t.TempDir(), "clients.outbox.db"))
+	t.Cleanup(func() { ob.Close() })
+	dir := t.TempDir()
+	return map[string][2]*Outbox{
+		"bbolt":   {ob, ob},
+		"storage": {OpenStorage(&certmagic.FileStorage{Path: dir}), OpenStorage(&certmagic.FileStorage{Path: dir})},
+	}
+}
+
+func TestClaimPutDelete(t *testing.T) {
+	ctx := context.Background()
+	for name, pair := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			one, two := pair[0], pair[1]
+			id := ID("abc123", "order-17")
+			now := time.Now().UTC().Truncate(time.Second)
+			first := Record{State: InProgress, Request: "POST send_message topic=x", Started: now, Lease: now.Add(time.Minute), Updated: now}
+			if existing, claimed, err := one.Claim(ctx, id, first); err != nil || !claimed || existing != nil {
+				t.Fatalf("first claim: %v %v %v", existing, claimed, err)
+			}
+			existing, claimed, err := two.Claim(ctx, id, Record{State: InProgress, Started: now.Add(time.Second)})
+			if err != nil || claimed || existing == nil || existing.State != InProgress || existing.Request != first.Request || !existing.Started.Equal(now) {
+				t.Fatalf("second claim: %+v %v %v", existing, claimed, err)
+			}
+			done := first
+			done.State, done.Status, done.ContentType, done.Answer = Done, 200, "application/json", []byte(`{"result":"success","id":42}`)
+			if err := one.Put(ctx, id, done); err != nil {
+				t.Fatal(err)
+			}
+			existing, _, err = two.Claim(ctx, id, first)
+			if err != nil || existing.State != Done || string(existing.Answer) != `{"result":"success","id":42}` {
+				t.Fatalf("after put: %+v %v", existing, err)
+			}
+			if err := two.Delete(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			if _, claimed, err := one.Claim(ctx, id, first); err != nil || !claimed {
+				t.Fatalf("after delete: %v %v", claimed, err)
+			}
+			// Another key entry's record is another record.
+			if _, claimed, err := one.Claim(ctx, ID("def456", "order-17"), first); err != nil || !claimed {
+				t.Errorf("the same Idempotency-Key of another entry: %v %v", claimed, err)
+			}
+		})
+	}
+}
+
+// Of many requests with one key at once, on both instances, one claims.
+func TestClaimIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	for name, pair := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			id := ID("abc123", "at-once")
+			var claims atomic.Int32
+			var wg sync.WaitGroup
+			for i := range 16 {
+				wg.Go(func() {
+					_, claimed, err := pair[i%2].Claim(ctx, id, Record{State: InProgress, Updated: time.Now()})
+					if err != nil {
+						t.Error(err)
+					}
+					if claimed {
+						claims.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if n := claims.Load(); n != 1 {
+				t.Errorf("%d claims, want 1", n)
+			}
+		})
+	}
+}
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	for name, pair := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			o := pair[0]
+			old, fresh := ID("abc123", "old"), ID("abc123", "fresh")
+			if _, _, err := o.Claim(ctx, old, Record{State: Done, Updated: time.Now().Add(-25 * time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := o.Claim(ctx, fresh, Record{State: Done, Updated: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			// Caddy's storage knows an item's age by when it was written.
+			before := time.Now().Add(-24 * time.Hour)
+			if name == "storage" {
+				before = time.Now().Add(time.Hour)
+			}
+			n, err := o.Prune(ctx, before)
+			if err != nil || n < 1 {
+				t.Fatalf("pruned %d: %v", n, err)
+			}
+			if _, claimed, _ := o.Claim(ctx, old, Record{}); !claimed {
+				t.Error("a record past the window was kept")
+			}
+			if name == "bbolt" {
+				if _, claimed, _ := o.Claim(ctx, fresh, Record{}); claimed {
+					t.Error("a record within the window was pruned")
+				}
+			}
+		})
+	}
+}
