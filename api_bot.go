@@ -6,6 +6,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -37,10 +38,12 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	switch mediaType(r) {
 	case mtMultipart:
 		// A file already stored for a request answered with an error is
-		// removed again: an error leaves nothing in Zulip.
+		// removed again: an error leaves nothing in Zulip. Not when the
+		// message went to Zulip and no answer came: it may post the
+		// message yet, which links the file.
 		var up *zulip.UploadResult
 		defer func() {
-			if err != nil && up != nil {
+			if err != nil && up != nil && !c.uncertainWrite(err) {
 				c.removeUpload(r, up.URI)
 			}
 		}()
@@ -84,12 +87,22 @@ func (c *call) send(w http.ResponseWriter, r *http.Request, topic, content strin
 		if to != nil && !to.is(c.entry.Stream, id) {
 			return errNotYourStream(c.entry.Stream)
 		}
+		if c.idem != nil && c.idem.resolving {
+			found, err := c.findSent(r.Context(), id, topic, content)
+			if err != nil || found != nil {
+				res = found
+				return err
+			}
+		}
 		var err error
 		res, err = c.bot.client.SendMessage(r.Context(), zulip.SendMessage{StreamID: id, Topic: topic, Content: content})
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if c.idem != nil && c.idem.foundWrite {
+		w.Header().Set(replayedHeader, "true")
 	}
 	writeZulipAnswer(w, res.Raw)
 	return nil
@@ -217,6 +230,10 @@ func (c *call) uploadOne(w http.ResponseWriter, r *http.Request, field string) e
 		}
 		return errMissingParam(field)
 	}
+	if c.idem != nil && c.idem.foundUpload == up {
+		c.idem.found("upload")
+		w.Header().Set(replayedHeader, "true")
+	}
 	writeZulipAnswer(w, up.Raw)
 	return nil
 }
@@ -257,7 +274,21 @@ func (c *call) uploadPart(ctx context.Context, p *multipart.Part) (*zulip.Upload
 		return nil, aerr
 	}
 	defer release()
-	body := &recordingReader{r: p}
+	var file io.Reader = p
+	if c.idem != nil && c.idem.resolving {
+		// The first attempt's upload may be in Zulip: the file's size,
+		// then a look, before it is sent again.
+		spool, size, err := spoolPart(p)
+		if err != nil {
+			return nil, h.body.bodyError(err)
+		}
+		defer func() { spool.Close(); os.Remove(spool.Name()) }()
+		if found, err := c.findUpload(ctx, name, size); err != nil || found != nil {
+			return found, err
+		}
+		file = spool
+	}
+	body := &recordingReader{r: file}
 	up, err := c.bot.client.UploadFile(ctx, name, ctype, body)
 	metrics.uploadBytes.Add(float64(body.n))
 	if body.err != nil {
@@ -391,7 +422,20 @@ func (c *call) updateOwnMessage(w http.ResponseWriter, r *http.Request, msgID in
 			*p = scrubString(*p, c.key)
 		}
 	}
-	if _, err := c.checkOwnMessage(r.Context(), msgID, zulip.ReadOptions{}); err != nil {
+	if c.idem != nil && c.idem.resolving {
+		// The first attempt's edit may have been made: the message as
+		// it is now, in Markdown.
+		raw := false
+		msg, _, err := c.checkOwnMessage(r.Context(), msgID, zulip.ReadOptions{ApplyMarkdown: &raw})
+		if err != nil {
+			return err
+		}
+		if editMade(msg, u) {
+			c.idem.found("edit")
+			writeFound(w, []byte(`{"result":"success","msg":""}`))
+			return nil
+		}
+	} else if _, _, err := c.checkOwnMessage(r.Context(), msgID, zulip.ReadOptions{}); err != nil {
 		return err
 	}
 	resp, err := c.bot.client.UpdateMessage(r.Context(), msgID, u)
@@ -449,31 +493,31 @@ func (br bodyReader) readEditContent(r *http.Request) (string, error) {
 // checkOwnMessage lets a message through only if it is a stream message
 // that the key's bot sent in the key's stream. It answers Zulip's reply
 // to fetching the message.
-func (c *call) checkOwnMessage(ctx context.Context, msgID int64, opts zulip.ReadOptions) (*zulip.Response, error) {
+func (c *call) checkOwnMessage(ctx context.Context, msgID int64, opts zulip.ReadOptions) (*zulip.Message, *zulip.Response, error) {
 	uid, err := c.bot.userID(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	msg, resp, err := c.bot.client.GetMessageWith(ctx, msgID, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sid, err := c.bot.streamID(ctx, c.entry.Stream)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if msg.StreamID != sid && msg.Type == "stream" {
 		// The stream may have been made again under the same name.
 		c.bot.streamIDs.CompareAndDelete(c.entry.Stream, sid)
 		if sid, err = c.bot.streamID(ctx, c.entry.Stream); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if msg.Type != "stream" || msg.StreamID != sid || msg.SenderID != uid {
-		return nil, newError(http.StatusForbidden, codeForbidden,
+		return nil, nil, newError(http.StatusForbidden, codeForbidden,
 			"message "+strconv.FormatInt(msgID, 10)+" is not a message this key sent in its stream")
 	}
-	return resp, nil
+	return msg, resp, nil
 }
 
 // serveGetMessages returns the bot's own messages in the key's stream. The
@@ -558,4 +602,23 @@ func topicParam(topic string, present, required bool) (string, *apiError) {
 		return "", aerr
 	}
 	return topic, nil
+}
+
+// spoolPart copies a file part to a temporary file, to learn its size;
+// the file is read from the start.
+func spoolPart(p io.Reader) (*os.File, int64, error) {
+	f, err := os.CreateTemp("", "zwop-part-*")
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := io.Copy(f, p)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, 0, err
+	}
+	return f, n, nil
 }

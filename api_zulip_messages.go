@@ -151,7 +151,7 @@ func (h *Handler) zulipGetMessage(w http.ResponseWriter, r *http.Request, c *cal
 	if aerr != nil {
 		return aerr
 	}
-	resp, err := c.checkOwnMessage(r.Context(), id, opts)
+	_, resp, err := c.checkOwnMessage(r.Context(), id, opts)
 	if err != nil {
 		return err
 	}

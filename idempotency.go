@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"hash"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"go.uber.org/zap"
 
@@ -52,6 +55,16 @@ type idemWrite struct {
 	// spool holds the body of a request that resolves an uncertain one,
 	// read whole first to compare it with the first.
 	spool *os.File
+	// foundWrite: the first attempt's write was found in Zulip, and is
+	// the answer. foundUpload is its upload, found.
+	foundWrite  bool
+	foundUpload *zulip.UploadResult
+}
+
+// found notes that the first attempt's write of this kind was found.
+func (iw *idemWrite) found(kind string) {
+	iw.foundWrite = true
+	metrics.idempotency.WithLabelValues("found").Inc()
 }
 
 // idempotencyKey reads the header: one value of 1 to 255 visible ASCII
@@ -250,7 +263,7 @@ func (c *call) endIdempotent(ctx context.Context, err error) {
 		rec.State, rec.Status, rec.Answer = outbox.Done, iw.answer.status, iw.answer.body
 		rec.ContentType = iw.answer.Header().Get("Content-Type")
 		werr = c.h.outbox.Put(ctx, iw.id, rec)
-	case err != nil && c.uncertainWrite():
+	case c.uncertainWrite(err):
 		rec.State = outbox.Uncertain
 		werr = c.h.outbox.Put(ctx, iw.id, rec)
 	default:
@@ -261,13 +274,14 @@ func (c *call) endIdempotent(ctx context.Context, err error) {
 	}
 }
 
-// uncertainWrite says the request's last call to Zulip was a write that
-// went out with no definite answer: none came, or an error page that
+// uncertainWrite says the request failed with err on a write to Zulip
+// that went out with no definite answer: none came, or an error page that
 // does not say whether Zulip took it (500, 502 and 504; a 503 is
-// maintenance, which takes nothing).
-func (c *call) uncertainWrite() bool {
+// maintenance, which takes nothing), or a success that is not Zulip's
+// JSON.
+func (c *call) uncertainWrite(err error) bool {
 	lc := c.lastZulip
-	if lc.Method == "" || lc.Method == http.MethodGet || !lc.Sent {
+	if err == nil || lc.Method == "" || lc.Method == http.MethodGet || !lc.Sent {
 		return false
 	}
 	if lc.Response == nil {
@@ -279,8 +293,7 @@ func (c *call) uncertainWrite() bool {
 	case s >= 500:
 		return true
 	case s >= 200 && s < 300:
-		// Answered, but not with Zulip's JSON: it may have been taken.
-		return true
+		return errors.Is(err, zulip.ErrBadResponse)
 	}
 	return false
 }
@@ -373,4 +386,94 @@ func (hb hashedBody) Read(p []byte) (int, error) {
 		hb.h.complete = true
 	}
 	return n, err
+}
+
+// The first attempt of a write whose outcome is uncertain may have
+// landed. Before it is made again, it is looked for in Zulip, among what
+// the bot did since that attempt began; found, it is the answer.
+
+// findSent looks for a message the bot sent to the stream and topic with
+// the content.
+func (c *call) findSent(ctx context.Context, streamID int64, topic, content string) (*zulip.SendResult, error) {
+	uid, err := c.bot.userID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	raw := false
+	msgs, err := c.bot.client.Messages(ctx, zulip.GetMessages{Anchor: "newest", NumBefore: 100,
+		Narrow: []zulip.NarrowTerm{
+			{Operator: "channel", Operand: streamID},
+			{Operator: "topic", Operand: topic},
+			{Operator: "sender", Operand: uid},
+		},
+		ReadOptions: zulip.ReadOptions{ApplyMarkdown: &raw}})
+	if err != nil {
+		return nil, err
+	}
+	since := c.idem.since.Unix() - 2 // Zulip's clock, in whole seconds
+	want := strings.TrimRightFunc(content, unicode.IsSpace)
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m := msgs[i]
+		if m.Timestamp >= since && strings.TrimRightFunc(m.Content, unicode.IsSpace) == want {
+			c.idem.found("send")
+			return &zulip.SendResult{ID: m.ID, Raw: foundAnswer(`{"result":"success","msg":"","id":` + strconv.FormatInt(m.ID, 10) + `}`)}, nil
+		}
+	}
+	return nil, nil
+}
+
+// findUpload looks for a file the bot uploaded with the name and size.
+func (c *call) findUpload(ctx context.Context, name string, size int64) (*zulip.UploadResult, error) {
+	list, err := c.bot.client.Attachments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	since := c.idem.since.UnixMilli() - 2000
+	for i := len(list) - 1; i >= 0; i-- {
+		a := list[i]
+		if a.Size != size || a.CreateTime < since || !sameFileName(a.Name, name) {
+			continue
+		}
+		body, err := json.Marshal(map[string]string{"result": "success", "msg": "", "uri": a.URI(), "url": a.URI(), "filename": a.Name})
+		if err != nil {
+			return nil, err
+		}
+		c.idem.foundUpload = &zulip.UploadResult{URI: a.URI(), URL: a.URI(), Filename: a.Name, Raw: foundAnswer(string(body))}
+		return c.idem.foundUpload, nil
+	}
+	return nil, nil
+}
+
+// sameFileName compares a name as uploaded with the name Zulip kept,
+// which it may have cleaned of some characters.
+func sameFileName(kept, sent string) bool {
+	if kept == sent {
+		return true
+	}
+	norm := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			if unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' {
+				return unicode.ToLower(r)
+			}
+			return -1
+		}, s)
+	}
+	return norm(kept) == norm(sent)
+}
+
+// editMade says the message already is as the edit would make it.
+func editMade(m *zulip.Message, u zulip.UpdateMessage) bool {
+	return (u.Content == nil || strings.TrimRightFunc(m.Content, unicode.IsSpace) == strings.TrimRightFunc(*u.Content, unicode.IsSpace)) &&
+		(u.Topic == nil || m.Topic == *u.Topic)
+}
+
+// foundAnswer is Zulip's answer to a write, made for one found.
+func foundAnswer(body string) *zulip.Response {
+	return &zulip.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(body)}
+}
+
+// writeFound answers with what was found of the first attempt's write.
+func writeFound(w http.ResponseWriter, body []byte) {
+	w.Header().Set(replayedHeader, "true")
+	writeRawJSON(w, http.StatusOK, body)
 }

@@ -235,3 +235,155 @@ func countMessages(content string) int {
 	}
 	return n
 }
+
+// zulipIdle waits until Zulip has finished what it was handling: a write
+// the proxy gave up on lands then.
+func zulipIdle(t *testing.T) {
+	t.Helper()
+	eventually(t, 10*time.Second, "Zulip finished what it was handling", func() bool { return env.emu.InFlight() == 0 })
+}
+
+// A write whose outcome is uncertain (sent, then no answer in time, or
+// the connection lost) is looked for in Zulip before it is made again:
+// found, it is the answer, and Zulip holds one copy; not found, it is made.
+// And the file of a send whose message timed out is never deleted: Zulip
+// may post the message yet, which links it.
+func TestUncertainWritesAreResolved(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store, extra: "timeout 1s"})
+	if r := sendWith(t, key, "", "warm up"); r.Status != 200 {
+		t.Fatal(r.Status)
+	}
+	t.Cleanup(env.emu.ClearFault)
+	slow := func(path, method string) {
+		t.Helper()
+		if err := env.emu.SetFault(emulator.Fault{Delay: 2 * time.Second, Count: 1, PathPrefix: path, Method: method}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("a send that landed after the timeout", func(t *testing.T) {
+		slow("/api/v1/messages", "POST")
+		assertError(t, sendWith(t, key, "maybe-landed", "landed late"), 504, "did not answer")
+		zulipIdle(t)
+		if n := countMessages("landed late"); n != 1 {
+			t.Fatalf("%d copies in Zulip before the retry", n)
+		}
+		r := sendWith(t, key, "maybe-landed", "landed late")
+		if r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(r.Body, `"id":`) {
+			t.Errorf("the retry: %d %s %v", r.Status, r.Body, r.Header)
+		}
+		if n := countMessages("landed late"); n != 1 {
+			t.Errorf("%d copies in Zulip, want 1", n)
+		}
+		if m := lastMessageWith(t, "landed late"); !strings.Contains(r.Body, `"id":`+itoa(int(m.ID))) {
+			t.Errorf("the retry answered %s, not the landed message %d", r.Body, m.ID)
+		}
+		// Once resolved, it is replayed like any other.
+		if again := sendWith(t, key, "maybe-landed", "landed late"); again.Body != r.Body || again.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("again: %d %s", again.Status, again.Body)
+		}
+	})
+
+	t.Run("a send whose connection was lost, which did not land", func(t *testing.T) {
+		if err := env.emu.SetFault(emulator.Fault{Drop: true, Count: 1, PathPrefix: "/api/v1/messages", Method: "POST"}); err != nil {
+			t.Fatal(err)
+		}
+		if r := sendWith(t, key, "maybe-lost", "lost on the way"); r.Status != 502 {
+			t.Fatalf("under a dropped connection: %d %s", r.Status, r.Body)
+		}
+		r := sendWith(t, key, "maybe-lost", "lost on the way")
+		if r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "" {
+			t.Errorf("the retry: %d %s", r.Status, r.Body)
+		}
+		if n := countMessages("lost on the way"); n != 1 {
+			t.Errorf("%d copies in Zulip, want 1", n)
+		}
+	})
+
+	t.Run("an upload that landed after the timeout", func(t *testing.T) {
+		before := env.emu.UploadCount()
+		slow("/api/v1/user_uploads", "POST")
+		body, ct := multipartBody(t, part{name: "file", filename: "late.csv", data: []byte("a,b\n3,4\n")})
+		assertError(t, request(t, "POST", "/upload_file", body, withKey(key), ct, "Idempotency-Key: late-csv"), 504, "did not answer")
+		zulipIdle(t)
+		body, ct = multipartBody(t, part{name: "file", filename: "late.csv", data: []byte("a,b\n3,4\n")})
+		r := request(t, "POST", "/upload_file", body, withKey(key), ct, "Idempotency-Key: late-csv")
+		if r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(r.Body, "late.csv") {
+			t.Errorf("the retry: %d %s", r.Status, r.Body)
+		}
+		if n := env.emu.UploadCount() - before; n != 1 {
+			t.Errorf("%d files in Zulip, want 1", n)
+		}
+		uri := r.JSON(t)["uri"].(string)
+		if _, ok := env.emu.Upload(uri); !ok {
+			t.Errorf("the answer's %s is not the file Zulip has", uri)
+		}
+	})
+
+	t.Run("a send with a file whose message timed out", func(t *testing.T) {
+		before := env.emu.UploadCount()
+		slow("/api/v1/messages", "POST")
+		parts := []part{{name: "content", data: []byte("late plot")}, {name: "image", filename: "late.png", data: []byte("png")}}
+		body, ct := multipartBody(t, parts...)
+		assertError(t, request(t, "POST", "/send_message?topic=idempotent", body, withKey(key), ct, "Idempotency-Key: late-plot"), 504, "did not answer")
+		zulipIdle(t)
+		m := lastMessageWith(t, "late plot")
+		uri := m.Content[strings.Index(m.Content, "(")+1 : len(m.Content)-1]
+		if _, ok := env.emu.Upload(uri); !ok {
+			t.Fatalf("the message that landed links %s, which was deleted", uri)
+		}
+		body, ct = multipartBody(t, parts...)
+		r := request(t, "POST", "/send_message?topic=idempotent", body, withKey(key), ct, "Idempotency-Key: late-plot")
+		if r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(r.Body, `"id":`+itoa(int(m.ID))) {
+			t.Errorf("the retry: %d %s, want message %d", r.Status, r.Body, m.ID)
+		}
+		if n := env.emu.UploadCount() - before; n != 1 {
+			t.Errorf("%d files in Zulip, want 1", n)
+		}
+		if n := countPrefix("late plot"); n != 1 {
+			t.Errorf("%d copies of the message, want 1", n)
+		}
+	})
+
+	t.Run("an edit made after the timeout", func(t *testing.T) {
+		sent := sendWith(t, key, "", "to be edited")
+		id := int64(sent.JSON(t)["id"].(float64))
+		slow("/api/v1/messages/", "PATCH")
+		path := "/update_message?message_id=" + itoa(int(id))
+		hdrs := []string{withKey(key), "Content-Type: text/plain", "Idempotency-Key: edit-late"}
+		assertError(t, request(t, "PATCH", path, strings.NewReader("edited late"), hdrs...), 504, "did not answer")
+		zulipIdle(t)
+		mark := zulipMark()
+		r := request(t, "PATCH", path, strings.NewReader("edited late"), hdrs...)
+		if r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("the retry: %d %s", r.Status, r.Body)
+		}
+		if n := writesAfter(mark); n != 0 {
+			t.Errorf("the edit was made again (%d writes)", n)
+		}
+	})
+}
+
+func lastMessageWith(t *testing.T, prefix string) emulator.Message {
+	t.Helper()
+	msgs := env.emu.Messages()
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if strings.HasPrefix(msgs[i].Content, prefix) {
+			return msgs[i]
+		}
+	}
+	t.Fatalf("no message %q in Zulip", prefix)
+	return emulator.Message{}
+}
+
+func countPrefix(prefix string) int {
+	n := 0
+	for _, m := range env.emu.Messages() {
+		if strings.HasPrefix(m.Content, prefix) {
+			n++
+		}
+	}
+	return n
+}

@@ -37,6 +37,9 @@ type Fault struct {
 	// PathPrefix limits the fault to request paths starting with it
 	// (e.g. "/api/v1/user_uploads"); empty means every Zulip path.
 	PathPrefix string `json:"path_prefix,omitempty"`
+	// Method limits the fault to requests with this HTTP method (the
+	// one sent, not a `method` override); empty means any.
+	Method string `json:"method,omitempty"`
 }
 
 // UnmarshalJSON accepts delay as a Go duration string ("2s") or seconds.
@@ -143,11 +146,11 @@ func (e *Emulator) CurrentFault() (Fault, bool) {
 }
 
 // take returns the fault for a request to path, counting it down.
-func (s *faultState) take(path string) (Fault, bool) {
+func (s *faultState) take(method, path string) (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.active
-	if f == nil || (f.PathPrefix != "" && !strings.HasPrefix(path, f.PathPrefix)) {
+	if f == nil || (f.PathPrefix != "" && !strings.HasPrefix(path, f.PathPrefix)) || (f.Method != "" && f.Method != method) {
 		return Fault{}, false
 	}
 	if f.Count > 0 {

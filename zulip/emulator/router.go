@@ -143,7 +143,7 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if f, ok := e.fault.take(r.URL.Path); ok && x.applyFault(f) {
+	if f, ok := e.fault.take(r.Method, r.URL.Path); ok && x.applyFault(f) {
 		return
 	}
 
