@@ -45,9 +45,13 @@ declare -A url=(
 	[rp_tls_h1]="http://127.0.0.1:18085"
 	[proxy_rl]="http://127.0.0.1:18086"
 	[proxy_budget]="http://127.0.0.1:18087"
+	[proxy_idem]="http://127.0.0.1:18083"
+	[proxy_idem_storage]="http://127.0.0.1:18088"
+	[proxy_tls_storage]="http://127.0.0.1:18088"
 	[upstream]="http://127.0.0.1:19991"
 )
-declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua [proxy_rl]=bench/proxy.lua [proxy_budget]=bench/proxy.lua)
+declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua [proxy_rl]=bench/proxy.lua [proxy_budget]=bench/proxy.lua
+	[proxy_idem]=bench/proxy_idem.lua [proxy_idem_storage]=bench/proxy_idem.lua [proxy_tls_storage]=bench/proxy.lua)
 read -r -a order <<<"${ZWOP_BENCH_TARGETS:-proxy reverse_proxy proxy_tls rp_tls rp_tls_h1 respond upstream}"
 
 # cpu PID: the process's user+system CPU so far, in clock ticks. Divided
@@ -60,7 +64,9 @@ per_req() { awk -v d="$1" -v n="$2" -v hz="$hz" 'BEGIN {printf "%.1f", (n > 0 ? 
 for r in $(seq "$rounds"); do
 	for t in "${order[@]}"; do
 		c0=$(cpu "$targets_pid") u0=$(cpu "$upstream_pid")
-		wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]:-bench/zulip.lua}" "${url[$t]}" >"$work/$t.$r" 2>&1
+		key=$ZWOP_BENCH_KEY
+		case "$t" in *_storage) key=$ZWOP_BENCH_STORAGE_KEY ;; esac
+		ZWOP_BENCH_KEY=$key wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]:-bench/zulip.lua}" "${url[$t]}" >"$work/$t.$r" 2>&1
 		c1=$(cpu "$targets_pid") u1=$(cpu "$upstream_pid")
 		n=$(awk '/requests in/ {print $1}' "$work/$t.$r")
 		rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$t.$r")
@@ -110,5 +116,7 @@ echo "proxy_tls / rp_tls (https, h2)      $(ratio "${med[proxy_tls]:-0}" "${med[
 echo "proxy_tls / rp_tls_h1 (https, 1.1)  $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls_h1]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls_h1]:-0}")"
 echo "proxy with rate_limit / without       $(ratio "${med[proxy_rl]:-0}" "${med[proxy]:-0}")   $(ratio "${cpu[proxy_rl]:-0}" "${cpu[proxy]:-0}")"
 echo "fair share learned / none (https)     $(ratio "${med[proxy_budget]:-0}" "${med[proxy_tls]:-0}")   $(ratio "${cpu[proxy_budget]:-0}" "${cpu[proxy_tls]:-0}")"
+echo "Idempotency-Key / none (file store)    $(ratio "${med[proxy_idem]:-0}" "${med[proxy_tls]:-0}")   $(ratio "${cpu[proxy_idem]:-0}" "${cpu[proxy_tls]:-0}")"
+echo "Idempotency-Key / none (Caddy storage) $(ratio "${med[proxy_idem_storage]:-0}" "${med[proxy_tls_storage]:-0}")   $(ratio "${cpu[proxy_idem_storage]:-0}" "${cpu[proxy_tls_storage]:-0}")"
 echo "proxy / respond                     $(ratio "${med[proxy]:-0}" "${med[respond]:-0}")"
 echo "proxy / upstream alone              $(ratio "${med[proxy]:-0}" "${med[upstream]:-0}")"

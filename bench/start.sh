@@ -34,7 +34,7 @@ export ZWOP_BENCH_EXTRA="${ZWOP_BENCH_EXTRA:-}"
 "$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
 pids+=($!)
 targets_pid=$!
-for port in 19991 18080 18081 18082 18083 18084 18085 18086 18087; do
+for port in 19991 18080 18081 18082 18083 18084 18085 18086 18087 18088; do
 	for _ in $(seq 100); do
 		curl -s -o /dev/null "localhost:$port/" && break
 		sleep 0.1
@@ -42,6 +42,9 @@ for port in 19991 18080 18081 18082 18083 18084 18085 18086 18087; do
 done
 ZWOP_BENCH_KEY=$("$work/caddy" zulip-proxy add-client --store "$ZWOP_BENCH_STORE" --stream general 2>/dev/null | sed -n 's/^key: *//p')
 export ZWOP_BENCH_KEY
+# The :18088 target keeps its keys in Caddy's storage.
+ZWOP_BENCH_STORAGE_KEY=$("$work/caddy" zulip-proxy add-client --config bench/storage.Caddyfile --stream general 2>/dev/null | sed -n 's/^key: *//p')
+export ZWOP_BENCH_STORAGE_KEY
 if [ -z "$ZWOP_BENCH_KEY" ]; then
 	echo "could not make a key; the targets' log:" >&2
 	cat "$work/targets.log" >&2

@@ -11,10 +11,19 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// A bbolt database beside a key store file. bbolt commits each change
-// with an fsync and survives a crash mid-write by itself; it lets one
-// process open the file at a time, which is what a file store serves
-// (instances that share keys share Caddy's storage instead).
+// A bbolt database beside a key store file. bbolt commits with an fsync
+// and survives a crash mid-write by itself; it lets one process open the
+// file at a time, which is what a file store serves (instances that share
+// keys share Caddy's storage instead).
+//
+// An fsync costs more CPU than all the rest of a send, so a send does not
+// wait for one. One process holds the file, so the claim of a request
+// being served lives in memory (a second request with the key sees it);
+// what a write came to (put, remove) is kept in memory too, where claims
+// see it at once, and written to the database in the next commit, which
+// the changes made at the same moment share (bbolt's Batch). A restart
+// forgets the requests in flight at that moment, and at most the last
+// few milliseconds of outcomes.
 
 var bucketIdempotency = []byte("idempotency")
 
@@ -26,19 +35,42 @@ type boltBackend struct {
 	db     *bolt.DB
 	err    error
 	opened atomic.Bool
+
+	// pending are the claims of requests being served, and outcomes not
+	// committed yet, by record id; dirty says an outcome waits.
+	mu      sync.Mutex
+	pending map[string]*pendingChange
+	dirty   chan struct{}
+	// flushed is closed when the writer stops, after its last commit.
+	stop    chan struct{}
+	flushed chan struct{}
+}
+
+// pendingChange is a record to store, or, with rec nil, to remove.
+type pendingChange struct {
+	rec *Record
+	// memoryOnly: a claim, never written.
+	memoryOnly bool
+	// written: committed.
+	written bool
 }
 
 // OpenFile returns the outbox kept in the bbolt database at path, which
 // is opened (or created) when first used.
 func OpenFile(path string) *Outbox {
-	return &Outbox{b: &boltBackend{path: path}}
+	return &Outbox{b: &boltBackend{path: path, pending: map[string]*pendingChange{},
+		dirty: make(chan struct{}, 1), stop: make(chan struct{}), flushed: make(chan struct{})}}
 }
 
 func (b *boltBackend) open() (*bolt.DB, error) {
 	b.once.Do(func() {
 		// A second process waits a while for the file, then says why
 		// it cannot have it, rather than hanging.
-		db, err := bolt.Open(b.path, 0o600, &bolt.Options{Timeout: 10 * time.Second})
+		// The free-page list is not written with each commit but made
+		// again when the file is opened, as etcd runs bbolt: a commit
+		// then writes its own pages only.
+		db, err := bolt.Open(b.path, 0o600, &bolt.Options{Timeout: 10 * time.Second,
+			NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 		if err == nil {
 			err = db.Update(func(tx *bolt.Tx) error {
 				_, err := tx.CreateBucketIfNotExists(bucketIdempotency)
@@ -54,11 +86,90 @@ func (b *boltBackend) open() (*bolt.DB, error) {
 		}
 		b.db = db
 		b.opened.Store(true)
+		go b.writer()
 	})
 	return b.db, b.err
 }
 
-// update runs f in a write transaction of the database.
+// flushEvery is how long outcomes gather to share a commit.
+const flushEvery = 10 * time.Millisecond
+
+// writer commits the outcomes waiting, all in one transaction, each time
+// some wait, at most every flushEvery; and once more when stopped.
+func (b *boltBackend) writer() {
+	defer close(b.flushed)
+	for {
+		select {
+		case <-b.dirty:
+		case <-b.stop:
+			b.flush()
+			return
+		}
+		b.flush()
+		select {
+		case <-time.After(flushEvery):
+		case <-b.stop:
+			b.flush()
+			return
+		}
+	}
+}
+
+// flush writes the outcomes waiting in one commit, and forgets them once
+// it is on disk. On an error they stay waiting, where claims see them.
+func (b *boltBackend) flush() {
+	b.mu.Lock()
+	batch := make(map[string]*pendingChange)
+	for id, p := range b.pending {
+		if !p.memoryOnly && !p.written {
+			batch[id] = p
+		}
+	}
+	b.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketIdempotency)
+		for id, p := range batch {
+			if p.rec == nil {
+				if err := bk.Delete([]byte(id)); err != nil {
+					return err
+				}
+				continue
+			}
+			raw, err := json.Marshal(p.rec)
+			if err != nil {
+				return err
+			}
+			if err := bk.Put([]byte(id), raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.signal()
+		return
+	}
+	b.mu.Lock()
+	for id, p := range batch {
+		p.written = true
+		if b.pending[id] == p {
+			delete(b.pending, id)
+		}
+	}
+	b.mu.Unlock()
+}
+
+func (b *boltBackend) signal() {
+	select {
+	case b.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// update runs f in a write transaction.
 func (b *boltBackend) update(f func(tx *bolt.Tx) error) error {
 	db, err := b.open()
 	if err != nil {
@@ -70,53 +181,56 @@ func (b *boltBackend) update(f func(tx *bolt.Tx) error) error {
 func (b *boltBackend) String() string { return "outbox " + b.path }
 
 func (b *boltBackend) take(_ context.Context, id string, decide func(*Record) *Record) (*Record, bool, error) {
-	var existing *Record
-	stored := false
-	err := b.update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketIdempotency)
-		if v := bk.Get([]byte(id)); v != nil {
-			existing = new(Record)
-			if err := json.Unmarshal(v, existing); err != nil {
-				return err
-			}
-		}
-		rec := decide(existing)
-		if rec == nil {
-			return nil
-		}
-		raw, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		stored = true
-		return bk.Put([]byte(id), raw)
-	})
+	db, err := b.open()
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: claiming %s: %w", b, id, err)
+		return nil, false, err
 	}
-	return existing, stored, nil
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var existing *Record
+	if p, ok := b.pending[id]; ok {
+		if p.rec != nil {
+			c := *p.rec
+			existing = &c
+		}
+	} else if err := db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketIdempotency).Get([]byte(id)); v != nil {
+			existing = new(Record)
+			return json.Unmarshal(v, existing)
+		}
+		return nil
+	}); err != nil {
+		return nil, false, fmt.Errorf("%s: reading %s: %w", b, id, err)
+	}
+	rec := decide(existing)
+	if rec == nil {
+		return existing, false, nil
+	}
+	// A claim is held in memory: its outcome is what is written.
+	b.pending[id] = &pendingChange{rec: rec, memoryOnly: true}
+	return existing, true, nil
 }
 
 func (b *boltBackend) put(_ context.Context, id string, rec Record) error {
-	raw, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	if err := b.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketIdempotency).Put([]byte(id), raw)
-	}); err != nil {
-		return fmt.Errorf("%s: writing %s: %w", b, id, err)
-	}
+	b.later(id, &rec)
 	return nil
 }
 
 func (b *boltBackend) remove(_ context.Context, id string) error {
-	if err := b.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketIdempotency).Delete([]byte(id))
-	}); err != nil {
-		return fmt.Errorf("%s: deleting %s: %w", b, id, err)
-	}
+	b.later(id, nil)
 	return nil
+}
+
+// later keeps a change in memory, where claims see it, until the writer
+// commits it with the others waiting.
+func (b *boltBackend) later(id string, rec *Record) {
+	if _, err := b.open(); err != nil {
+		return
+	}
+	b.mu.Lock()
+	b.pending[id] = &pendingChange{rec: rec}
+	b.mu.Unlock()
+	b.signal()
 }
 
 func (b *boltBackend) prune(_ context.Context, before time.Time) (int, error) {
@@ -126,6 +240,7 @@ func (b *boltBackend) prune(_ context.Context, before time.Time) (int, error) {
 	}
 	n := 0
 	err := b.update(func(tx *bolt.Tx) error {
+		n = 0
 		c := tx.Bucket(bucketIdempotency).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var rec Record
@@ -150,5 +265,7 @@ func (b *boltBackend) close() error {
 	if !b.opened.Load() {
 		return nil
 	}
+	close(b.stop)
+	<-b.flushed
 	return b.db.Close()
 }

@@ -96,11 +96,16 @@ func TestPrune(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			o := pair[0]
 			old, fresh := ID("abc123", "old"), ID("abc123", "fresh")
-			if _, _, err := o.Claim(ctx, old, Record{State: Done, Updated: time.Now().Add(-25 * time.Hour)}); err != nil {
-				t.Fatal(err)
+			for id, updated := range map[string]time.Time{old: time.Now().Add(-25 * time.Hour), fresh: time.Now()} {
+				if _, _, err := o.Claim(ctx, id, Record{State: InProgress, Updated: updated}); err != nil {
+					t.Fatal(err)
+				}
+				if err := o.Put(ctx, id, Record{State: Done, Updated: updated}); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if _, _, err := o.Claim(ctx, fresh, Record{State: Done, Updated: time.Now()}); err != nil {
-				t.Fatal(err)
+			if bb, ok := o.b.(*boltBackend); ok {
+				bb.flush() // the outcomes on disk now
 			}
 			// Caddy's storage knows an item's age by when it was written.
 			before := time.Now().Add(-24 * time.Hour)

@@ -73,25 +73,22 @@ func (b *storageBackend) take(ctx context.Context, id string, decide func(*Recor
 	return existing, stored, nil
 }
 
+// put and remove change a record its claim made: only its claimer
+// does, so no lock is needed, and a storage's Store replaces an item
+// whole (file_system's writes a new file and renames it).
 func (b *storageBackend) put(ctx context.Context, id string, rec Record) error {
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if err := b.locked(ctx, id, func() error { return b.st.Store(ctx, b.key(id), raw) }); err != nil {
+	if err := b.st.Store(ctx, b.key(id), raw); err != nil {
 		return fmt.Errorf("%s: writing %s: %w", b, id, err)
 	}
 	return nil
 }
 
 func (b *storageBackend) remove(ctx context.Context, id string) error {
-	err := b.locked(ctx, id, func() error {
-		if err := b.st.Delete(ctx, b.key(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
+	if err := b.st.Delete(ctx, b.key(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: deleting %s: %w", b, id, err)
 	}
 	return nil
