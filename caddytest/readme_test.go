@@ -87,6 +87,16 @@ func TestReadmeExamples(t *testing.T) {
 			}
 		}
 	})
+	t.Run("idempotent", func(t *testing.T) {
+		before := len(emu.Messages())
+		out := runScript(t, work, environ, "bash", "-euo", "pipefail", "-c", ports.Replace(readmeBlock(t, "idempotent")))
+		if n := strings.Count(out, " 200 "); n != 2 || strings.Count(strings.ToLower(out), "idempotent-replayed: true") != 1 {
+			t.Errorf("the README's idempotent sends:\n%s", out)
+		}
+		if n := len(emu.Messages()) - before; n != 1 {
+			t.Errorf("%d messages reached Zulip, want 1", n)
+		}
+	})
 	t.Run("curl-admin", func(t *testing.T) {
 		block := readmeBlock(t, "curl-admin")
 		// The README revokes an example id; revoke the key it just made.
