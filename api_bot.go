@@ -231,7 +231,7 @@ func (c *call) uploadOne(w http.ResponseWriter, r *http.Request, field string) e
 		return errMissingParam(field)
 	}
 	if c.idem != nil && c.idem.foundUpload == up {
-		c.idem.found("upload")
+		c.idem.found()
 		w.Header().Set(replayedHeader, "true")
 	}
 	writeZulipAnswer(w, up.Raw)
@@ -431,7 +431,7 @@ func (c *call) updateOwnMessage(w http.ResponseWriter, r *http.Request, msgID in
 			return err
 		}
 		if editMade(msg, u) {
-			c.idem.found("edit")
+			c.idem.found()
 			writeFound(w, []byte(`{"result":"success","msg":""}`))
 			return nil
 		}

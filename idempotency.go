@@ -61,8 +61,9 @@ type idemWrite struct {
 	foundUpload *zulip.UploadResult
 }
 
-// found notes that the first attempt's write of this kind was found.
-func (iw *idemWrite) found(kind string) {
+// found notes that the first attempt's write was found, and is the
+// answer.
+func (iw *idemWrite) found() {
 	iw.foundWrite = true
 	metrics.idempotency.WithLabelValues("found").Inc()
 }
@@ -415,7 +416,7 @@ func (c *call) findSent(ctx context.Context, streamID int64, topic, content stri
 	for i := len(msgs) - 1; i >= 0; i-- {
 		m := msgs[i]
 		if m.Timestamp >= since && strings.TrimRightFunc(m.Content, unicode.IsSpace) == want {
-			c.idem.found("send")
+			c.idem.found()
 			return &zulip.SendResult{ID: m.ID, Raw: foundAnswer(`{"result":"success","msg":"","id":` + strconv.FormatInt(m.ID, 10) + `}`)}, nil
 		}
 	}
