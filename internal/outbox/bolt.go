@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,8 @@ var bucketIdempotency = []byte("idempotency")
 
 type boltBackend struct {
 	path string
+	// files is the folder of queued sends' files.
+	files string
 	// The database is opened on first use, so that a config that is
 	// only validated creates no file.
 	once   sync.Once
@@ -44,6 +47,10 @@ type boltBackend struct {
 	// flushed is closed when the writer stops, after its last commit.
 	stop    chan struct{}
 	flushed chan struct{}
+
+	// delivering are the keys whose sends a deliverer of this process
+	// has the right to deliver: one process holds the file.
+	delivering map[string]bool
 }
 
 // pendingChange is a record to store, or, with rec nil, to remove.
@@ -58,8 +65,10 @@ type pendingChange struct {
 // OpenFile returns the outbox kept in the bbolt database at path, which
 // is opened (or created) when first used.
 func OpenFile(path string) *Outbox {
-	return &Outbox{b: &boltBackend{path: path, pending: map[string]*pendingChange{},
-		dirty: make(chan struct{}, 1), stop: make(chan struct{}), flushed: make(chan struct{})}}
+	b := &boltBackend{path: path, files: strings.TrimSuffix(path, ".db") + ".files",
+		pending: map[string]*pendingChange{}, delivering: map[string]bool{},
+		dirty: make(chan struct{}, 1), stop: make(chan struct{}), flushed: make(chan struct{})}
+	return &Outbox{b: b, q: b}
 }
 
 func (b *boltBackend) open() (*bolt.DB, error) {
@@ -73,9 +82,16 @@ func (b *boltBackend) open() (*bolt.DB, error) {
 			NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 		if err == nil {
 			err = db.Update(func(tx *bolt.Tx) error {
-				_, err := tx.CreateBucketIfNotExists(bucketIdempotency)
-				return err
+				for _, name := range [][]byte{bucketIdempotency, bucketQueue, bucketFinished, bucketQueueKeys} {
+					if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+						return err
+					}
+				}
+				return nil
 			})
+			if err == nil {
+				err = b.tidyFiles(db)
+			}
 			if err != nil {
 				db.Close()
 			}
@@ -169,8 +185,8 @@ func (b *boltBackend) signal() {
 	}
 }
 
-// update runs f in a write transaction.
-func (b *boltBackend) update(f func(tx *bolt.Tx) error) error {
+// write runs f in a write transaction.
+func (b *boltBackend) write(f func(tx *bolt.Tx) error) error {
 	db, err := b.open()
 	if err != nil {
 		return err
@@ -239,7 +255,7 @@ func (b *boltBackend) prune(_ context.Context, before time.Time) (int, error) {
 		return 0, nil
 	}
 	n := 0
-	err := b.update(func(tx *bolt.Tx) error {
+	err := b.write(func(tx *bolt.Tx) error {
 		n = 0
 		c := tx.Bucket(bucketIdempotency).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {

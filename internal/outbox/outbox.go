@@ -69,7 +69,9 @@ type backend interface {
 
 // Outbox holds the records of one key store.
 type Outbox struct {
-	b backend
+	b   backend
+	q   queueBackend
+	ids queueIDs
 }
 
 func (o *Outbox) String() string { return o.b.String() }

@@ -25,7 +25,8 @@ type storageBackend struct {
 
 // OpenStorage keeps the outbox in Caddy's storage.
 func OpenStorage(st certmagic.Storage) *Outbox {
-	return &Outbox{b: &storageBackend{st: st}}
+	b := &storageBackend{st: st}
+	return &Outbox{b: b, q: b}
 }
 
 func (b *storageBackend) String() string { return "outbox in Caddy's storage" }
