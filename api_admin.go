@@ -27,7 +27,7 @@ type createdBody struct {
 // serveCreateClient makes a scoped key. The stream comes from the request
 // or, for a proposal number alone, from the configured stream template.
 func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit"}
+	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit", "delivery"}
 	q, err := h.body.adminParams(w, r, c, names...)
 	if err != nil {
 		return err
@@ -39,6 +39,9 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 			return errBadParam("rate_limit", "parameter 'rate_limit' must be <events>/<window>, such as 10/1m")
 		}
 		n.RateLimit = rl.String()
+	}
+	if n.Delivery, err = deliveryParam(q.Values); err != nil {
+		return err
 	}
 	var vals [5]string
 	for i, name := range names[:len(vals)] {

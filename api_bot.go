@@ -35,6 +35,8 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	}
 	var content string
 	var haveContent bool
+	var spooled *spooledFile
+	defer func() { spooled.remove() }()
 	switch mediaType(r) {
 	case mtMultipart:
 		// A file already stored for a request answered with an error is
@@ -48,7 +50,7 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 			}
 		}()
 		var link string
-		content, haveContent, link, up, err = c.readMessageParts(r)
+		content, haveContent, link, up, spooled, err = c.readMessageParts(r)
 		if err != nil {
 			return err
 		}
@@ -73,6 +75,9 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr := checkText("content", content, maxContentRunes); aerr != nil {
 		return aerr
 	}
+	if c.queueing {
+		return c.sendOrQueue(w, r, topic, content, nil, spooled)
+	}
 	return c.send(w, r, topic, content, nil)
 }
 
@@ -88,7 +93,10 @@ func (c *call) send(w http.ResponseWriter, r *http.Request, topic, content strin
 			return errNotYourStream(c.entry.Stream)
 		}
 		if c.idem != nil && c.idem.resolving {
-			found, err := c.findSent(r.Context(), id, topic, content)
+			found, err := c.bot.findSent(r.Context(), id, topic, content, c.idem.since, 0)
+			if found != nil {
+				c.idem.found()
+			}
 			if err != nil || found != nil {
 				res = found
 				return err
@@ -109,8 +117,10 @@ func (c *call) send(w http.ResponseWriter, r *http.Request, topic, content strin
 }
 
 // readMessageParts reads send_message's multipart body in order: a file
-// goes to Zulip as it arrives, so memory does not depend on its size.
-func (c *call) readMessageParts(r *http.Request) (content string, haveContent bool, link string, up *zulip.UploadResult, err error) {
+// goes to Zulip as it arrives, so memory does not depend on its size; a
+// queueable send's file goes to the queue's spool instead, to be sent or
+// queued with the message.
+func (c *call) readMessageParts(r *http.Request) (content string, haveContent bool, link string, up *zulip.UploadResult, spooled *spooledFile, err error) {
 	h := c.h
 	haveImage := false
 	err = h.body.readParts(r, partReader{
@@ -147,6 +157,18 @@ func (c *call) readMessageParts(r *http.Request) (content string, haveContent bo
 				return errBadParam("image", "form field 'image' given more than once")
 			}
 			haveImage = true
+			if c.queueing {
+				if p.FileName() == "" {
+					return errBadParam("image", "form field 'image' must be a file (with a filename)")
+				}
+				ctype := p.Header.Get("Content-Type")
+				if ctype == "" {
+					ctype = "application/octet-stream"
+				}
+				var err error
+				spooled, err = c.spoolFile(p, p.FileName(), ctype)
+				return err
+			}
 			// The upload is a call to Zulip beyond the send.
 			if aerr := c.spendMore(1); aerr != nil {
 				return aerr
@@ -159,7 +181,7 @@ func (c *call) readMessageParts(r *http.Request) (content string, haveContent bo
 			return nil
 		},
 	})
-	return content, haveContent, link, up, err
+	return content, haveContent, link, up, spooled, err
 }
 
 // removeUpload deletes a file this request stored in Zulip, when the
@@ -283,7 +305,11 @@ func (c *call) uploadPart(ctx context.Context, p *multipart.Part) (*zulip.Upload
 			return nil, h.body.bodyError(err)
 		}
 		defer func() { spool.Close(); os.Remove(spool.Name()) }()
-		if found, err := c.findUpload(ctx, name, size); err != nil || found != nil {
+		found, err := c.bot.findUpload(ctx, name, size, c.idem.since)
+		if found != nil {
+			c.idem.foundUpload = found
+		}
+		if err != nil || found != nil {
 			return found, err
 		}
 		file = spool

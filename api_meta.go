@@ -29,6 +29,9 @@ type entryView struct {
 	// RateLimit is the key's own limit ("10/1m"), or, for a scoped key in
 	// the API's answers, the server's rate_limit that applies to it.
 	RateLimit string `json:"rate_limit,omitempty"`
+	// Delivery is "queued" for a key whose sends wait in the proxy's
+	// queue while Zulip cannot take them, else "direct"; scoped keys only.
+	Delivery string `json:"delivery,omitempty"`
 	// RotatedAt is when the key last got a new secret.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
 	// PreviousKeyValidUntil is when the secret the last rotation replaced
@@ -72,6 +75,9 @@ func viewOf(e *keystore.Entry, d viewDefaults) entryView {
 	}
 	if !e.Admin && v.RateLimit == "" {
 		v.RateLimit = d.rateLimit
+	}
+	if !e.Admin {
+		v.Delivery = deliveryOf(e)
 	}
 	return v
 }

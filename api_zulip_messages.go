@@ -47,6 +47,9 @@ func (h *Handler) zulipSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 		}
 		to = &ref
 	}
+	if c.queueing {
+		return c.sendOrQueue(w, r, topic, content, to, nil)
+	}
 	return c.send(w, r, topic, content, to)
 }
 

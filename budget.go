@@ -321,6 +321,11 @@ func headerFloat(h http.Header, name string) (float64, bool) {
 func (c *call) admitToBudget(r *http.Request) *apiError {
 	c.spend.key = c.entry.ID
 	if v := c.bot.budget.admit(r.Context(), &c.spend, c.route.calls, time.Now()); !v.ok {
+		if c.queueing {
+			// Not refused: queued, to go when the budget allows.
+			c.deferred = "budget"
+			return nil
+		}
 		return c.budgetRefusal(v)
 	}
 	return nil

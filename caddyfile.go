@@ -46,6 +46,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		timeout             <duration>
 //		client_idle_timeout <duration>
 //		idempotency_window  <duration>
+//		queue {
+//			max_per_key       <n>
+//			max_bytes_per_key <size>
+//			max_age           <duration>
+//		}
 //		rate_limit          <events> <window>
 //		max_uploads_per_key <n>
 //		stream_template     <template with {proposal_no}>
@@ -149,6 +154,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				h.CreateStreams = true
 			}
+		case "queue":
+			q, err := unmarshalQueue(d)
+			if err != nil {
+				return err
+			}
+			h.Queue = q
 		case "admin_page":
 			if !d.AllArgs(&h.AdminPage) {
 				return d.ArgErr()
@@ -206,6 +217,49 @@ func unmarshalBot(d *caddyfile.Dispenser) (string, *Bot, error) {
 		return "", nil, d.Errf("zulip_proxy: bot '%s' needs a block with site, email and api_key, or zuliprc", name)
 	}
 	return name, b, nil
+}
+
+// unmarshalQueue reads the `queue { ... }` block.
+func unmarshalQueue(d *caddyfile.Dispenser) (*QueueConfig, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	q := new(QueueConfig)
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		field := d.Val()
+		if seen[field] {
+			return nil, d.Errf("zulip_proxy: queue: duplicate '%s'", field)
+		}
+		seen[field] = true
+		var s string
+		if !d.AllArgs(&s) {
+			return nil, d.ArgErr()
+		}
+		switch field {
+		case "max_per_key":
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return nil, d.Errf("zulip_proxy: queue: max_per_key: '%s' is not a whole number", s)
+			}
+			q.MaxPerKey = n
+		case "max_bytes_per_key":
+			size, err := humanize.ParseBytes(s)
+			if err != nil || size > math.MaxInt64 {
+				return nil, d.Errf("zulip_proxy: queue: max_bytes_per_key: '%s' is not a size such as 256MiB", s)
+			}
+			q.MaxBytesPerKey = int64(size)
+		case "max_age":
+			dur, err := caddy.ParseDuration(s)
+			if err != nil {
+				return nil, d.Errf("zulip_proxy: queue: max_age: '%s' is not a duration such as 24h", s)
+			}
+			q.MaxAge = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("zulip_proxy: queue: unrecognized setting '%s' (want max_per_key, max_bytes_per_key or max_age)", field)
+		}
+	}
+	return q, nil
 }
 
 // Interface guard

@@ -62,7 +62,7 @@ func configureCLI(cmd *cobra.Command) {
 	}
 
 	addClient := &cobra.Command{
-		Use:   "add-client --stream <stream> [--name <name>] [--proposal <n>] [--bot <bot>] [--expires <duration>]",
+		Use:   "add-client --stream <stream> [--name <name>] [--proposal <n>] [--bot <bot>] [--expires <duration>] [--queued]",
 		Short: "Creates a key that may write to one stream, and prints it once",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -73,6 +73,7 @@ func configureCLI(cmd *cobra.Command) {
 			botName, _ := f.GetString("bot")
 			expires, _ := f.GetString("expires")
 			rateLimit, _ := f.GetString("rate-limit")
+			queued, _ := f.GetBool("queued")
 			if strings.TrimSpace(stream) == "" {
 				return errors.New("--stream is required: the one stream this key may write to")
 			}
@@ -83,6 +84,9 @@ func configureCLI(cmd *cobra.Command) {
 				name = "proposal " + strconv.FormatInt(proposal, 10)
 			}
 			n := keystore.NewEntry{Name: name, ProposalNo: proposal, Stream: strings.TrimSpace(stream), Bot: botName}
+			if queued {
+				n.Delivery = keystore.DeliveryQueued
+			}
 			if rateLimit != "" {
 				rl, err := parseRateLimit(rateLimit)
 				if err != nil {
@@ -98,6 +102,7 @@ func configureCLI(cmd *cobra.Command) {
 	addClient.Flags().Int64("proposal", 0, "proposal number (upstream compatibility)")
 	addClient.Flags().String("bot", "", "name of the configured bot the key speaks as (default: the default bot)")
 	addClient.Flags().String("expires", "", "lifetime, e.g. 90d or 12h (default: never expires)")
+	addClient.Flags().Bool("queued", false, "queue this key's sends while Zulip cannot take them (down, slow, out of budget) and deliver them later, rather than fail")
 	addClient.Flags().String("rate-limit", "", "this key's own rate limit, <events>/<window> such as 10/1m (default: the server's rate_limit)")
 
 	addAdmin := &cobra.Command{
@@ -281,7 +286,7 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED\tRATE LIMIT\tROTATED")
+	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED\tRATE LIMIT\tDELIVERY\tROTATED")
 	for _, e := range entries {
 		bot := e.Bot
 		if bot == "" && !e.Admin {
@@ -291,9 +296,13 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		if e.Admin {
 			admin = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
+		delivery := "-"
+		if !e.Admin {
+			delivery = deliveryOf(&e)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
 			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false), dash(e.RateLimit),
-			rotatedCell(&e, now))
+			delivery, rotatedCell(&e, now))
 	}
 	return tw.Flush()
 }

@@ -42,6 +42,14 @@ type call struct {
 	// idem is the request's Idempotency-Key record, for a write that
 	// has one.
 	idem *idemWrite
+	// queueing: a send that is queued when Zulip cannot take it now;
+	// asked: because the request said Prefer: respond-async. deferred
+	// says why it is queued without trying Zulip ("budget"), if it is.
+	queueing, asked bool
+	deferred        string
+	// after is the newest message a deliverer knows its key's queue
+	// sent: an uncertain attempt's message is newer.
+	after int64
 }
 
 // callKey finds, in a request's context, the call it belongs to: the
@@ -92,6 +100,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			err = aerr
 		}
 	}
+	if err == nil && rt.effect == sends && c.bot != nil {
+		c.mayQueue(r)
+	}
 	if err == nil && c.bot != nil && c.bot.budget != nil {
 		if aerr := c.admitToBudget(r); aerr != nil {
 			err = aerr
@@ -99,7 +110,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		defer c.bot.budget.settle(&c.spend)
 	}
 	replayed := false
-	if err == nil && rt.writes && c.bot != nil {
+	if err == nil && rt.effect >= writes && c.bot != nil {
 		w, replayed, err = c.beginIdempotent(w, r)
 	}
 	if err == nil && !replayed {
@@ -132,7 +143,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, c *call) err
 	}
 	e, aerr := authenticate(h.store, key, c.start)
 	if aerr != nil {
-		if rt.key != keyHeader {
+		if rt.key == keyBasic || rt.key == keyWebhook {
 			aerr.Code = codeUnauthorized // what Zulip answers for a bad API key
 			return aerr.setHeader("WWW-Authenticate", zulipAuthenticate)
 		}
@@ -257,6 +268,11 @@ func (c *call) presentedKey(w http.ResponseWriter, r *http.Request) (string, *ap
 	}
 	if vs := r.Header[apiKeyHeader]; len(vs) > 0 && vs[0] != "" {
 		return vs[0], nil
+	}
+	if c.route.key == keyEither {
+		if _, key, ok := r.BasicAuth(); ok && key != "" {
+			return key, nil
+		}
 	}
 	return "", newError(http.StatusUnauthorized, codeUnauthorized,
 		"missing API key: send it in the X-API-key header").setHeader("WWW-Authenticate", wwwAuthenticate)

@@ -394,14 +394,14 @@ func (hb hashedBody) Read(p []byte) (int, error) {
 // the bot did since that attempt began; found, it is the answer.
 
 // findSent looks for a message the bot sent to the stream and topic with
-// the content.
-func (c *call) findSent(ctx context.Context, streamID int64, topic, content string) (*zulip.SendResult, error) {
-	uid, err := c.bot.userID(ctx)
+// the content since the time given, newer than message after.
+func (b *bot) findSent(ctx context.Context, streamID int64, topic, content string, since time.Time, after int64) (*zulip.SendResult, error) {
+	uid, err := b.userID(ctx)
 	if err != nil {
 		return nil, err
 	}
 	raw := false
-	msgs, err := c.bot.client.Messages(ctx, zulip.GetMessages{Anchor: "newest", NumBefore: 100,
+	msgs, err := b.client.Messages(ctx, zulip.GetMessages{Anchor: "newest", NumBefore: 100,
 		Narrow: []zulip.NarrowTerm{
 			{Operator: "channel", Operand: streamID},
 			{Operator: "topic", Operand: topic},
@@ -411,36 +411,35 @@ func (c *call) findSent(ctx context.Context, streamID int64, topic, content stri
 	if err != nil {
 		return nil, err
 	}
-	since := c.idem.since.Unix() - 2 // Zulip's clock, in whole seconds
+	from := since.Unix() - 2 // Zulip's clock, in whole seconds
 	want := strings.TrimRightFunc(content, unicode.IsSpace)
 	for i := len(msgs) - 1; i >= 0; i-- {
 		m := msgs[i]
-		if m.Timestamp >= since && strings.TrimRightFunc(m.Content, unicode.IsSpace) == want {
-			c.idem.found()
+		if m.Timestamp >= from && m.ID > after && strings.TrimRightFunc(m.Content, unicode.IsSpace) == want {
 			return &zulip.SendResult{ID: m.ID, Raw: foundAnswer(`{"result":"success","msg":"","id":` + strconv.FormatInt(m.ID, 10) + `}`)}, nil
 		}
 	}
 	return nil, nil
 }
 
-// findUpload looks for a file the bot uploaded with the name and size.
-func (c *call) findUpload(ctx context.Context, name string, size int64) (*zulip.UploadResult, error) {
-	list, err := c.bot.client.Attachments(ctx)
+// findUpload looks for a file the bot uploaded with the name and size
+// since the time given.
+func (b *bot) findUpload(ctx context.Context, name string, size int64, since time.Time) (*zulip.UploadResult, error) {
+	list, err := b.client.Attachments(ctx)
 	if err != nil {
 		return nil, err
 	}
-	since := c.idem.since.UnixMilli() - 2000
+	from := since.UnixMilli() - 2000
 	for i := len(list) - 1; i >= 0; i-- {
 		a := list[i]
-		if a.Size != size || a.CreateTime < since || !sameFileName(a.Name, name) {
+		if a.Size != size || a.CreateTime < from || !sameFileName(a.Name, name) {
 			continue
 		}
 		body, err := json.Marshal(map[string]string{"result": "success", "msg": "", "uri": a.URI(), "url": a.URI(), "filename": a.Name})
 		if err != nil {
 			return nil, err
 		}
-		c.idem.foundUpload = &zulip.UploadResult{URI: a.URI(), URL: a.URI(), Filename: a.Name, Raw: foundAnswer(string(body))}
-		return c.idem.foundUpload, nil
+		return &zulip.UploadResult{URI: a.URI(), URL: a.URI(), Filename: a.Name, Raw: foundAnswer(string(body))}, nil
 	}
 	return nil, nil
 }

@@ -1,6 +1,7 @@
 package zulipproxy
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
+	"github.com/zwop/caddy-zulip-proxy/internal/outbox"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
@@ -27,6 +29,10 @@ var metrics = struct {
 	storeErrors  *prometheus.CounterVec
 	uploadBytes  prometheus.Counter
 	idempotency  *prometheus.CounterVec
+	queued       *prometheus.CounterVec
+	queueRefused prometheus.Counter
+	delivered    prometheus.Counter
+	failed       *prometheus.CounterVec
 }{
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "requests_total",
@@ -57,6 +63,22 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "idempotent_requests_total",
 		Help: "Writes with an Idempotency-Key answered from what was kept, by outcome (replayed: the first answer again, nothing reached Zulip; found: an uncertain write found in Zulip; reused: the key was used for another request; in_use: the first request was still being served).",
 	}, []string{"outcome"}),
+	queued: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "queue_queued_total",
+		Help: "Sends queued for later delivery, by reason (zulip: Zulip was unreachable, failing, slow or said 429; budget: the bot's budget or the key's share was spent; behind: the key had sends queued already).",
+	}, []string{"reason"}),
+	queueRefused: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "queue_full_total",
+		Help: "Sends refused with 503 QUEUE_FULL: their key's queue was at a bound.",
+	}),
+	delivered: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "queue_delivered_total",
+		Help: "Queued sends delivered to Zulip (found there after an uncertain attempt included).",
+	}),
+	failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "queue_failed_total",
+		Help: "Queued sends that failed, by reason (refused: Zulip refused the send; expired: older than the queue's max_age; key_unusable: the key was revoked or expired meanwhile).",
+	}, []string{"reason"}),
 }
 
 // keysCollector reports the keys of every store a config's handlers use,
@@ -132,8 +154,54 @@ func lastUsedLabel(t time.Time, now time.Time) string {
 	return "longer"
 }
 
+// queueCollector reports the queued sends of every outbox a config's
+// handlers use, at each scrape.
+type queueCollector struct {
+	mu       sync.Mutex
+	outboxes map[string]*outbox.Outbox // by store label
+}
+
+var (
+	queueSendsDesc  = prometheus.NewDesc("caddy_zulip_proxy_queue_sends", "Sends waiting in each store's queue.", []string{"store"}, nil)
+	queueBytesDesc  = prometheus.NewDesc("caddy_zulip_proxy_queue_bytes", "Bytes the sends waiting in each store's queue hold (topics, contents, files).", []string{"store"}, nil)
+	queueOldestDesc = prometheus.NewDesc("caddy_zulip_proxy_queue_oldest_age_seconds", "Age of the oldest send waiting in each store's queue; 0 when none waits.", []string{"store"}, nil)
+)
+
+func (qc *queueCollector) add(label string, o *outbox.Outbox) {
+	qc.mu.Lock()
+	defer qc.mu.Unlock()
+	qc.outboxes[label] = o
+}
+
+func (qc *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueSendsDesc
+	ch <- queueBytesDesc
+	ch <- queueOldestDesc
+}
+
+func (qc *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	qc.mu.Lock()
+	obs := maps.Clone(qc.outboxes)
+	qc.mu.Unlock()
+	for label, o := range obs {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := o.QueueStats(ctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		age := 0.0
+		if !st.Oldest.IsZero() {
+			age = max(time.Since(st.Oldest).Seconds(), 0)
+		}
+		ch <- prometheus.MustNewConstMetric(queueSendsDesc, prometheus.GaugeValue, float64(st.Count), label)
+		ch <- prometheus.MustNewConstMetric(queueBytesDesc, prometheus.GaugeValue, float64(st.Bytes), label)
+		ch <- prometheus.MustNewConstMetric(queueOldestDesc, prometheus.GaugeValue, age, label)
+	}
+}
+
 // registerMetrics adds the module's collectors to this config's registry.
-func registerMetrics(reg *prometheus.Registry, storeLabel string, store *keystore.Store) error {
+func registerMetrics(reg *prometheus.Registry, storeLabel string, store *keystore.Store, ob *outbox.Outbox) error {
 	if reg == nil {
 		return nil
 	}
@@ -145,8 +213,15 @@ func registerMetrics(reg *prometheus.Registry, storeLabel string, store *keystor
 	for _, reason := range []string{"key_limit", "bot_budget", "zulip_backoff", "uploads"} {
 		metrics.limited.WithLabelValues(reason)
 	}
+	for _, reason := range []string{"zulip", "budget", "behind"} {
+		metrics.queued.WithLabelValues(reason)
+	}
+	for _, reason := range failReasons {
+		metrics.failed.WithLabelValues(reason)
+	}
 	for _, c := range []prometheus.Collector{metrics.requests, metrics.zulipSeconds, metrics.limited,
-		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, metrics.idempotency} {
+		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, metrics.idempotency,
+		metrics.queued, metrics.queueRefused, metrics.delivered, metrics.failed} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}
@@ -161,6 +236,16 @@ func registerMetrics(reg *prometheus.Registry, storeLabel string, store *keystor
 		}
 		if existing, ok := are.ExistingCollector.(*keysCollector); ok {
 			existing.add(storeLabel, store)
+		}
+	}
+	qc := &queueCollector{outboxes: map[string]*outbox.Outbox{storeLabel: ob}}
+	if err := reg.Register(qc); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return err
+		}
+		if existing, ok := are.ExistingCollector.(*queueCollector); ok {
+			existing.add(storeLabel, ob)
 		}
 	}
 	return nil

@@ -113,6 +113,11 @@ type Handler struct {
 	// Default: 24h.
 	IdempotencyWindow caddy.Duration `json:"idempotency_window,omitempty"`
 
+	// Queue bounds queued delivery: the sends of keys created with
+	// `delivery=queued`, or made with `Prefer: respond-async`, that wait
+	// in the proxy while Zulip cannot take them.
+	Queue *QueueConfig `json:"queue,omitempty"`
+
 	// APIDocs is "off" to stop serving /openapi.json (the API's OpenAPI
 	// 3.1 description) and /docs (a page rendering it). Both are public,
 	// as the service this module replaces served them. Default: on.
@@ -130,8 +135,12 @@ type Handler struct {
 	store    *keystore.Store
 	storeKey string
 	// outbox keeps the outcomes of writes made with an Idempotency-Key,
-	// where the keys are; shared through outboxPool.
-	outbox *outbox.Outbox
+	// and queued sends, where the keys are; shared through outboxPool,
+	// with the deliverer of its queue.
+	outbox    *outbox.Outbox
+	deliverer *deliverer
+	// detached: this config no longer delivers queued sends.
+	detached bool
 	// views fill in what a key names nothing of, as this server sees it.
 	views  viewDefaults
 	health *healthLog
@@ -193,10 +202,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.IdempotencyWindow == 0 {
 		h.IdempotencyWindow = caddy.Duration(defaultIdempotencyWindow)
 	}
-	if h.outbox, err = openOutbox(ctx, h.Store, h.storeKey, time.Duration(h.IdempotencyWindow), h.logger); err != nil {
+	if h.Queue == nil {
+		h.Queue = new(QueueConfig)
+	}
+	h.Queue.setDefaults()
+	if h.outbox, h.deliverer, err = openOutbox(ctx, h.Store, h.storeKey, time.Duration(h.IdempotencyWindow), h.logger); err != nil {
 		return err
 	}
-	if err := registerMetrics(ctx.GetMetricsRegistry(), storeLabel, h.store); err != nil {
+	// Queued sends are delivered once this config runs; a config that
+	// is only validated never delivers.
+	go h.deliverer.attachWhenRunning(ctx, h)
+	if err := registerMetrics(ctx.GetMetricsRegistry(), storeLabel, h.store, h.outbox); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	if !h.AccessLogFiltered {
@@ -213,6 +229,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.IdempotencyWindow < 0 {
 		return fmt.Errorf("zulip_proxy: idempotency_window must be positive, got %s", time.Duration(h.IdempotencyWindow))
+	}
+	if err := h.Queue.validate(); err != nil {
+		return err
 	}
 	if h.StreamTemplate != "" && !strings.Contains(h.StreamTemplate, "{proposal_no}") {
 		return fmt.Errorf("zulip_proxy: stream_template must contain {proposal_no}, got %q", h.StreamTemplate)
@@ -248,6 +267,7 @@ func (h *Handler) Cleanup() error {
 		_, _ = limiterPool.Delete(h.limits.poolKey)
 	}
 	if h.outbox != nil {
+		h.deliverer.detach(h)
 		_, _ = outboxPool.Delete(outboxKey(h.storeKey))
 	}
 	if h.storeKey == "" {

@@ -26,6 +26,9 @@ const (
 	keyHeader  keyPlace = iota // X-API-key, the upstream service's header
 	keyBasic                   // HTTP Basic with the key as password, as Zulip's API
 	keyWebhook                 // api_key in the query or form body, or HTTP Basic, as Zulip's webhooks
+	// keyEither: X-API-key, or HTTP Basic, for what both APIs lead to
+	// (a queued send's Location).
+	keyEither
 )
 
 type serveFunc func(h *Handler, w http.ResponseWriter, r *http.Request, c *call) error
@@ -46,44 +49,58 @@ type route struct {
 	// scoped key, reserved from the bot's budget before it is served
 	// (ids the proxy has cached cost none).
 	calls int
-	// writes: a scoped key's write, which may carry an Idempotency-Key.
-	writes bool
+	effect effect
 	serve  serveFunc
 }
+
+// effect is what a route does in Zulip, as far as delivery cares.
+type effect uint8
+
+const (
+	noWrite effect = iota
+	// writes: a scoped key's write, which may carry an Idempotency-Key.
+	writes
+	// sends: a write that may be queued (queued delivery).
+	sends
+)
 
 // routes is every path the module answers, but for the pages a config may
 // turn off or move (pageRoutes). A new endpoint is one entry here and its
 // serve function.
 var routes = []route{
 	// The upstream service's bot API, at the root and under /api.
-	{"GET", "/health", "health", public, keyHeader, 0, false, (*Handler).serveHealth},
-	{"GET", "/me", "me", anyKey, keyHeader, 0, false, (*Handler).serveMe},
-	{"POST", "/send_message", "send_message", scoped, keyHeader, 1, true, (*Handler).serveSendMessage},
-	{"POST", "/upload_file", "upload_file", scoped, keyHeader, 1, true, (*Handler).serveUploadFile},
-	{"GET", "/get_stream_topics", "get_stream_topics", scoped, keyHeader, 1, false, (*Handler).serveStreamTopics},
-	{"PATCH", "/update_message", "update_message", scoped, keyHeader, 2, true, (*Handler).serveUpdateMessage},
-	{"GET", "/get_messages", "get_messages", scoped, keyHeader, 1, false, (*Handler).serveGetMessages},
-	{"POST", "/create_client", "create_client", admin, keyHeader, 0, false, (*Handler).serveCreateClient},
-	{"GET", "/clients", "clients", admin, keyHeader, 0, false, (*Handler).serveListClients},
-	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, 0, false, (*Handler).serveRevokeClient},
-	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, 0, false, (*Handler).serveUpdateClient},
-	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, 0, false, (*Handler).serveRotateClient},
-	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, 0, false, (*Handler).serveClientMessages},
-	{"GET", "/bots", "bots", admin, keyHeader, 0, false, (*Handler).serveListBots},
+	{"GET", "/health", "health", public, keyHeader, 0, noWrite, (*Handler).serveHealth},
+	{"GET", "/me", "me", anyKey, keyHeader, 0, noWrite, (*Handler).serveMe},
+	{"POST", "/send_message", "send_message", scoped, keyHeader, 1, sends, (*Handler).serveSendMessage},
+	{"POST", "/upload_file", "upload_file", scoped, keyHeader, 1, writes, (*Handler).serveUploadFile},
+	{"GET", "/get_stream_topics", "get_stream_topics", scoped, keyHeader, 1, noWrite, (*Handler).serveStreamTopics},
+	{"PATCH", "/update_message", "update_message", scoped, keyHeader, 2, writes, (*Handler).serveUpdateMessage},
+	{"GET", "/get_messages", "get_messages", scoped, keyHeader, 1, noWrite, (*Handler).serveGetMessages},
+	{"POST", "/create_client", "create_client", admin, keyHeader, 0, noWrite, (*Handler).serveCreateClient},
+	{"GET", "/clients", "clients", admin, keyHeader, 0, noWrite, (*Handler).serveListClients},
+	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, 0, noWrite, (*Handler).serveRevokeClient},
+	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, 0, noWrite, (*Handler).serveUpdateClient},
+	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, 0, noWrite, (*Handler).serveRotateClient},
+	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, 0, noWrite, (*Handler).serveClientMessages},
+	{"GET", "/bots", "bots", admin, keyHeader, 0, noWrite, (*Handler).serveListBots},
+	{"GET", "/queue", "queue", scoped, keyEither, 0, noWrite, (*Handler).serveQueue},
+	{"GET", "/queue/{id}", "queued_send", anyKey, keyEither, 0, noWrite, (*Handler).serveQueuedSend},
+	{"DELETE", "/queue/{id}", "cancel_queued_send", anyKey, keyEither, 0, noWrite, (*Handler).serveCancelQueuedSend},
+	{"GET", "/clients/{id}/queue", "client_queue", admin, keyHeader, 0, noWrite, (*Handler).serveClientQueue},
 
 	// A safe subset of Zulip's own API.
-	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, 1, true, (*Handler).zulipSendMessage},
-	{"GET", "/api/v1/messages", "zulip_get_messages", scoped, keyBasic, 1, false, (*Handler).zulipGetMessages},
-	{"GET", "/api/v1/messages/{n}", "zulip_get_message", scoped, keyBasic, 1, false, (*Handler).zulipGetMessage},
-	{"PATCH", "/api/v1/messages/{n}", "zulip_update_message", scoped, keyBasic, 2, true, (*Handler).zulipUpdateMessage},
-	{"POST", "/api/v1/user_uploads", "zulip_upload_file", scoped, keyBasic, 1, true, (*Handler).zulipUploadFile},
-	{"GET", "/api/v1/get_stream_id", "zulip_get_stream_id", scoped, keyBasic, 0, false, (*Handler).zulipGetStreamID},
-	{"GET", "/api/v1/users/me/{n}/topics", "zulip_stream_topics", scoped, keyBasic, 1, false, (*Handler).zulipStreamTopics},
-	{"GET", "/api/v1/users/me", "zulip_me", scoped, keyBasic, 1, false, (*Handler).zulipMe},
-	{"GET", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, false, (*Handler).zulipServerSettings},
-	{"POST", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, false, (*Handler).zulipServerSettings},
-	{"POST", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, false, (*Handler).serveWebhook},
-	{"GET", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, false, (*Handler).serveWebhook},
+	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, 1, sends, (*Handler).zulipSendMessage},
+	{"GET", "/api/v1/messages", "zulip_get_messages", scoped, keyBasic, 1, noWrite, (*Handler).zulipGetMessages},
+	{"GET", "/api/v1/messages/{n}", "zulip_get_message", scoped, keyBasic, 1, noWrite, (*Handler).zulipGetMessage},
+	{"PATCH", "/api/v1/messages/{n}", "zulip_update_message", scoped, keyBasic, 2, writes, (*Handler).zulipUpdateMessage},
+	{"POST", "/api/v1/user_uploads", "zulip_upload_file", scoped, keyBasic, 1, writes, (*Handler).zulipUploadFile},
+	{"GET", "/api/v1/get_stream_id", "zulip_get_stream_id", scoped, keyBasic, 0, noWrite, (*Handler).zulipGetStreamID},
+	{"GET", "/api/v1/users/me/{n}/topics", "zulip_stream_topics", scoped, keyBasic, 1, noWrite, (*Handler).zulipStreamTopics},
+	{"GET", "/api/v1/users/me", "zulip_me", scoped, keyBasic, 1, noWrite, (*Handler).zulipMe},
+	{"GET", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, noWrite, (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, noWrite, (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, noWrite, (*Handler).serveWebhook},
+	{"GET", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, noWrite, (*Handler).serveWebhook},
 }
 
 const zulipPrefix = "/api/v1/"

@@ -116,6 +116,7 @@ func outboxKey(storeKey string) string { return "outbox:" + storeKey }
 
 type pooledOutbox struct {
 	*outbox.Outbox
+	deliverer *deliverer
 	// window is how long records are kept, as the last config set it.
 	window atomic.Int64
 	stop   chan struct{}
@@ -123,13 +124,14 @@ type pooledOutbox struct {
 
 func (p *pooledOutbox) Destruct() error {
 	close(p.stop)
+	p.deliverer.close()
 	return p.Close()
 }
 
 // openOutbox opens the outbox where the keys are: a bbolt database beside
 // a key store file (clients.json: clients.outbox.db), or Caddy's storage;
-// records older than window are pruned every hour.
-func openOutbox(ctx caddy.Context, storePath, storeKey string, window time.Duration, logger *zap.Logger) (*outbox.Outbox, error) {
+// records and finished sends older than window are pruned every hour.
+func openOutbox(ctx caddy.Context, storePath, storeKey string, window time.Duration, logger *zap.Logger) (*outbox.Outbox, *deliverer, error) {
 	v, _, err := outboxPool.LoadOrNew(outboxKey(storeKey), func() (caddy.Destructor, error) {
 		var o *outbox.Outbox
 		if storePath != "" {
@@ -141,16 +143,16 @@ func openOutbox(ctx caddy.Context, storePath, storeKey string, window time.Durat
 		} else {
 			o = outbox.OpenStorage(ctx.Storage())
 		}
-		p := &pooledOutbox{Outbox: o, stop: make(chan struct{})}
+		p := &pooledOutbox{Outbox: o, deliverer: newDeliverer(o), stop: make(chan struct{})}
 		go p.prune(logger.Named("outbox"))
 		return p, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := v.(*pooledOutbox)
 	p.window.Store(int64(window))
-	return p.Outbox, nil
+	return p.Outbox, p.deliverer, nil
 }
 
 // prune forgets the records past the window, every hour.
@@ -164,10 +166,16 @@ func (p *pooledOutbox) prune(logger *zap.Logger) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		if n, err := p.Prune(ctx, time.Now().Add(-time.Duration(p.window.Load()))); err != nil {
+		before := time.Now().Add(-time.Duration(p.window.Load()))
+		if n, err := p.Prune(ctx, before); err != nil {
 			logger.Warn("pruning idempotency records", zap.Error(err))
 		} else if n > 0 {
 			logger.Debug("idempotency records pruned", zap.Int("records", n))
+		}
+		if n, err := p.PruneSends(ctx, before); err != nil {
+			logger.Warn("pruning finished queued sends", zap.Error(err))
+		} else if n > 0 {
+			logger.Debug("finished queued sends pruned", zap.Int("sends", n))
 		}
 		cancel()
 	}

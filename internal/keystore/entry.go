@@ -43,6 +43,10 @@ type Entry struct {
 	// RateLimit overrides the server's rate_limit for this key, as
 	// "<events>/<window>" ("10/1m"); empty: the server's.
 	RateLimit string `json:"rate_limit,omitempty"`
+	// Delivery is "queued" for a key whose sends are queued when Zulip
+	// cannot take them now, rather than failing; empty: delivered at
+	// once or not at all.
+	Delivery string `json:"delivery,omitempty"`
 	// RotatedAt is when the key was last given a new secret.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
 	// Retired are the secrets a rotation replaced, newest last; each works
@@ -103,4 +107,8 @@ type NewEntry struct {
 	CreatedBy  string
 	ExpiresAt  *time.Time
 	RateLimit  string
+	Delivery   string
 }
+
+// DeliveryQueued is Entry.Delivery for a key whose sends are queued.
+const DeliveryQueued = "queued"

@@ -119,6 +119,7 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 			ID: id, KeyHash: HashKey(key), Name: n.Name, ProposalNo: n.ProposalNo,
 			Stream: n.Stream, Bot: n.Bot, Admin: n.Admin,
 			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: expires, RateLimit: n.RateLimit,
+			Delivery: n.Delivery,
 		}
 		doc.Clients = append(doc.Clients, e)
 		return true, nil

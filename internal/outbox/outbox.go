@@ -76,6 +76,13 @@ type Outbox struct {
 
 func (o *Outbox) String() string { return o.b.String() }
 
+// Shared says whether other instances may use the outbox too (Caddy's
+// storage): then what they queue is seen only by looking.
+func (o *Outbox) Shared() bool {
+	_, ok := o.b.(*storageBackend)
+	return ok
+}
+
 // ID names the record of a write: the key entry's id and a hash of the
 // Idempotency-Key, so that no client-chosen text becomes a file name or
 // a storage key.

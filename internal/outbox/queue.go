@@ -39,6 +39,9 @@ type Send struct {
 	ID     string `json:"queue_id"`
 	Entry  string `json:"entry"`
 	Stream string `json:"stream"`
+	// StreamID is the stream id the client named, when it named one:
+	// the key's stream must have it.
+	StreamID int64 `json:"stream_id,omitempty"`
 	// Topic and Content are what goes to Zulip; a finished send keeps
 	// neither.
 	Topic   string `json:"topic,omitempty"`

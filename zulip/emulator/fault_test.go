@@ -251,6 +251,36 @@ func TestControlEndpoints(t *testing.T) {
 	if st, _ := ctl("GET", "/_emulator/nope", ""); st != 404 {
 		t.Errorf("unknown control: %d", st)
 	}
+	// Down and up again, as the demo switches Zulip.
+	me := func() int {
+		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/users/me", nil)
+		req.SetBasicAuth(emulator.DemoBotEmail, emulator.DemoBotKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st, _ := ctl("POST", "/_emulator/down", ""); st != 200 {
+		t.Errorf("down: %d", st)
+	}
+	if got := me(); got != 502 {
+		t.Errorf("while down: %d, want 502", got)
+	}
+	if got := me(); got != 502 {
+		t.Errorf("still down: %d, want 502", got)
+	}
+	if st, _ := ctl("POST", "/_emulator/up", ""); st != 200 {
+		t.Errorf("up: %d", st)
+	}
+	if got := me(); got != 200 {
+		t.Errorf("up again: %d, want 200", got)
+	}
+	if st, _ := ctl("GET", "/_emulator/down", ""); st != 405 {
+		t.Errorf("GET down: %d", st)
+	}
+	srv.ResetRequests()
 	if len(srv.Requests()) != 0 {
 		t.Error("control requests were logged as Zulip requests")
 	}

@@ -19,6 +19,9 @@ import (
 //	GET    /_emulator/fault                 the active fault (404 if none)
 //	POST   /_emulator/fault                 set one: a JSON Fault
 //	DELETE /_emulator/fault                 clear it
+//	POST   /_emulator/down                  Zulip is down: its nginx answers
+//	                                        502 to every API call until up
+//	POST   /_emulator/up                    Zulip is up again (clears any fault)
 //	GET    /_emulator/state                 users (without keys) and streams
 //
 // They need no credentials: never expose an emulator to a network.
@@ -98,6 +101,18 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		default:
 			methods("GET, POST, DELETE")
 		}
+	case "down", "up":
+		if r.Method != http.MethodPost {
+			methods("POST")
+			return
+		}
+		if r.URL.Path[len(controlPrefix):] == "up" {
+			e.ClearFault()
+		} else if err := e.SetFault(Fault{Status: http.StatusBadGateway}); err != nil {
+			fail(http.StatusInternalServerError, err.Error())
+			return
+		}
+		reply(http.StatusOK, ok)
 	case "state":
 		if r.Method != http.MethodGet {
 			methods("GET")
@@ -124,6 +139,6 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 			"time":       e.cfg.now().UTC().Format(time.RFC3339),
 		})
 	default:
-		fail(http.StatusNotFound, "unknown emulator control; see /_emulator/requests, /_emulator/messages, /_emulator/fault, /_emulator/state")
+		fail(http.StatusNotFound, "unknown emulator control; see /_emulator/requests, /_emulator/messages, /_emulator/fault, /_emulator/down, /_emulator/up, /_emulator/state")
 	}
 }
