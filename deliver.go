@@ -164,13 +164,17 @@ func (d *deliverer) current() *Handler {
 	return d.handlers[len(d.handlers)-1]
 }
 
-// notify says a send was queued.
-func (d *deliverer) notify() {
+// notify says a send was queued for a key.
+func (d *deliverer) notify(entry string) {
 	if d == nil {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if k := d.keys[entry]; k != nil && k.failures == 0 {
+		// Its queue was empty when last looked at.
+		k.notBefore = time.Time{}
+	}
 	d.notifyLocked()
 }
 
@@ -277,6 +281,10 @@ func (d *deliverer) work(entry string, k *keyDelivery) {
 			return
 		}
 		if s == nil {
+			// Nothing queued (Caddy's storage keeps a key's empty
+			// folder): looked at again when this process queues for
+			// the key, or at the next rescan.
+			wait = d.rescan
 			return
 		}
 		if wait = d.attempt(h, k, s); wait > 0 {

@@ -256,7 +256,7 @@ func (c *call) sendOrQueue(w http.ResponseWriter, r *http.Request, topic, conten
 		return err
 	}
 	metrics.queued.WithLabelValues(reason).Inc()
-	c.h.deliverer.notify()
+	c.h.deliverer.notify(c.entry.ID)
 	c.h.logger.Info("send queued", zap.String("key_id", c.entry.ID), zap.String("queue_id", q.ID), zap.String("reason", reason))
 	hdr := w.Header()
 	hdr.Set("Location", queueLocation(r, q.ID))

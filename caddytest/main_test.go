@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/zwop/caddy-zulip-proxy"
@@ -46,6 +47,12 @@ func (m *mainTB) Helper()          {}
 func (m *mainTB) Cleanup(f func()) { m.cleanups = append(m.cleanups, f) }
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		// A Caddy of a test's own, in this process (queue_process_test.go).
+		os.Args = []string{"caddy", "run", "--config", path, "--adapter", "caddyfile"}
+		caddycmd.Main()
+		return
+	}
 	os.Exit(run(m))
 }
 

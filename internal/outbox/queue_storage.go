@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 )
 
 // Queued sends in Caddy's storage, shared by the instances that share the
@@ -23,10 +22,21 @@ import (
 // by queue id and size (so that one listing gives what counts against the
 // key's bounds), each with its file beside it; finished ones move to
 // queue_finished/<key id>/. A send is changed under the storage's lock of
-// that send, a key's bounds checked under the lock of its queue, and a
-// key's sends are delivered by the instance that holds the lock of its
-// deliverer: a storage's lock its holder stops renewing (Caddy's
-// file_system storage renews every 5 s) is taken over by another.
+// that send.
+//
+// A key's sends are delivered by the instance that holds its lease: an
+// item naming the instance and until when, taken and renewed under the
+// storage's lock of the lease, renewed every leaseRenew, and taken over
+// by another instance once it has run out (its holder died). The lease is
+// not the storage's lock itself, held for as long as a delivery runs:
+// Caddy's file_system storage keeps a lock file fresh from the process
+// that last made it, and a process that released a lock keeps freshening
+// the same file once another process has made it again, so a lock whose
+// holder died could stay fresh for ever. Its locks are held here for the
+// few milliseconds of a read and a write only.
+//
+// Bounds are checked from a listing, without a lock: instances queueing
+// for one key at the same moment may pass a bound by as many sends.
 
 const (
 	queuePrefix    = "zulip_proxy/queue"
@@ -34,6 +44,11 @@ const (
 	// Locks are named apart from items: some storages keep them as
 	// items.
 	queueLocks = "zulip_proxy/queue_locks"
+	leasePrefix = "zulip_proxy/queue_leases"
+	// A lease is renewed every leaseRenew and runs out after leaseTTL
+	// without renewal.
+	leaseRenew = 5 * time.Second
+	leaseTTL   = 15 * time.Second
 )
 
 // splitID is a queue id's key id and the rest.
@@ -107,36 +122,34 @@ func (b *storageBackend) enqueue(ctx context.Context, s *Send, file *os.File, bo
 	if err != nil {
 		return err
 	}
-	return b.withLock(ctx, path.Join(queueLocks, s.Entry, "enqueue"), func() error {
-		items, err := b.queued(ctx, s.Entry)
+	items, err := b.queued(ctx, s.Entry)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, it := range items {
+		total += it.size
+	}
+	if err := checkBounds(len(items), total, s.Size, bounds); err != nil {
+		return err
+	}
+	if file != nil {
+		// Caddy's storage takes an item whole.
+		data, err := io.ReadAll(file)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: reading a queued file: %w", b, err)
 		}
-		var total int64
-		for _, it := range items {
-			total += it.size
+		if err := b.st.Store(ctx, b.fileName(s.ID), data); err != nil {
+			return fmt.Errorf("%s: storing a queued file: %w", b, err)
 		}
-		if err := checkBounds(len(items), total, s.Size, bounds); err != nil {
-			return err
-		}
+	}
+	if err := b.st.Store(ctx, b.queuedName(s), raw); err != nil {
 		if file != nil {
-			// Caddy's storage takes an item whole.
-			data, err := io.ReadAll(file)
-			if err != nil {
-				return fmt.Errorf("%s: reading a queued file: %w", b, err)
-			}
-			if err := b.st.Store(ctx, b.fileName(s.ID), data); err != nil {
-				return fmt.Errorf("%s: storing a queued file: %w", b, err)
-			}
+			_ = b.st.Delete(ctx, b.fileName(s.ID))
 		}
-		if err := b.st.Store(ctx, b.queuedName(s), raw); err != nil {
-			if file != nil {
-				_ = b.st.Delete(ctx, b.fileName(s.ID))
-			}
-			return fmt.Errorf("%s: queueing a send: %w", b, err)
-		}
-		return nil
-	})
+		return fmt.Errorf("%s: queueing a send: %w", b, err)
+	}
+	return nil
 }
 
 // find reads a send and names where it is.
@@ -300,24 +313,87 @@ func (b *storageBackend) entries(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// lease is who delivers a key's sends, and until when.
+type lease struct {
+	Owner string    `json:"owner"`
+	Until time.Time `json:"until"`
+}
+
+func (b *storageBackend) leaseName(entry string) string { return path.Join(leasePrefix, entry+".json") }
+
+// changeLease runs f on the key's lease (nil: none) under the storage's
+// lock of it; f returns the lease to store, or nil to leave it, and
+// whether to delete it.
+func (b *storageBackend) changeLease(ctx context.Context, entry string, f func(l *lease) (next *lease, drop bool)) error {
+	return b.withLock(ctx, path.Join(queueLocks, entry, "lease"), func() error {
+		var cur *lease
+		raw, err := b.st.Load(ctx, b.leaseName(entry))
+		switch {
+		case err == nil:
+			cur = new(lease)
+			if json.Unmarshal(raw, cur) != nil {
+				cur = nil // unreadable: as good as run out
+			}
+		case !errors.Is(err, fs.ErrNotExist):
+			return err
+		}
+		next, drop := f(cur)
+		switch {
+		case drop:
+			return b.st.Delete(ctx, b.leaseName(entry))
+		case next != nil:
+			raw, err := json.Marshal(next)
+			if err != nil {
+				return err
+			}
+			return b.st.Store(ctx, b.leaseName(entry), raw)
+		}
+		return nil
+	})
+}
+
 func (b *storageBackend) tryLock(ctx context.Context, entry string) (func(), bool, error) {
-	name := path.Join(queueLocks, entry, "deliver")
-	unlock := func() { _ = b.st.Unlock(context.Background(), name) }
-	if tl, ok := b.st.(certmagic.TryLocker); ok {
-		got, err := tl.TryLock(ctx, name)
-		if err != nil || !got {
-			return nil, false, err
+	got := false
+	err := b.changeLease(ctx, entry, func(l *lease) (*lease, bool) {
+		now := b.now()
+		if l != nil && l.Owner != b.instance && now.Before(l.Until) {
+			return nil, false
 		}
-		return unlock, true, nil
-	}
-	// A storage that can only wait for a lock: a short wait is a try.
-	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer cancel()
-	if err := b.st.Lock(tctx, name); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, false, nil
-		}
+		got = true
+		return &lease{Owner: b.instance, Until: now.Add(leaseTTL)}, false
+	})
+	if err != nil || !got {
 		return nil, false, err
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(leaseRenew)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			rctx, cancel := context.WithTimeout(context.Background(), leaseRenew)
+			_ = b.changeLease(rctx, entry, func(l *lease) (*lease, bool) {
+				if l == nil || l.Owner != b.instance {
+					return nil, false // lost: the deliverer finds out at its next change
+				}
+				return &lease{Owner: b.instance, Until: b.now().Add(leaseTTL)}, false
+			})
+			cancel()
+		}
+	}()
+	unlock := func() {
+		close(stop)
+		<-stopped
+		uctx, cancel := context.WithTimeout(context.Background(), leaseRenew)
+		defer cancel()
+		_ = b.changeLease(uctx, entry, func(l *lease) (*lease, bool) {
+			return nil, l != nil && l.Owner == b.instance
+		})
 	}
 	return unlock, true, nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // spooled is a send's file, spooled as the proxy spools it.
@@ -204,4 +206,33 @@ func TestQueueSurvivesReopen(t *testing.T) {
 			t.Errorf("%s was kept: %v", filepath.Base(p), err)
 		}
 	}
+}
+
+// A key whose deliverer died (its lease is no longer renewed) is taken
+// over by another instance once the lease runs out, not before.
+func TestLeaseTakenOverWhenItRunsOut(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	dead := OpenStorage(&certmagic.FileStorage{Path: dir}).q.(*storageBackend)
+	alive := OpenStorage(&certmagic.FileStorage{Path: dir}).q.(*storageBackend)
+	now := time.Now()
+	dead.now = func() time.Time { return now }
+	alive.now = func() time.Time { return now }
+	if _, ok, err := dead.tryLock(ctx, "abc"); err != nil || !ok {
+		t.Fatalf("first: %v %v", ok, err)
+	}
+	// dead never renews nor unlocks: its process is gone.
+	now = now.Add(leaseTTL - time.Second)
+	if _, ok, _ := alive.tryLock(ctx, "abc"); ok {
+		t.Fatal("taken over while the lease runs")
+	}
+	now = now.Add(2 * time.Second)
+	unlock, ok, err := alive.tryLock(ctx, "abc")
+	if err != nil || !ok {
+		t.Fatalf("not taken over after the lease ran out: %v %v", ok, err)
+	}
+	if _, ok, _ := dead.tryLock(ctx, "abc"); ok {
+		t.Error("the old holder took it back from the new")
+	}
+	unlock()
 }

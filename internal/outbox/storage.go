@@ -2,6 +2,8 @@ package outbox
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,11 +23,17 @@ const storagePrefix = "zulip_proxy/idempotency"
 
 type storageBackend struct {
 	st certmagic.Storage
+	// instance names this process's hold on the leases of keys' queues.
+	instance string
+	// now is the leases' clock; tests set it.
+	now func() time.Time
 }
 
 // OpenStorage keeps the outbox in Caddy's storage.
 func OpenStorage(st certmagic.Storage) *Outbox {
-	b := &storageBackend{st: st}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	b := &storageBackend{st: st, instance: hex.EncodeToString(id[:]), now: time.Now}
 	return &Outbox{b: b, q: b}
 }
 
