@@ -48,7 +48,7 @@ type route struct {
 	// calls is how many calls to Zulip the route usually makes for a
 	// scoped key, reserved from the bot's budget before it is served
 	// (ids the proxy has cached cost none).
-	calls int
+	calls  int
 	effect effect
 	serve  serveFunc
 }

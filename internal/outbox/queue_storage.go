@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
 )
 
 // Queued sends in Caddy's storage, shared by the instances that share the
@@ -43,7 +42,7 @@ const (
 	finishedPrefix = "zulip_proxy/queue_finished"
 	// Locks are named apart from items: some storages keep them as
 	// items.
-	queueLocks = "zulip_proxy/queue_locks"
+	queueLocks  = "zulip_proxy/queue_locks"
 	leasePrefix = "zulip_proxy/queue_leases"
 	// A lease is renewed every leaseRenew and runs out after leaseTTL
 	// without renewal.
