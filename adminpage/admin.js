@@ -187,6 +187,7 @@
       cell(tr, c.last_used_at ? when(c.last_used_at) : "never");
       let st = state;
       if (c.revoked_at) st += " " + when(c.revoked_at);
+      if (c.delivery === "queued") st += " · queued delivery";
       const old = c.old_keys_valid_until || [];
       if (old.length === 1) st += " · old key until " + when(old[0]);
       else if (old.length > 1) st += " · " + old.length + " old keys, until " + old.map(when).join(", ");
@@ -196,7 +197,7 @@
       if (state !== "revoked") {
         act.append(button("Rotate", what, () => rotate(c)), button("Expiry", what, () => changeExpiry(c)), button("Revoke", what, () => revoke(c)));
       }
-      if (!c.admin) act.append(button("Messages", what, () => showMessages(c)));
+      if (!c.admin) act.append(button("Messages", what, () => showMessages(c)), button("Queue", what, () => showQueue(c)));
       tbody.append(tr);
     }
     $("keys-caption").textContent = shown + " of " + clients.length + " keys" + (filter ? " matching \u201c" + filter + "\u201d" : "") + "; revoked and expired ones marked";
@@ -298,6 +299,56 @@
     say("Key " + c.id + " now expires: " + (body.client.expires_at ? when(body.client.expires_at) : "never") + ".", true);
   }
 
+  // A key's sends waiting in the proxy's queue, and those that failed.
+  async function showQueue(c) {
+    const list = $("queue");
+    list.replaceChildren();
+    $("queue-title").textContent = "Queue of key " + c.id;
+    $("queue-summary").textContent = "";
+    $("queue-section").hidden = false;
+    let body;
+    try {
+      body = await api("GET", "clients/" + encodeURIComponent(c.id) + "/queue");
+    } catch (e) {
+      failed("Reading the queue of " + c.id, e);
+      return;
+    }
+    const queued = body.sends.filter((s) => s.state === "queued").length;
+    const failedN = body.sends.length - queued;
+    $("queue-summary").textContent = queued + " send" + (queued === 1 ? "" : "s") + " waiting, " + failedN + " failed" +
+      (c.delivery === "queued" ? "." : ". This key's sends are queued only when they ask (Prefer: respond-async).");
+    for (const s of body.sends) {
+      const li = document.createElement("li");
+      li.dataset.id = s.queue_id;
+      const meta = document.createElement("div");
+      meta.className = "meta";
+      let text = s.state + " · queued " + when(s.queued_at) + " · " + s.attempts + " attempt" + (s.attempts === 1 ? "" : "s");
+      if (s.state === "queued" && s.next_attempt_at) text += " · next " + when(s.next_attempt_at);
+      if (s.error) text += " · " + s.error.code + ": " + s.error.msg;
+      meta.textContent = text;
+      const id = document.createElement("div");
+      id.className = "content";
+      id.textContent = s.queue_id;
+      li.append(meta, id, button(s.state === "queued" ? "Cancel" : "Forget", "send " + s.queue_id, () => cancelSend(c, s)));
+      list.append(li);
+    }
+    $("queue-section").scrollIntoView();
+  }
+
+  async function cancelSend(c, s) {
+    const verb = s.state === "queued" ? "Cancel" : "Forget";
+    if (!await confirmDialog(verb + " send " + s.queue_id + "?", s.state === "queued" ? "It is dropped and never reaches Zulip." : "The failed send leaves the key's list.")) return;
+    try {
+      await api("DELETE", "queue/" + encodeURIComponent(s.queue_id));
+    } catch (e) {
+      failed((s.state === "queued" ? "Cancelling " : "Forgetting ") + s.queue_id, e);
+      await showQueue(c);
+      return;
+    }
+    await showQueue(c);
+    say((s.state === "queued" ? "Cancelled" : "Forgot") + " send " + s.queue_id + ".", true);
+  }
+
   async function showMessages(c) {
     const list = $("messages");
     list.replaceChildren();
@@ -343,6 +394,7 @@
     $("filter").addEventListener("input", render);
     $("newkey-done").addEventListener("click", hideNewKey);
     $("messages-close").addEventListener("click", () => { $("messages-section").hidden = true; });
+    $("queue-close").addEventListener("click", () => { $("queue-section").hidden = true; });
     $("copy-key").addEventListener("click", async () => {
       const k = $("new-key");
       try {
