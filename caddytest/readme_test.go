@@ -97,6 +97,19 @@ func TestReadmeExamples(t *testing.T) {
 			t.Errorf("%d messages reached Zulip, want 1", n)
 		}
 	})
+	t.Run("queued", func(t *testing.T) {
+		before := len(emu.Messages())
+		out := runScript(t, work, environ, "bash", "-euo", "pipefail", "-c", ports.Replace(readmeBlock(t, "queued")))
+		for _, want := range []string{"202 Accepted", `"queued":true`, "Preference-Applied: respond-async", `"state":"queued"`, `"state":"delivered"`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the README's queued send says no %q:\n%s", want, out)
+			}
+		}
+		msgs := emu.Messages()
+		if n := len(msgs) - before; n != 1 || msgs[len(msgs)-1].Content != "Written while Zulip was down" {
+			t.Errorf("%d messages reached Zulip, want the one queued", n)
+		}
+	})
 	t.Run("curl-admin", func(t *testing.T) {
 		block := readmeBlock(t, "curl-admin")
 		// The README revokes an example id; revoke the key it just made.
