@@ -59,6 +59,15 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			},
 		},
 		{
+			name:  "queue",
+			input: "zulip_proxy {\n bot b {\n zuliprc rc\n }\n queue {\n max_per_key 50\n max_bytes_per_key 10MB\n max_age 2d\n }\n }",
+			check: func(t *testing.T, h *Handler) {
+				if q := h.Queue; q == nil || q.MaxPerKey != 50 || q.MaxBytesPerKey != 10e6 || q.MaxAge != caddy.Duration(48*3600e9) {
+					t.Errorf("queue %+v", q)
+				}
+			},
+		},
+		{
 			name:  "days in timeout and SI size",
 			input: "zulip_proxy {\n bot b {\n zuliprc rc\n }\n timeout 1d\n max_upload 5MB\n }",
 			check: func(t *testing.T, h *Handler) {
@@ -99,6 +108,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"bot field twice", "zulip_proxy {\n bot a {\n zuliprc x\n zuliprc y\n }\n}", "duplicate 'zuliprc'"},
 		{"bot field without value", "zulip_proxy {\n bot a {\n site\n }\n}", "wrong argument count"},
 		{"bot field two values", "zulip_proxy {\n bot a {\n email a b\n }\n}", "wrong argument count"},
+		{"queue unknown field", "zulip_proxy {\n queue {\n max_sends 5\n }\n}", "queue: unrecognized setting 'max_sends'"},
+		{"queue field twice", "zulip_proxy {\n queue {\n max_age 1h\n max_age 2h\n }\n}", "queue: duplicate 'max_age'"},
+		{"queue count not a number", "zulip_proxy {\n queue {\n max_per_key lots\n }\n}", "max_per_key: 'lots' is not a whole number"},
+		{"queue size not a size", "zulip_proxy {\n queue {\n max_bytes_per_key big\n }\n}", "max_bytes_per_key: 'big' is not a size"},
+		{"queue age not a duration", "zulip_proxy {\n queue {\n max_age forever\n }\n}", "max_age: 'forever' is not a duration"},
+		{"queue with an argument", "zulip_proxy {\n queue big {\n }\n}", "wrong argument count"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,6 +149,8 @@ func TestConfigRules(t *testing.T) {
 		{"admin_page not a path", bot + "admin_page admin", "admin_page is a path"},
 		{"api_docs neither on nor off", bot + "api_docs maybe", "api_docs is on or off"},
 		{"no bot", "timeout 5s", "no bot configured"},
+		{"negative queue count", bot + "queue {\n max_per_key -1\n }", "queue: max_per_key must be positive"},
+		{"negative queue age", bot + "queue {\n max_age -1h\n }", "queue: max_age must be positive"},
 		{"bot missing email", "bot a {\n site https://x\n api_key k\n }", `bot "a": missing email`},
 		{"bot missing key", "bot a {\n site https://x\n email e@x\n }", `bot "a": missing api_key`},
 		{"zuliprc and inline", "bot a {\n zuliprc x\n email e@x\n }", "cannot be combined"},
