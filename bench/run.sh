@@ -10,7 +10,8 @@
 # Each round runs every target once, in turn; the table shows each
 # target's median over the rounds. ZWOP_BENCH_TARGETS="proxy_tls rp_tls"
 # runs a subset. Set ZWOP_BENCH_PROFILE=1 to also take a 10 s CPU profile
-# of the targets' Caddy while the proxy (over TLS) is under load.
+# of the targets' Caddy under one target's load: ZWOP_BENCH_PROFILE_TARGET,
+# by default the proxy over TLS (proxy_tls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -80,7 +81,10 @@ for r in $(seq "$rounds"); do
 done
 
 if [ "${ZWOP_BENCH_PROFILE:-0}" = 1 ]; then
-	wrk -t"$threads" -c"$conns" -d15s -s bench/proxy.lua "${url[proxy_tls]}" >/dev/null 2>&1 &
+	pt=${ZWOP_BENCH_PROFILE_TARGET:-proxy_tls}
+	key=$ZWOP_BENCH_KEY
+	case "$pt" in *_storage) key=$ZWOP_BENCH_STORAGE_KEY ;; esac
+	ZWOP_BENCH_KEY=$key wrk -t"$threads" -c"$conns" -d15s -s "${script[$pt]:-bench/proxy.lua}" "${url[$pt]}" >/dev/null 2>&1 &
 	sleep 2
 	curl -s -o bench/proxy.cpu.pprof "localhost:12019/debug/pprof/profile?seconds=10"
 	wait $! || true
