@@ -2,11 +2,14 @@ package outbox
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -125,5 +128,80 @@ func TestPrune(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The bbolt file's records outlive the process: after a reopen, a write
+// that ended is found again, a replaced record is the last one written
+// (and the log holds it once), a removed one is gone, and a database
+// written before the log (records under their ids) is read too.
+func TestBoltRecordsAfterReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "clients.outbox.db")
+	now := time.Now().UTC().Truncate(time.Second)
+	done := func(answer string) Record {
+		return Record{State: Done, Request: "POST send_message", Status: 200, Answer: []byte(answer), Updated: now}
+	}
+	kept, replaced, removed, v1 := ID("e1", "kept"), ID("e1", "replaced"), ID("e1", "removed"), ID("e2", "from-v1")
+
+	ob := OpenFile(path)
+	for _, id := range []string{kept, replaced, removed} {
+		if _, _, err := ob.Claim(ctx, id, Record{State: InProgress, Updated: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.Put(ctx, id, done(`"first"`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ob.b.(*boltBackend).flush()
+	if err := ob.Put(ctx, replaced, done(`"second"`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Delete(ctx, removed); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A record of the old layout, as a database from before the log has.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(done(`"v1"`))
+	if err := db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bucketIdempotencyV1)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(v1), raw)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	ob = OpenFile(path)
+	defer ob.Close()
+	for id, want := range map[string]string{kept: `"first"`, replaced: `"second"`, v1: `"v1"`} {
+		existing, claimed, err := ob.Claim(ctx, id, Record{State: InProgress})
+		if err != nil || claimed || existing == nil || string(existing.Answer) != want {
+			t.Errorf("%s after reopen: %+v claimed=%v %v; want the answer %s", id, existing, claimed, err, want)
+		}
+	}
+	if _, claimed, err := ob.Claim(ctx, removed, Record{State: InProgress}); err != nil || !claimed {
+		t.Errorf("a removed record came back: claimed=%v %v", claimed, err)
+	}
+	bb := ob.b.(*boltBackend)
+	if err := bb.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketIdempotencyV1) != nil {
+			t.Error("the old bucket is still there")
+		}
+		if n := tx.Bucket(bucketRecords).Stats().KeyN; n != 3 {
+			t.Errorf("the log holds %d entries, want 3 (kept, replaced once, v1)", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
