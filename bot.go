@@ -67,6 +67,9 @@ type bot struct {
 	budget *budget
 }
 
+// identity names the Zulip account the bot speaks as.
+func (b *bot) identity() string { return b.client.Email() + " at " + b.client.Site() }
+
 // resolveBot turns a bot's config into credentials, replacing global
 // placeholders (env variables) so secrets can stay outside the config.
 func resolveBot(name string, b *Bot) (zulip.Config, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/internal/outbox"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
@@ -164,6 +165,38 @@ func (d *deliverer) current() *Handler {
 	return d.handlers[len(d.handlers)-1]
 }
 
+// via is the config a send goes through, and its bot: the newest
+// running config whose bot of the key's bot name is the Zulip account
+// the send was queued for, since configs sharing a store need not share
+// their bots; else the newest with a bot of that name (the bot was
+// reconfigured since the send was queued). cur is the newest config; a
+// nil bot: no config has one of that name.
+func (d *deliverer) via(cur *Handler, s *outbox.Send, e *keystore.Entry) (*Handler, *bot) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var fallback *bot
+	fh := cur
+	for i := len(d.handlers) - 1; i >= 0; i-- {
+		h := d.handlers[i]
+		b, ok := h.bots.of(e)
+		if !ok {
+			continue
+		}
+		if s.Bot == "" || b.identity() == s.Bot {
+			return h, b
+		}
+		if fallback == nil {
+			fh, fallback = h, b
+		}
+	}
+	if fallback == nil {
+		if b, ok := cur.bots.of(e); ok {
+			return cur, b
+		}
+	}
+	return fh, fallback
+}
+
 // notify says a send was queued for a key.
 func (d *deliverer) notify(entry string) {
 	if d == nil {
@@ -310,6 +343,7 @@ func (d *deliverer) attempt(h *Handler, k *keyDelivery, s *outbox.Send) time.Dur
 			Msg: "the key that queued this send was revoked or expired before it was delivered"})
 		return 0
 	}
+	h, b := d.via(h, s, &e)
 	if maxAge := time.Duration(h.Queue.MaxAge); now.Sub(s.QueuedAt) > maxAge {
 		d.fail(h, s, now, "expired", &outbox.SendError{Status: http.StatusGatewayTimeout, Code: "EXPIRED",
 			Msg: "not delivered within the queue's max_age (" + maxAge.String() + "): Zulip could not take it in time"})
@@ -318,8 +352,7 @@ func (d *deliverer) attempt(h *Handler, k *keyDelivery, s *outbox.Send) time.Dur
 	if now.Before(s.NextAttempt) {
 		return s.NextAttempt.Sub(now)
 	}
-	b, ok := h.bots.of(&e)
-	if !ok {
+	if b == nil {
 		h.logger.Error("a queued send's key names a bot that is not configured", zap.String("key_id", e.ID), zap.String("bot", e.Bot))
 		return maxBackoff
 	}

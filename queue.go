@@ -181,7 +181,7 @@ func (c *call) sendOrQueue(w http.ResponseWriter, r *http.Request, topic, conten
 	ctx := r.Context()
 	now := time.Now().UTC()
 	// Nothing stored or forwarded carries the caller's key.
-	s := outbox.Send{Entry: c.entry.ID, Stream: c.entry.Stream,
+	s := outbox.Send{Entry: c.entry.ID, Stream: c.entry.Stream, Bot: c.bot.identity(),
 		Topic: scrubString(topic, c.key), Content: scrubString(content, c.key), QueuedAt: now}
 	if file != nil {
 		s.File = &outbox.File{Name: file.name, ContentType: file.ctype, Size: file.size}

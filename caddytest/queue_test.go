@@ -441,3 +441,64 @@ func readLog() (string, error) {
 	raw, err := os.ReadFile(env.logFile)
 	return string(raw), err
 }
+
+// Two sites of one config share a key store but each has its own bot
+// "default", at its own Zulip: each site's queued send is delivered by
+// the bot that site would have sent it with, to that site's Zulip.
+func TestQueuedSendGoesThroughTheBotThatQueuedIt(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general", "--queued")
+	other, o := limitedZulip(t, 1000, time.Minute, store)
+	port := freePort(t)
+	cfg := config{store: store, sites: fmt.Sprintf(`
+http://127.0.0.1:%d {
+	zulip_proxy {
+		bot default {
+			site %s
+			email %s
+			api_key {env.%s}
+			cert_bundle %s
+		}
+		store %s
+	}
+}`, port, o.site, emulator.DemoBotEmail, botKeyEnv, o.certBundle, store)}
+	start(t, cfg)
+	zulipDown(t)
+	if err := other.SetFault(emulator.Fault{Status: http.StatusBadGateway}); err != nil {
+		t.Fatal(err)
+	}
+	assertQueued(t, sendTo(t, key, "via", "via the main site"), "", false)
+	body, ct := form("content", "via the other site")
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=via", port), body)
+	req.Header.Set("Content-Type", ct[len("Content-Type: "):])
+	req.Header.Set("X-API-key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("the other site's send: %d, want 202", resp.StatusCode)
+	}
+	zulipUp()
+	other.ClearFault()
+	holds := func(emu *emulator.Server, content string) int {
+		n := 0
+		for _, m := range emu.Messages() {
+			if m.Content == content {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, time.Minute, "both delivered", func() bool {
+		return holds(env.emu, "via the main site")+holds(other, "via the main site") > 0 &&
+			holds(env.emu, "via the other site")+holds(other, "via the other site") > 0
+	})
+	if holds(env.emu, "via the main site") != 1 || holds(other, "via the main site") != 0 {
+		t.Error("the main site's queued send did not go to the main site's Zulip (only)")
+	}
+	if holds(other, "via the other site") != 1 || holds(env.emu, "via the other site") != 0 {
+		t.Error("the other site's queued send did not go to the other site's Zulip (only)")
+	}
+}

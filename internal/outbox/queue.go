@@ -39,6 +39,9 @@ type Send struct {
 	ID     string `json:"queue_id"`
 	Entry  string `json:"entry"`
 	Stream string `json:"stream"`
+	// Bot is the bot that was to send it (its email at its site):
+	// configs sharing a store may each have a bot of the key's bot name.
+	Bot string `json:"bot,omitempty"`
 	// StreamID is the stream id the client named, when it named one:
 	// the key's stream must have it.
 	StreamID int64 `json:"stream_id,omitempty"`
