@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,9 +46,17 @@ type budget struct {
 	window  time.Duration // Zulip's window, learned from X-RateLimit-Reset
 	reset   time.Time     // Zulip's X-RateLimit-Reset: its window is all free again
 	blocked time.Time     // after Zulip's 429: forward nothing until then
-	// remaining is Zulip's last X-RateLimit-Remaining; pending the calls
-	// admitted and not made yet. What may still go is the difference.
+	// remaining is Zulip's last X-RateLimit-Remaining, read at asOf;
+	// pending the calls admitted and not made yet. What may still go is
+	// the difference, and the calls Zulip counted then that have left
+	// its window since: Zulip's window slides, so a call is free again a
+	// window after the call it counted, not when its whole window is.
 	remaining, pending int
+	asOf               time.Time
+	// sent are the times this process's calls to the bot's Zulip ended,
+	// oldest first, back to a window before asOf: when each leaves
+	// Zulip's window at the latest.
+	sent []time.Time
 	// The proxy's window: when it ends, and how many calls each key
 	// that called in it was charged; gen counts windows, so a request
 	// that outlives one gives back only what it took from the current.
@@ -160,10 +169,15 @@ func (bg *budget) reserveLocked(sp *spend, cost int, now time.Time) budgetVerdic
 	left = min(max(left, 0), 1)
 	held := left * L / float64(n+1)
 	capacity := (L - held) / float64(n)
-	avail := bg.remaining - bg.pending
+	freed := bg.freedLocked(now)
+	avail := min(bg.remaining+freed, bg.limit) - bg.pending
+	// The share held back is what a key that starts calling may still
+	// get in this window: what Zulip has left now, and the calls made
+	// before the window that leave Zulip's by its end.
+	eventual := min(avail+bg.carriedLocked(freed), bg.limit-bg.pending)
 	ok := avail >= cost
 	if ok && u > 0 {
-		ok = float64(u+cost) <= capacity && float64(avail-cost) >= held
+		ok = float64(u+cost) <= capacity && float64(eventual-cost) >= held
 	}
 	if ok {
 		bg.used[sp.key] = u + cost
@@ -173,15 +187,23 @@ func (bg *budget) reserveLocked(sp *spend, cost int, now time.Time) budgetVerdic
 	}
 	v := budgetVerdict{reason: "bot_budget", limit: max(int(capacity), 1)}
 	switch {
+	case avail < cost && freed+cost-avail <= len(bg.sent):
+		// Nothing left of Zulip's count: wait until enough of this
+		// process's calls have left its window.
+		v.wait = bg.sent[freed+cost-avail-1].Add(bg.window).Sub(now)
+		if !bg.reset.IsZero() {
+			v.wait = min(v.wait, bg.reset.Sub(now))
+		}
 	case avail < cost && !bg.reset.IsZero():
-		// Nothing left of Zulip's count: wait until its window is free.
+		// Nothing left of Zulip's count, and the calls it counted were
+		// other instances': wait until its window is free.
 		v.wait = bg.reset.Sub(now)
 	case avail < cost:
 		v.wait = bg.windowEnd.Sub(now)
 	default:
 		// The share held back shrinks with the time left; the first
 		// moment both rules let this call through.
-		f := min(float64(avail-cost), L-float64(n*(u+cost))) * float64(n+1) / L
+		f := min(float64(eventual-cost), L-float64(n*(u+cost))) * float64(n+1) / L
 		if f > 0 {
 			v.wait = bg.windowEnd.Add(-time.Duration(f * float64(bg.window))).Sub(now)
 		} else {
@@ -197,6 +219,8 @@ func (bg *budget) reserveLocked(sp *spend, cost int, now time.Time) budgetVerdic
 func (bg *budget) rollLocked(now time.Time) {
 	if !bg.reset.IsZero() && !now.Before(bg.reset) {
 		bg.remaining, bg.reset = bg.limit, time.Time{}
+		bg.asOf = now
+		bg.trimSentLocked()
 	}
 	if !now.Before(bg.windowEnd) {
 		clear(bg.used)
@@ -228,6 +252,7 @@ func (bg *budget) observe(sp *spend, call zulip.Call, now time.Time) {
 			bg.used[sp.key]++
 		}
 	}
+	bg.noteSentLocked(now)
 	if resp == nil {
 		// Zulip may have counted it.
 		bg.remaining--
@@ -250,7 +275,8 @@ func (bg *budget) observe(sp *spend, call zulip.Call, now time.Time) {
 		}
 		return
 	}
-	bg.limit, bg.remaining = limit, remaining
+	bg.limit, bg.remaining, bg.asOf = limit, remaining, now
+	bg.trimSentLocked()
 	bg.reset = time.Unix(0, int64(resetF*float64(time.Second)))
 	if resp.Status != http.StatusTooManyRequests {
 		// An answer's Reset is a window after the newest call, to the
@@ -267,6 +293,65 @@ func (bg *budget) observe(sp *spend, call zulip.Call, now time.Time) {
 		bg.windowEnd = now.Add(bg.window)
 		bg.wake()
 	}
+}
+
+// noteSentLocked keeps when a call ended, in order: calls end out of
+// order by a little, so the place is found from the end.
+func (bg *budget) noteSentLocked(t time.Time) {
+	i := len(bg.sent)
+	for i > 0 && bg.sent[i-1].After(t) {
+		i--
+	}
+	bg.sent = slices.Insert(bg.sent, i, t)
+}
+
+// trimSentLocked forgets the calls that had left Zulip's window when
+// remaining was read: it did not count them.
+func (bg *budget) trimSentLocked() {
+	cut := bg.asOf.Add(-bg.window)
+	i, _ := slices.BinarySearchFunc(bg.sent, cut, func(t, cut time.Time) int {
+		if t.After(cut) {
+			return 1
+		}
+		return -1
+	})
+	if i > 0 {
+		// Reslicing keeps the array's front; copy when it is most of it.
+		if i > len(bg.sent)/2 {
+			bg.sent = append(bg.sent[:0], bg.sent[i:]...)
+		} else {
+			bg.sent = bg.sent[i:]
+		}
+	}
+}
+
+// freedLocked counts the calls Zulip counted in remaining that have left
+// its window by now.
+func (bg *budget) freedLocked(now time.Time) int {
+	if bg.asOf.IsZero() {
+		return 0
+	}
+	cut := now.Add(-bg.window)
+	n, _ := slices.BinarySearchFunc(bg.sent, cut, func(t, cut time.Time) int {
+		if t.After(cut) {
+			return 1
+		}
+		return -1
+	})
+	return n
+}
+
+// carriedLocked counts this process's calls made before the proxy's
+// window began that Zulip still counts (freed of them have left).
+func (bg *budget) carriedLocked(freed int) int {
+	start := bg.windowEnd.Add(-bg.window)
+	n, _ := slices.BinarySearchFunc(bg.sent, start, func(t, start time.Time) int {
+		if t.Before(start) {
+			return -1
+		}
+		return 1
+	})
+	return max(n-freed, 0)
 }
 
 // settle ends a request's account: the calls it reserved and did not

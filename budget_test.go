@@ -316,3 +316,34 @@ func TestBudgetRequestAcrossWindows(t *testing.T) {
 		t.Errorf("after the request: used %d pending %d, want 1 and 0", u, p)
 	}
 }
+
+// A backlog drained by one key as fast as the budget lets it (a queue's
+// deliverer: each refusal waits the time the budget names) goes at
+// Zulip's pace: Zulip counts a sliding window, so a call is free again
+// when the call a window before it leaves, not when the whole window is.
+func TestBudgetDrainsAtZulipsPace(t *testing.T) {
+	for _, c := range []struct {
+		limit  int
+		window time.Duration
+	}{{100, 5 * time.Second}, {200, time.Minute}, {20, 10 * time.Second}} {
+		in := learned(c.limit, c.window, t0)
+		now := at(2 * c.window) // the learning call long gone
+		start := now
+		const n = 1000
+		for sent := 0; sent < n; {
+			if v := in.request("drain", 1, 1, now); v.ok {
+				sent++
+			} else {
+				now = now.Add(v.wait)
+			}
+		}
+		took := now.Sub(start)
+		pace := time.Duration(n/c.limit) * c.window // Zulip's steady pace: a limit's worth a window
+		ratio := float64(took) / float64(pace)
+		t.Logf("%d calls at %d per %v: %v, %.3f times Zulip's pace", n, c.limit, c.window, took, ratio)
+		if ratio > 1.05 || in.z.refused > 0 {
+			t.Errorf("%d calls at %d per %v took %v, %.2f times the %v Zulip's pace allows; Zulip refused %d",
+				n, c.limit, c.window, took, ratio, pace, in.z.refused)
+		}
+	}
+}
