@@ -26,7 +26,8 @@ upstream_pid=$!
 export ZWOP_BENCH_CA="$XDG_DATA_HOME/caddy/pki/authorities/local/root.crt"
 for _ in $(seq 100); do
 	[ -s "$ZWOP_BENCH_CA" ] && curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19443/ &&
-		curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19444/ && break
+		curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19444/ &&
+		curl -s -o /dev/null --cacert "$ZWOP_BENCH_CA" https://127.0.0.1:19445/ && break
 	sleep 0.1
 done
 [ -s "$ZWOP_BENCH_CA" ] || { echo "the upstream made no CA; its log:" >&2; cat "$work/upstream.log" >&2; exit 1; }
@@ -34,7 +35,7 @@ export ZWOP_BENCH_EXTRA="${ZWOP_BENCH_EXTRA:-}"
 "$work/caddy" run --config bench/targets.Caddyfile >"$work/targets.log" 2>&1 &
 pids+=($!)
 targets_pid=$!
-for port in 19991 18080 18081 18082 18083 18084 18085 18086 18087 18088; do
+for port in 19991 18080 18081 18082 18083 18084 18085 18086 18087 18088 18089; do
 	for _ in $(seq 100); do
 		curl -s -o /dev/null "localhost:$port/" && break
 		sleep 0.1
