@@ -278,6 +278,9 @@ func (b *boltBackend) flush() {
 	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		log := tx.Bucket(bucketRecords)
+		// Appended to in key order, the log's pages are filled before
+		// they are split, as bbolt advises for sequential keys.
+		log.FillPercent = 1
 		for _, c := range batch {
 			if c.old != 0 {
 				if err := log.Delete(seqKey(c.old)); err != nil {
