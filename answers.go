@@ -82,6 +82,19 @@ func zulipFailure(err error, timeout time.Duration) (resp *zulip.Response, aerr 
 	return nil, nil, false
 }
 
+// credentialsRefused is the answer when Zulip refused the bot's own credentials
+// (a 401 to a call made as the bot): the proxy's configuration is wrong,
+// not the caller's key, so the caller gets 502 saying so, never a 401
+// that reads like its own key failing.
+func credentialsRefused(c *call, err error) *apiError {
+	var zerr *zulip.Error
+	if !errors.As(err, &zerr) || zerr.Status != http.StatusUnauthorized || c.bot == nil {
+		return nil
+	}
+	return newError(http.StatusBadGateway, codeBotCredentials, "Zulip refused the proxy's credentials for bot '"+c.bot.name+
+		"': a configuration problem of the proxy, not your key; tell the proxy's operator")
+}
+
 // withBothShapes makes sure a Zulip error body also has the upstream
 // service's shape and a code: Zulip's unhandled-exception 500 has no
 // code, and none of Zulip's errors has `detail`. Other answers pass as

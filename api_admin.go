@@ -154,11 +154,20 @@ func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *c
 	return nil
 }
 
+// errStoreReadOnly answers a change to keys a config says are managed
+// elsewhere.
+func errStoreReadOnly() *apiError {
+	return newError(http.StatusForbidden, codeStoreReadOnly,
+		"keys are managed elsewhere: this proxy's key store is read-only by its configuration (store_read_only); create, change and revoke keys where they are managed")
+}
+
 // storeFailure answers a change the key store could not take: the
 // store's fault, not the caller's, and not an internal error. The details
 // (paths, the system's error) go to the log only.
 func storeFailure(logger *zap.Logger, err error) error {
 	switch {
+	case errors.Is(err, keystore.ErrReadOnly):
+		return errStoreReadOnly()
 	case errors.Is(err, keystore.ErrNotWritable):
 		logger.Error("key store cannot be written", zap.Error(err))
 		return newError(http.StatusServiceUnavailable, codeUnavailable,

@@ -2,7 +2,11 @@ package zulipproxy
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -88,13 +92,29 @@ type healthBody struct {
 	// Store is "ok", "read-only" (keys work, changes fail) or
 	// "unreadable" (the last good keys work, the document is damaged).
 	Store string `json:"store"`
-	Msg   string `json:"msg,omitempty"`
+	// Bots are the config's bots' standing with their Zulip, by name.
+	Bots map[string]botHealthView `json:"bots"`
+	Msg  string                   `json:"msg,omitempty"`
 }
 
 // serveHealth is for load balancers: 503 when the key store cannot be read,
 // so traffic moves to an instance that can check keys; "degraded" (still
-// 200) when keys work but changes cannot be written.
+// 200: the proxy serves, and can queue) when keys work but changes cannot
+// be written, or a bot's Zulip cannot be reached or refuses its
+// credentials. The body gives each bot's state.
 func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) error {
+	body := healthBody{Status: "OK", Version: zulip.Version, Store: "ok", Bots: make(map[string]botHealthView, len(h.bots.byName))}
+	var bad []string
+	for _, name := range slices.Sorted(maps.Keys(h.bots.byName)) {
+		v := h.bots.byName[name].health.view()
+		body.Bots[name] = v
+		switch v.State {
+		case botRejected:
+			bad = append(bad, fmt.Sprintf("bot %q: Zulip refuses its credentials (check its email and api_key)", name))
+		case botUnreachable:
+			bad = append(bad, fmt.Sprintf("bot %q: its Zulip cannot be reached (%s)", name, v.Reason))
+		}
+	}
 	if err := h.store.Healthy(); err != nil {
 		h.health.note(h.logger, err)
 		msg := "the key store cannot be read; the last good keys keep working"
@@ -104,16 +124,25 @@ func (h *Handler) serveHealth(w http.ResponseWriter, _ *http.Request, _ *call) e
 		case errors.Is(err, keystore.ErrCorruptStore):
 			msg = "the key store is corrupt; the last good keys keep working until it is repaired"
 		}
-		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "error", Version: zulip.Version, Store: "unreadable", Msg: msg})
+		body.Status, body.Store, body.Msg = "error", "unreadable", msg
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return nil
 	}
 	h.health.note(h.logger, nil)
-	if err := h.store.Writable(); err != nil {
-		writeJSON(w, http.StatusOK, healthBody{Status: "degraded", Version: zulip.Version, Store: "read-only",
-			Msg: "the key store cannot be written: keys work, but cannot be created or revoked"})
-		return nil
+	if len(bad) > 0 {
+		body.Status = "degraded"
 	}
-	writeJSON(w, http.StatusOK, healthBody{Status: "OK", Version: zulip.Version, Store: "ok"})
+	switch err := h.store.Writable(); {
+	case h.StoreReadOnly:
+		// On purpose: no fault.
+		body.Store = "read-only"
+		bad = append([]string{"the key store is read-only by configuration (store_read_only): keys are managed elsewhere"}, bad...)
+	case err != nil:
+		body.Status, body.Store = "degraded", "read-only"
+		bad = append([]string{"the key store cannot be written: keys work, but cannot be created or revoked"}, bad...)
+	}
+	body.Msg = strings.Join(bad, "; ")
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -65,6 +66,8 @@ type bot struct {
 	lookups singleflight.Group
 	// budget is the bot's Zulip rate limit, shared fairly by its keys.
 	budget *budget
+	// health is its standing with its Zulip (bothealth.go).
+	health *botHealth
 }
 
 // identity names the Zulip account the bot speaks as.
@@ -204,8 +207,10 @@ func provisionBots(cfgs map[string]*Bot, timeout time.Duration) (botSet, error) 
 // newBot is a bot ready to serve through c, learning its Zulip budget
 // from every answer.
 func newBot(name string, c *zulip.Client) *bot {
-	b := &bot{name: name, client: c, budget: newBudget()}
+	b := &bot{name: name, client: c, budget: newBudget(), health: newBotHealth(name, logSite(c.Site()))}
+	b.health.check = checkMe(c)
 	c.Observe(func(ctx context.Context, zc zulip.Call) {
+		b.health.observe(zc, time.Now())
 		if c := callOf(ctx); c != nil {
 			c.noteZulip(b, zc, time.Now())
 		} else {
@@ -226,8 +231,20 @@ var botPool = caddy.NewUsagePool()
 
 // Destruct closes the bot's idle connections when no config uses it.
 func (b *bot) Destruct() error {
+	b.health.close()
 	b.client.CloseIdleConnections()
 	return nil
+}
+
+// logSite is a bot's site as logs and /health may show it: no user
+// info, query or fragment, whatever the config held.
+func logSite(site string) string {
+	u, err := url.Parse(site)
+	if err != nil {
+		return "(unparsable site)"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment = nil, "", false, ""
+	return u.String()
 }
 
 // botPoolKey names a bot by everything its client is built from: a change

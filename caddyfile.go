@@ -42,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			cert_bundle <PEM file>
 //		}
 //		store               <file>
+//		store_read_only
 //		max_upload          <size>
 //		timeout             <duration>
 //		client_idle_timeout <duration>
@@ -91,6 +92,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.Store) {
 				return d.ArgErr()
 			}
+		case "store_read_only":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.StoreReadOnly = true
 		case "max_upload":
 			var s string
 			if !d.AllArgs(&s) {

@@ -233,6 +233,7 @@ func withStore(c *cobra.Command, fn func(context.Context, *keystore.Store, *stor
 	ctx, cancel := context.WithTimeout(c.Context(), 2*time.Minute)
 	defer cancel()
 	newStore, _ := c.Flags().GetBool("new-store")
+	loc.warnOtherUser(c.ErrOrStderr())
 	s, closeFn, err := loc.open(newStore)
 	if err != nil {
 		return err

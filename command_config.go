@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +28,8 @@ type storeLocation struct {
 	// botCfgs are those bots' settings, to ask Zulip whether a stream
 	// exists; nil when unknown.
 	botCfgs map[string]*Bot
+	// readOnly: the config says keys are managed elsewhere.
+	readOnly bool
 }
 
 func locateStore(storePath, configFile, adapter string) (*storeLocation, error) {
@@ -81,6 +85,9 @@ func storeFromConfig(cfgJSON []byte, configFile string) (*storeLocation, error) 
 	for _, hd := range found {
 		s, _ := hd["store"].(string)
 		stores[s] = true
+		if ro, _ := hd["store_read_only"].(bool); ro {
+			loc.readOnly = true
+		}
 		if bots, ok := hd["bots"].(map[string]any); ok {
 			for name, raw := range bots {
 				loc.bots[name] = true
@@ -119,10 +126,24 @@ func storeFromConfig(cfgJSON []byte, configFile string) (*storeLocation, error) 
 	return loc, nil
 }
 
+// warnOtherUser says where the store is when it is in Caddy's default
+// storage and the command runs as root: that storage is in the home
+// folder of the user who runs Caddy, so root's is not the service's
+// (Debian's caddy runs as caddy, its data in /var/lib/caddy).
+func (l *storeLocation) warnOtherUser(errOut io.Writer) {
+	if l.path != "" || l.storageRaw != nil || os.Geteuid() != 0 {
+		return
+	}
+	fmt.Fprintf(errOut, "note: the keys go to Caddy's default storage of the user running this command (root: %s);\n"+
+		"      a Caddy service running as another user has its own (for Debian's caddy: /var/lib/caddy/.local/share/caddy).\n"+
+		"      Run this as that user (sudo -u caddy caddy zulip-proxy ...), or give the config a `store` file or a `storage` of its own.\n",
+		caddy.AppDataDir())
+}
+
 // open opens the store without its watcher: a command reads the freshest
 // document under the lock for each change, and exits.
 func (l *storeLocation) open(newStore bool) (*keystore.Store, func() error, error) {
-	opt := keystore.Options{NewStore: newStore}
+	opt := keystore.Options{NewStore: newStore, ReadOnly: l.readOnly}
 	if l.path != "" {
 		s, err := keystore.OpenFile(l.path, opt)
 		if err != nil {
@@ -178,6 +199,8 @@ func (l *storeLocation) checkStream(ctx context.Context, errOut io.Writer, botNa
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &zerr) && zerr.Status == http.StatusUnauthorized:
+		return fmt.Errorf("Zulip (%s) refused the proxy's credentials for bot %q: a configuration problem of the proxy (check the bot's email and api_key, or its zuliprc), not the stream; no key made", c.Site(), botName)
 	case errors.As(err, &zerr):
 		return fmt.Errorf("stream %q: Zulip (%s) says: %s", stream, c.Site(), zerr.Msg)
 	}

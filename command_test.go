@@ -32,7 +32,7 @@ func cliAdd(t *testing.T, args ...string) (key, id string) {
 }
 
 func TestCLIAddListRevoke(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "sub", "clients.json")
+	store := filepath.Join(t.TempDir(), "clients.json")
 	key, id := cliAdd(t, "add-client", "--store", store, "--stream", "general", "--name", "beamline 3", "--proposal", "1234", "--expires", "90d")
 	adminK, adminID := cliAdd(t, "add-admin", "--store", store, "--name", "ops")
 

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
@@ -95,24 +94,6 @@ func backoff(n int, jitter float64) time.Duration {
 		d = min(time.Second<<max(n-1, 0), maxBackoff)
 	}
 	return d/2 + time.Duration(jitter*float64(d/2))
-}
-
-// attachWhenRunning attaches h once its config is the one running (not
-// one only validated, which never runs), unless it is cleaned up first.
-func (d *deliverer) attachWhenRunning(ctx caddy.Context, h *Handler) {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if active := caddy.ActiveContext(); active.Context != nil && active.Done() == ctx.Done() {
-			d.attach(h)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // attach makes h the config the deliverer works through, and starts it.

@@ -23,6 +23,8 @@ const (
 	codeUpstreamTimeout = "UPSTREAM_TIMEOUT"
 	codeInternal        = "INTERNAL_ERROR"
 	codeUnavailable     = "SERVICE_UNAVAILABLE"
+	codeBotCredentials  = "BOT_CREDENTIALS_REJECTED"
+	codeStoreReadOnly   = "STORE_READ_ONLY"
 )
 
 // apiError is an error the proxy answers itself. Its body carries both the

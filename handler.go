@@ -156,6 +156,8 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, c *call) err
 		return newError(http.StatusForbidden, codeForbidden, "admin keys cannot use "+rt.name+"; use a scoped key")
 	case rt.access == admin && !e.Admin:
 		return newError(http.StatusForbidden, codeForbidden, rt.name+" needs an admin key")
+	case rt.access == admin && rt.method != http.MethodGet && h.StoreReadOnly:
+		return errStoreReadOnly()
 	case rt.access == scoped:
 		b, ok := h.bots.of(e)
 		if !ok {
@@ -210,6 +212,10 @@ func errorFields(err error) []zap.Field {
 func (h *Handler) writeCallError(w http.ResponseWriter, c *call, err error) {
 	var aerr *apiError
 	if errors.As(err, &aerr) {
+		writeError(w, aerr)
+		return
+	}
+	if aerr := credentialsRefused(c, err); aerr != nil {
 		writeError(w, aerr)
 		return
 	}

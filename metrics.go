@@ -33,6 +33,7 @@ var metrics = struct {
 	queueRefused prometheus.Counter
 	delivered    prometheus.Counter
 	failed       *prometheus.CounterVec
+	botUp        *prometheus.GaugeVec
 }{
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "requests_total",
@@ -79,6 +80,10 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "queue_failed_total",
 		Help: "Queued sends that failed, by reason (refused: Zulip refused the send; expired: older than the queue's max_age; key_unusable: the key was revoked or expired meanwhile).",
 	}, []string{"reason"}),
+	botUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "zulip_proxy", Name: "bot_up",
+		Help: "1 when the bot's Zulip answers and takes its credentials, 0 when it cannot be reached or refuses them (see /health); absent until first checked.",
+	}, []string{"bot"}),
 }
 
 // keysCollector reports the keys of every store a config's handlers use,
@@ -221,7 +226,7 @@ func registerMetrics(reg *prometheus.Registry, storeLabel string, store *keystor
 	}
 	for _, c := range []prometheus.Collector{metrics.requests, metrics.zulipSeconds, metrics.limited,
 		metrics.botBudget, metrics.storeErrors, metrics.uploadBytes, metrics.idempotency,
-		metrics.queued, metrics.queueRefused, metrics.delivered, metrics.failed} {
+		metrics.queued, metrics.queueRefused, metrics.delivered, metrics.failed, metrics.botUp} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

@@ -51,6 +51,14 @@ type Handler struct {
 	// Caddy instances that share storage share keys.
 	Store string `json:"store,omitempty"`
 
+	// StoreReadOnly says the key store is managed elsewhere (another
+	// instance, a deployment tool, a read-only mount): the server does not
+	// require it to be writable at start, never writes it (last-used
+	// times stay in memory), and the admin API answers 403 to changes.
+	// Without it, a store the server cannot write is an error at start
+	// and in `caddy validate`.
+	StoreReadOnly bool `json:"store_read_only,omitempty"`
+
 	// MaxUpload is the largest request body accepted, in bytes. Larger
 	// bodies are refused with 413, even part-way through a stream.
 	// Default: 25 MiB, Zulip's own upload limit.
@@ -160,6 +168,16 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision resolves bot credentials and opens the shared key store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := h.provision(ctx); err != nil {
+		// Caddy puts its whole module path before the cause; this line
+		// says the cause first.
+		h.logger.Error("zulip_proxy: config not loaded", zap.Error(err))
+		return err
+	}
+	return nil
+}
+
+func (h *Handler) provision(ctx caddy.Context) error {
 	if h.MaxUpload == 0 {
 		h.MaxUpload = defaultMaxUpload
 	}
@@ -193,7 +211,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	var storeLabel string
-	if h.store, h.storeKey, storeLabel, err = openStore(ctx, h.Store, h.logger); err != nil {
+	if h.store, h.storeKey, storeLabel, err = openStore(ctx, h.Store, h.StoreReadOnly, h.logger); err != nil {
 		return err
 	}
 	if h.limits, err = provisionLimits(ctx, h.storeKey, h.RateLimit, h.logger); err != nil {
@@ -209,9 +227,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.outbox, h.deliverer, err = openOutbox(ctx, h.Store, h.storeKey, time.Duration(h.IdempotencyWindow), h.logger); err != nil {
 		return err
 	}
-	// Queued sends are delivered once this config runs; a config that
-	// is only validated never delivers.
-	go h.deliverer.attachWhenRunning(ctx, h)
+	// Queued sends are delivered, and the bots checked, once this
+	// config runs; a config that is only validated does neither.
+	go whenRunning(ctx, func() {
+		h.deliverer.attach(h)
+		for _, b := range h.bots.byName {
+			b.health.checkSoon(h.logger)
+		}
+	})
 	if err := registerMetrics(ctx.GetMetricsRegistry(), storeLabel, h.store, h.outbox); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -219,6 +242,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		warnAccessLog(ctx, h.logger)
 	}
 	return nil
+}
+
+// whenRunning calls f once ctx's config is the one Caddy runs (not one
+// only validated, which never runs), unless it is cleaned up first.
+func whenRunning(ctx caddy.Context, f func()) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if active := caddy.ActiveContext(); active.Context != nil && active.Done() == ctx.Done() {
+			f()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Validate rejects a config that could not serve requests, so that a bad

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -53,16 +54,29 @@ func releasePooledStore(key string) error {
 // path is the store's file; "" for the document in Caddy's storage. key
 // is the store's entry in the pool, for Cleanup; "" when none was taken.
 // label names the store in metrics.
-func openStore(ctx caddy.Context, path string, logger *zap.Logger) (s *keystore.Store, key, label string, err error) {
-	opt := keystore.Options{Logger: logger.Named("store"), OnFailure: func(kind string) {
+func openStore(ctx caddy.Context, path string, readOnly bool, logger *zap.Logger) (s *keystore.Store, key, label string, err error) {
+	opt := keystore.Options{Logger: logger.Named("store"), ReadOnly: readOnly, OnFailure: func(kind string) {
 		metrics.storeErrors.WithLabelValues(kind).Inc()
 	}}
+	// A store opened read-only is another store in the pool: it never
+	// writes.
+	ro := ""
+	if readOnly {
+		ro = ":read-only"
+	}
 	if path != "" {
 		abs, err := filepath.Abs(path)
 		if err != nil {
 			return nil, "", "", fmt.Errorf("store %s: %w", path, err)
 		}
-		key = "file:" + abs
+		// Revocation cannot wait for the first write to find that the
+		// store cannot be written.
+		if !readOnly {
+			if err := keystore.CheckWritable(abs); err != nil {
+				return nil, "", "", fmt.Errorf("key store %s cannot be written: %w; fix that, or add store_read_only if keys are managed elsewhere", abs, err)
+			}
+		}
+		key = "file:" + abs + ro
 		s, err := loadPooledStore(key, func() (*keystore.Store, error) {
 			return startStore(keystore.OpenFile(abs, opt))
 		})
@@ -72,7 +86,12 @@ func openStore(ctx caddy.Context, path string, logger *zap.Logger) (s *keystore.
 		return s, key, abs, nil
 	}
 	st := ctx.Storage()
-	key = "storage:" + storageIdentity(st)
+	if !readOnly {
+		if err := checkStorageWritable(ctx, st); err != nil {
+			return nil, "", "", fmt.Errorf("key store in caddy storage (%s) cannot be written: %w; fix that, or add store_read_only if keys are managed elsewhere", storageIdentity(st), err)
+		}
+	}
+	key = "storage:" + storageIdentity(st) + ro
 	s, err = loadPooledStore(key, func() (*keystore.Store, error) {
 		return startStore(keystore.OpenStorage(st, opt))
 	})
@@ -81,6 +100,15 @@ func openStore(ctx caddy.Context, path string, logger *zap.Logger) (s *keystore.
 	}
 	s.SetStorage(st)
 	return s, key, "storage", nil
+}
+
+// checkStorageWritable writes and deletes an item where the store lives.
+func checkStorageWritable(ctx context.Context, st certmagic.Storage) error {
+	item := "zulip_proxy/write-check/" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := st.Store(ctx, item, []byte("ok")); err != nil {
+		return err
+	}
+	return st.Delete(ctx, item)
 }
 
 // startStore starts the watcher of a store the server opened, so changes

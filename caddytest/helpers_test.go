@@ -301,15 +301,20 @@ func assertError(t *testing.T, r reply, status int, msgPart string) map[string]a
 // can check what reached Zulip after it.
 func zulipMark() uint64 { return env.emu.LastSeq() }
 
-// assertNothingReachedZulip fails if Zulip received any request since mark.
+// assertNothingReachedZulip fails if Zulip received any request since
+// mark, but the proxy's own check of its bot (GET /users/me, which a
+// config makes when it starts and after a call that got no answer).
 func assertNothingReachedZulip(t *testing.T, mark uint64) {
 	t.Helper()
-	if reqs := env.emu.RequestsAfter(mark); len(reqs) > 0 {
-		var lines []string
-		for _, r := range reqs {
-			lines = append(lines, r.Method+" "+r.Path+"?"+r.Query)
+	var lines []string
+	for _, r := range env.emu.RequestsAfter(mark) {
+		if r.Method == "GET" && r.Path == "/api/v1/users/me" && r.Query == "" {
+			continue
 		}
-		t.Errorf("Zulip received %d request(s) it should not have:\n%s", len(reqs), strings.Join(lines, "\n"))
+		lines = append(lines, r.Method+" "+r.Path+"?"+r.Query)
+	}
+	if len(lines) > 0 {
+		t.Errorf("Zulip received %d request(s) it should not have:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 }
 

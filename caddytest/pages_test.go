@@ -133,7 +133,13 @@ func startExpectingError(t *testing.T, cfg config) string {
 // validateConfig is `caddy validate` on cfg: "" when it is good.
 func validateConfig(t *testing.T, cfg config) string {
 	t.Helper()
-	raw, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg.String()), nil)
+	return validateCaddyfile(t, cfg.String())
+}
+
+// validateCaddyfile is `caddy validate` on a Caddyfile's text.
+func validateCaddyfile(t *testing.T, text string) string {
+	t.Helper()
+	raw, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), nil)
 	if err != nil {
 		return err.Error()
 	}

@@ -19,6 +19,9 @@ var (
 	ErrStoreLost = errors.New("key store lost its entries")
 	// ErrNotWritable: a change could not be written.
 	ErrNotWritable = errors.New("key store cannot be written")
+	// ErrReadOnly: the config says the store is read-only on purpose
+	// (keys are managed elsewhere).
+	ErrReadOnly = errors.New("key store is read-only by configuration: keys are managed elsewhere")
 )
 
 // storeVersion is the version of the store document this code writes.

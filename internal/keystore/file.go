@@ -52,7 +52,7 @@ func (f *fileBackend) stamp(context.Context) (string, error) {
 }
 
 func (f *fileBackend) lock(ctx context.Context) (func(), error) {
-	if err := mkdirDurable(filepath.Dir(f.path)); err != nil {
+	if err := folderExists(filepath.Dir(f.path)); err != nil {
 		return nil, err
 	}
 	fl := flock.New(f.path+".lock", flock.SetPermissions(0o600))
@@ -75,24 +75,61 @@ func (f *fileBackend) wroteBefore() string {
 	return ""
 }
 
-// mkdirDurable creates dir and its missing parents (0700: the folder of a
-// key store is nobody else's business), syncing each parent so that a
-// power cut cannot take back the folder of a document already written.
-func mkdirDurable(dir string) error {
-	_, err := os.Stat(dir)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+// folderExists says why a store cannot be written in dir when dir is
+// not a folder. The store never makes its folder: a missing one is more
+// likely a wrong path or a volume not mounted than a store never made.
+func folderExists(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("folder %s does not exist; create it for the user the server runs as (install -d -m 0700 %s)", dir, dir)
+	case err != nil:
+		return fmt.Errorf("folder %s: %w", dir, errnoOf(err))
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a folder", dir)
+	}
+	return nil
+}
+
+// CheckWritable says whether a store file at path could be written: its
+// folder exists and takes new files (the write goes through a temporary
+// file renamed over the store), and the store and its lock file, where
+// they exist, can be written. The error names the path and the reason.
+func CheckWritable(path string) error {
+	dir := filepath.Dir(path)
+	if err := folderExists(dir); err != nil {
 		return err
 	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirDurable(parent); err != nil {
-			return err
+	probe, err := os.CreateTemp(dir, ".zwop-write-check-*")
+	if err != nil {
+		return fmt.Errorf("cannot create files in %s: %w", dir, errnoOf(err))
+	}
+	probe.Close()
+	_ = os.Remove(probe.Name())
+	for _, p := range []string{path, path + ".lock"} {
+		fh, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
 		}
+		if err != nil {
+			hint := ""
+			if errors.Is(err, fs.ErrPermission) && os.Geteuid() == 0 {
+				hint = " (immutable? lsattr shows an i among its flags, chattr -i clears it)"
+			}
+			return fmt.Errorf("cannot write %s: %w%s", p, errnoOf(err), hint)
+		}
+		fh.Close()
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
+	return nil
+}
+
+// errnoOf is an error without the path an *fs.PathError repeats.
+func errnoOf(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
 	}
-	return syncDir(parent)
+	return err
 }
 
 // tempPrefix starts the names of the temporary files a write goes through;

@@ -96,21 +96,33 @@ func TestStoreCorruptErrorNamesNoKey(t *testing.T) {
 	}
 }
 
-// A folder the store makes is the operator's alone, and the lock file
-// sits beside the document, private too.
+// A store never makes its folder: a missing one is a wrong path or a
+// volume not mounted, and a write says so, naming it, and makes nothing.
+// Once the folder is there, the document and its lock file are private.
 func TestStoreFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "var", "zwop")
 	path := filepath.Join(dir, "clients.json")
 	s := mustOpen(t, path, Options{})
-	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("opening made the folder before anything was written: %v", err)
+	_, _, err := s.Add(ctxT(t), NewEntry{Stream: "a"})
+	if !errors.Is(err, ErrNotWritable) || !strings.Contains(err.Error(), "folder "+dir+" does not exist") {
+		t.Errorf("a write into a missing folder: %v", err)
+	}
+	if err := CheckWritable(path); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("CheckWritable of a missing folder: %v", err)
+	}
+	if _, err := os.Stat(filepath.Dir(dir)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the store made a folder: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckWritable(path); err != nil {
+		t.Errorf("CheckWritable of a writable folder: %v", err)
 	}
 	mustAdd(t, s, NewEntry{Stream: "a"}, nil)
 	for p, want := range map[string]fs.FileMode{
-		filepath.Dir(dir): fs.ModeDir | 0o700,
-		dir:               fs.ModeDir | 0o700,
-		path:              0o600,
-		path + ".lock":    0o600,
+		path:           0o600,
+		path + ".lock": 0o600,
 	} {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -120,6 +132,39 @@ func TestStoreFileModes(t *testing.T) {
 		if fi.Mode()&^want != 0 || fi.Mode().Type() != want.Type() {
 			t.Errorf("%s: mode %v, want at most %v", p, fi.Mode(), want)
 		}
+	}
+	if err := CheckWritable(path); err != nil {
+		t.Errorf("CheckWritable of a written store: %v", err)
+	}
+}
+
+// A store whose config says it is read-only (keys managed elsewhere)
+// refuses every change with ErrReadOnly and writes nothing, last-used
+// times included.
+func TestStoreReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	w := mustOpen(t, path, Options{})
+	key, e := mustAdd(t, w, NewEntry{Stream: "a"}, nil)
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := mustOpen(t, path, Options{ReadOnly: true})
+	if got, ok := ro.Lookup(key); !ok || got.ID != e.ID {
+		t.Fatal("a read-only store does not serve its keys")
+	}
+	ro.Touch(&e)
+	if err := ro.flushUsage(ctxT(t)); err != nil {
+		t.Errorf("flushing last-used times: %v", err)
+	}
+	if _, _, err := ro.Add(ctxT(t), NewEntry{Stream: "b"}); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("Add: %v, want ErrReadOnly", err)
+	}
+	if _, err := ro.Revoke(ctxT(t), e.ID); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("Revoke: %v, want ErrReadOnly", err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Error("a read-only store wrote its document")
 	}
 }
 
@@ -237,7 +282,7 @@ func TestStoreNeverAdoptsAShrunkDocument(t *testing.T) {
 // is a lost store: a fresh writer refuses to begin a new one unless told
 // to, and one where none has been says it created it.
 func TestStoreLostFileRefusesNewDocument(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "data", "clients.json")
+	path := filepath.Join(t.TempDir(), "clients.json")
 	s := mustOpen(t, path, Options{})
 	mustAdd(t, s, NewEntry{Stream: "a"}, nil)
 	if !s.Created() {

@@ -48,6 +48,9 @@ type Options struct {
 	// Without it such a write is refused: the store was most likely lost
 	// (truncated, an unmounted volume, a wrong path), not never made.
 	NewStore bool
+	// ReadOnly: keys are managed elsewhere; every change is refused with
+	// ErrReadOnly, and last-used times stay in memory.
+	ReadOnly bool
 }
 
 // Store is the key store: an immutable in-memory index for the request

@@ -128,7 +128,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 }
 
 func TestStoreRoundTrip(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "nested", "clients.json")
+	path := filepath.Join(t.TempDir(), "clients.json")
 	var is issued
 	s := mustOpen(t, path, Options{})
 	if s.Len() != 0 || s.Healthy() != nil {

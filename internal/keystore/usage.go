@@ -22,7 +22,7 @@ func (s *Store) Touch(e *Entry) {
 
 // flushUsage writes last-used times newer than the document's.
 func (s *Store) flushUsage(ctx context.Context) error {
-	if !s.dirty.Swap(false) {
+	if s.opt.ReadOnly || !s.dirty.Swap(false) {
 		return nil
 	}
 	err := s.mutate(ctx, func(doc *document) (bool, error) {

@@ -13,6 +13,9 @@ import (
 // backend's lock, from the freshest document, so no writer loses another's
 // entries. A document that cannot be read is never written over.
 func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool, err error)) error {
+	if s.opt.ReadOnly {
+		return fmt.Errorf("%s: %w", s.b, ErrReadOnly)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Asked before the lock, which leaves a lock file of its own.

@@ -1,0 +1,159 @@
+package caddytest
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/zwop/caddy-zulip-proxy/internal/clitest"
+	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
+)
+
+// A config that cannot load says why first: the module's own error line
+// starts with the cause and names the file, before Caddy's long chain of
+// module paths.
+func TestLoadErrorSaysTheCauseFirst(t *testing.T) {
+	rc := filepath.Join(t.TempDir(), "missing-zuliprc")
+	msg := validateCaddyfile(t, fmt.Sprintf(`{
+	admin off
+	log {
+		output file %s
+	}
+}
+http://127.0.0.1:%d {
+	zulip_proxy {
+		bot default {
+			zuliprc %s
+		}
+		store %s
+		access_log_filtered
+	}
+}`, env.logFile, freePort(t), rc, newStore(t)))
+	if !strings.Contains(msg, rc) {
+		t.Fatalf("validate: %s", msg)
+	}
+	if !logHas(t, `"msg":"zulip_proxy: config not loaded"`, `"error":"bot \"default\": reading zuliprc: open `+rc) {
+		t.Error("no log line that starts with the cause and names the zuliprc")
+	}
+}
+
+// runAsRoot runs a command that needs root (chattr, mount), skipping the
+// test where this machine does not allow it.
+func runAsRoot(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("%s needs root", name)
+	}
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Skipf("%s %v: %v %s", name, args, err, out)
+	}
+}
+
+// A store the server could not write is found at start and by `caddy
+// validate`, naming the path and the reason, not when someone first
+// tries to revoke a key: a missing folder (never made), an immutable
+// file, a read-only mount. Unless the config says the store is read-only
+// on purpose: then the server runs, /health says so, and the admin API
+// answers that keys are managed elsewhere.
+func TestStoreThatCannotBeWritten(t *testing.T) {
+	t.Run("missing folder", func(t *testing.T) {
+		dir := filepath.Join(filepath.Dir(newStore(t)), "missing")
+		msg := validateConfig(t, config{store: filepath.Join(dir, "clients.json")})
+		if !strings.Contains(msg, "folder "+dir+" does not exist") || !strings.Contains(msg, "store_read_only") {
+			t.Errorf("validate: %q", msg)
+		}
+		_, stderr, err := clitest.Run("add-client", "--store", filepath.Join(dir, "clients.json"), "--stream", "general")
+		if err == nil || !strings.Contains(err.Error()+stderr, "folder "+dir+" does not exist") {
+			t.Errorf("the CLI: %v %s", err, stderr)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("the folder was made: %v", err)
+		}
+	})
+	t.Run("immutable file", func(t *testing.T) {
+		store := newStore(t)
+		key, _ := scopedKey(t, store, "general")
+		admin, _ := adminKey(t, store)
+		runAsRoot(t, "chattr", "+i", store)
+		t.Cleanup(func() { _ = exec.Command("chattr", "-i", store).Run() })
+		msg := validateConfig(t, config{store: store})
+		if !strings.Contains(msg, "cannot write "+store+": operation not permitted") || !strings.Contains(msg, "immutable") {
+			t.Errorf("validate: %q", msg)
+		}
+
+		// Read-only on purpose: served, and said so.
+		start(t, config{store: store, extra: "store_read_only"})
+		st, m := healthOf(t)
+		if st != 200 || m["status"] != "OK" || m["store"] != "read-only" || !strings.Contains(fmt.Sprint(m["msg"]), "managed elsewhere") {
+			t.Errorf("/health: %d %v", st, m)
+		}
+		if r := sendTo(t, key, "ro", "a store managed elsewhere still serves its keys"); r.Status != 200 {
+			t.Errorf("a send: %d %s", r.Status, r.Body)
+		}
+		body, ct := form("stream", "general")
+		r := request(t, "POST", "/create_client", body, withKey(admin), ct)
+		if e := assertError(t, r, 403, "managed elsewhere"); e["code"] != "STORE_READ_ONLY" {
+			t.Errorf("create_client: %v", e)
+		}
+		if r := request(t, "GET", "/clients", nil, withKey(admin)); r.Status != 200 {
+			t.Errorf("listing keys: %d", r.Status)
+		}
+	})
+	t.Run("read-only mount", func(t *testing.T) {
+		store := newStore(t)
+		scopedKey(t, store, "general")
+		dir := filepath.Dir(store)
+		runAsRoot(t, "mount", "--bind", dir, dir)
+		t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+		runAsRoot(t, "mount", "-o", "remount,ro,bind", dir)
+		msg := validateConfig(t, config{store: store})
+		if !strings.Contains(msg, "cannot create files in "+dir+": read-only file system") {
+			t.Errorf("validate: %q", msg)
+		}
+	})
+}
+
+// The bot's key from a file, as systemd's LoadCredential hands it over
+// (contrib/systemd/caddy.service): the proxy speaks with it, and neither
+// `caddy adapt` nor any log line holds it (the run's log is checked for
+// every bot key after all tests).
+func TestBotKeyFromFile(t *testing.T) {
+	store := newStore(t)
+	key, _ := scopedKey(t, store, "general")
+	cred := filepath.Join(t.TempDir(), "zulip-bot-key")
+	if err := os.WriteFile(cred, []byte(emulator.DemoBotKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	site := botSite(port, "fromfile", env.emu.URL, env.caFile, "{file."+cred+"}", store)
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(config{store: store, sites: site}.String()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(adapted), emulator.DemoBotKey) || !strings.Contains(string(adapted), "{file."+cred+"}") {
+		t.Errorf("caddy adapt: the key, or not the placeholder:\n%s", adapted)
+	}
+	start(t, config{store: store, sites: site})
+	body, ct := form("content", "sent with a key read from a file")
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=credential", port), body)
+	req.Header.Set("Content-Type", strings.TrimPrefix(ct, "Content-Type: "))
+	req.Header.Set("X-API-key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("a send through the bot whose key is in a file: %d", resp.StatusCode)
+	}
+	eventually(t, 20*time.Second, "the bot checked", func() bool {
+		_, m := healthOfPort(t, port)
+		return botState(m, "fromfile")["state"] == "ok"
+	})
+}
