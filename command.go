@@ -48,6 +48,7 @@ func configureCLI(cmd *cobra.Command) {
 	pf.StringP("config", "c", "", "Caddy config file in which to find the store")
 	pf.StringP("adapter", "a", "", "name of the config adapter (inferred from the file name when empty)")
 	pf.Bool("new-store", false, "start a new, empty store where the file is empty, or missing although a store was there before")
+	pf.BoolP("verbose", "v", false, "also print what loading the config says (its adapter's warnings)")
 	// Without these, cobra would print the help and exit 0 for a
 	// mistyped command, and a script would never know.
 	cmd.Args = func(c *cobra.Command, args []string) error {
@@ -226,7 +227,12 @@ func withStore(c *cobra.Command, fn func(context.Context, *keystore.Store, *stor
 	storePath, _ := c.Flags().GetString("store")
 	configFile, _ := c.Flags().GetString("config")
 	adapter, _ := c.Flags().GetString("adapter")
-	loc, err := locateStore(storePath, configFile, adapter)
+	verbose, _ := c.Flags().GetBool("verbose")
+	var notes io.Writer
+	if verbose {
+		notes = c.ErrOrStderr()
+	}
+	loc, err := locateStore(storePath, configFile, adapter, notes)
 	if err != nil {
 		return err
 	}

@@ -8,12 +8,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
@@ -32,7 +33,7 @@ type storeLocation struct {
 	readOnly bool
 }
 
-func locateStore(storePath, configFile, adapter string) (*storeLocation, error) {
+func locateStore(storePath, configFile, adapter string, notes io.Writer) (*storeLocation, error) {
 	switch {
 	case storePath != "" && configFile != "":
 		return nil, errors.New("give either --store or --config, not both")
@@ -44,11 +45,44 @@ func locateStore(storePath, configFile, adapter string) (*storeLocation, error) 
 	case configFile == "":
 		return nil, errors.New("no store given: use --store FILE, or --config FILE to find the store in your Caddy config")
 	}
-	cfgJSON, _, _, err := caddycmd.LoadConfig(configFile, adapter)
+	cfgJSON, err := loadConfig(configFile, adapter, notes)
 	if err != nil {
 		return nil, fmt.Errorf("loading config %s: %w", configFile, err)
 	}
 	return storeFromConfig(cfgJSON, configFile)
+}
+
+// loadConfig reads a config file as `caddy run` would (the adapter named,
+// or the Caddyfile's when the file's name says so, else JSON), without
+// the log lines Caddy's loader writes, which would land between the
+// lines a person reads (the key, its id). The adapter's warnings go to
+// notes, when given (--verbose).
+func loadConfig(file, adapter string, notes io.Writer) ([]byte, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	base := strings.ToLower(filepath.Base(file))
+	if adapter == "" && (strings.HasPrefix(base, "caddyfile") || strings.HasSuffix(base, ".caddyfile")) {
+		adapter = "caddyfile"
+	}
+	if adapter == "" {
+		return raw, nil
+	}
+	a := caddyconfig.GetAdapter(adapter)
+	if a == nil {
+		return nil, fmt.Errorf("unknown config adapter %q", adapter)
+	}
+	out, warnings, err := a.Adapt(raw, map[string]any{"filename": file})
+	if err != nil {
+		return nil, err
+	}
+	if notes != nil {
+		for _, w := range warnings {
+			fmt.Fprintf(notes, "config %s: %s\n", file, w)
+		}
+	}
+	return out, nil
 }
 
 // storeFromConfig finds the zulip_proxy handlers in a JSON config. They may

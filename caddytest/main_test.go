@@ -47,6 +47,12 @@ func (m *mainTB) Helper()          {}
 func (m *mainTB) Cleanup(f func()) { m.cleanups = append(m.cleanups, f) }
 
 func TestMain(m *testing.M) {
+	if args := os.Getenv(cliEnv); args != "" {
+		// The caddy command of a test's own, in this process.
+		os.Args = append([]string{"caddy"}, strings.Split(args, "\x1f")...)
+		caddycmd.Main()
+		return
+	}
 	if path := os.Getenv(childEnv); path != "" {
 		// A Caddy of a test's own, in this process (queue_process_test.go).
 		os.Args = []string{"caddy", "run", "--config", path, "--adapter", "caddyfile"}

@@ -157,3 +157,91 @@ func TestBotKeyFromFile(t *testing.T) {
 		return botState(m, "fromfile")["state"] == "ok"
 	})
 }
+
+// runCaddy runs the caddy command (this test binary as caddy) with args,
+// and returns its standard output and error apart.
+func runCaddy(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), cliEnv+"="+strings.Join(args, "\x1f"))
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// The CLI's output is for a person: no Caddy log lines between the key
+// and its id, unless asked for with --verbose.
+func TestCLIOutputIsQuiet(t *testing.T) {
+	raw, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(t)
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(string(raw), "./zwop-demo-keys.json", store)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := runCaddy(t, "zulip-proxy", "add-client", "--config", cfg, "--stream", "general")
+	if err != nil {
+		t.Fatalf("add-client: %v\n%s%s", err, stdout, stderr)
+	}
+	key, _, ok := clitest.PrintedKey(stdout)
+	if !ok {
+		t.Fatalf("no key printed:\n%s", stdout)
+	}
+	addSecret(key)
+	if strings.Contains(stdout+stderr, `"level":`) {
+		t.Errorf("log lines in what a person reads:\n%s\n%s", stdout, stderr)
+	}
+	stdout, stderr, err = runCaddy(t, "zulip-proxy", "list", "--config", cfg)
+	if err != nil || strings.Contains(stdout+stderr, `"level":`) || !strings.Contains(stdout, "general") {
+		t.Errorf("list: %v\n%s\n%s", err, stdout, stderr)
+	}
+}
+
+// The CLI, checking a stream with the bot, says the bot's credentials
+// were refused (the proxy's configuration), not Zulip's "Invalid API key";
+// and with store_read_only it changes nothing, saying keys are managed
+// elsewhere.
+func TestCLIWithWrongBotKeyOrReadOnlyStore(t *testing.T) {
+	store := newStore(t)
+	t.Setenv("ZWOP_TEST_WRONG_KEY", "wrongbotkey0123456789abcdefghijk")
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	write := func(extra string) {
+		t.Helper()
+		text := fmt.Sprintf(`http://127.0.0.1:%d {
+	zulip_proxy {
+		bot default {
+			site %s
+			email %s
+			api_key {env.ZWOP_TEST_WRONG_KEY}
+			cert_bundle %s
+		}
+		store %s
+		%s
+	}
+}
+`, freePort(t), env.emu.URL, emulator.DemoBotEmail, env.caFile, store, extra)
+		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	_, stderr, err := clitest.Run("add-client", "--config", cfg, "--stream", "general")
+	if err == nil || !strings.Contains(err.Error(), `refused the proxy's credentials for bot "default"`) || strings.Contains(err.Error()+stderr, "Invalid API key") {
+		t.Errorf("add-client with a bot key Zulip refuses: %v %s", err, stderr)
+	}
+	write("store_read_only")
+	_, stderr, err = clitest.Run("add-admin", "--config", cfg)
+	if err == nil || !strings.Contains(err.Error(), "managed elsewhere") {
+		t.Errorf("add-admin on a store read-only by config: %v %s", err, stderr)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Errorf("the store was written: %v", err)
+	}
+}

@@ -21,6 +21,10 @@ import (
 // Caddy of its own (TestMain), so a test can kill it with SIGKILL.
 const childEnv = "ZWOP_CADDY_CHILD"
 
+// cliEnv holds the arguments (separated by \x1f) a copy of this test
+// binary runs the caddy command with.
+const cliEnv = "ZWOP_CADDY_ARGS"
+
 // caddyChild is a Caddy in a process of its own.
 type caddyChild struct {
 	cmd  *exec.Cmd

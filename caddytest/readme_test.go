@@ -3,6 +3,8 @@ package caddytest
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
@@ -27,12 +30,18 @@ func readmeBlock(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile("(?s)<!-- readme-test: " + regexp.QuoteMeta(name) + " -->\n```[a-z]*\n(.*?)```")
+	// A block in a list item is indented; its lines lose the indent.
+	re := regexp.MustCompile("(?s)<!-- readme-test: " + regexp.QuoteMeta(name) + " -->\n([ \t]*)```[a-z]*\n(.*?)```")
 	m := re.FindSubmatch(raw)
 	if m == nil {
 		t.Fatalf("README.md has no block marked %q", name)
 	}
-	return string(m[1])
+	indent := string(m[1])
+	lines := strings.Split(string(m[2]), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, indent)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // The README's examples, run word for word against the demo's setup: a
@@ -283,5 +292,79 @@ func TestReadmeAdminProtection(t *testing.T) {
 	assertScriptsUngated(t, key)
 	if n := asked.Load() - before; n != 0 {
 		t.Errorf("scripts' calls went to the identity provider %d times", n)
+	}
+}
+
+// The README's production Caddyfile, with its paths and name pointed at
+// this run, loads without the warning about keys in the access log, and
+// serves.
+func TestReadmeProductionConfig(t *testing.T) {
+	store := newStore(t)
+	rc := filepath.Join(t.TempDir(), "zuliprc")
+	if err := os.WriteFile(rc, []byte("[api]\nsite="+env.emu.URL+"\nemail="+emulator.DemoBotEmail+"\nkey="+emulator.DemoBotKey+"\ncert_bundle="+env.caFile+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	block := strings.NewReplacer("zwop.example.org", fmt.Sprintf("http://127.0.0.1:%d", port),
+		"/etc/zwop/zuliprc", rc, "/var/lib/zwop/clients.json", store).Replace(readmeBlock(t, "production"))
+	if !strings.Contains(block, "access_log_filtered") {
+		t.Fatalf("the production Caddyfile lacks access_log_filtered:\n%s", block)
+	}
+	warned, _ := logLines(t, "access logging is on for a server that takes keys")
+	key, _ := scopedKey(t, store, "general")
+	start(t, config{store: store, sites: block})
+	if n, _ := logLines(t, "access logging is on for a server that takes keys"); n != warned {
+		t.Errorf("the production Caddyfile warns about keys in its access log")
+	}
+	body, ct := form("content", "through the README's production config")
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=production", port), body)
+	req.Header.Set("Content-Type", strings.TrimPrefix(ct, "Content-Type: "))
+	req.Header.Set("X-API-key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("a send: %d", resp.StatusCode)
+	}
+}
+
+// The demo listens on loopback only: its bot key is public, and the
+// emulator's request log shows the bot's Authorization header.
+func TestDemoListensOnLoopbackOnly(t *testing.T) {
+	raw, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Listen []string `json:"listen"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Apps.HTTP.Servers) != 2 {
+		t.Errorf("%d servers, want the proxy's and the emulator's", len(cfg.Apps.HTTP.Servers))
+	}
+	for name, srv := range cfg.Apps.HTTP.Servers {
+		if len(srv.Listen) == 0 {
+			t.Errorf("%s listens on every address", name)
+		}
+		for _, l := range srv.Listen {
+			host, _, err := net.SplitHostPort(strings.TrimPrefix(l, "tcp/"))
+			if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+				t.Errorf("%s listens on %s", name, l)
+			}
+		}
 	}
 }
