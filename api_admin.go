@@ -95,6 +95,10 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	// create_streams allows, makes it).
 	if !h.CreateStreams {
 		if _, err := b.streamID(r.Context(), stream); err != nil {
+			if isStreamGone(err) || isNoSuchStream(err) {
+				return errBadParam("stream", "no such stream '"+stream+"' in bot '"+b.name+"''s Zulip: check its name, create it in Zulip, "+
+					"or add create_streams to the proxy's config to have keys' streams made")
+			}
 			return err
 		}
 	}

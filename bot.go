@@ -289,6 +289,17 @@ func isStreamGone(err error) bool {
 		(strings.Contains(msg, "invalid channel id") || strings.Contains(msg, "invalid stream id"))
 }
 
+// isNoSuchStream says whether Zulip answered a stream's name that it has
+// no stream of that name (get_stream_id: "Invalid channel name 'x'").
+func isNoSuchStream(err error) bool {
+	var zerr *zulip.Error
+	if !errors.As(err, &zerr) || zerr.Status != http.StatusBadRequest {
+		return false
+	}
+	msg := strings.ToLower(zerr.Msg)
+	return strings.Contains(msg, "invalid channel name") || strings.Contains(msg, "invalid stream name")
+}
+
 // streamID returns a stream's id, asking Zulip once per bot and stream.
 func (b *bot) streamID(ctx context.Context, name string) (int64, error) {
 	if id, ok := b.streamIDs.Load(name); ok {

@@ -127,11 +127,14 @@
     render();
   }
 
+  // A time in the browser's zone, saying which: "2026-12-05 10:20 UTC+01:00".
   function when(t) {
     if (!t) return "";
     const d = new Date(t);
     const p = (n) => String(n).padStart(2, "0");
-    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes());
+    const off = -d.getTimezoneOffset();
+    const zone = off === 0 ? "UTC" : "UTC" + (off > 0 ? "+" : "-") + p(Math.floor(Math.abs(off) / 60)) + ":" + p(Math.abs(off) % 60);
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes()) + " " + zone;
   }
 
   function stateOf(c) {
@@ -352,7 +355,10 @@
   async function showMessages(c) {
     const list = $("messages");
     list.replaceChildren();
-    $("messages-title").textContent = "Last messages of key " + c.id + " in " + c.stream;
+    // Zulip knows the bot, not the key: every key of this bot and stream
+    // shares these messages.
+    $("messages-title").textContent = "Last messages of bot " + c.bot + " in " + c.stream;
+    $("messages-note").textContent = "What bot " + c.bot + " posted in " + c.stream + ", through any of its keys for that stream (key " + c.id + " among them).";
     $("messages-section").hidden = false;
     let body;
     try {
@@ -364,7 +370,7 @@
     const msgs = body.messages.slice().reverse();
     if (msgs.length === 0) {
       const li = document.createElement("li");
-      li.textContent = "This key's bot has posted nothing in " + c.stream + ".";
+      li.textContent = "Bot " + c.bot + " has posted nothing in " + c.stream + ".";
       list.append(li);
     }
     for (const m of msgs) {
@@ -392,7 +398,7 @@
     $("sign-out").addEventListener("click", () => signOut(true));
     $("refresh").addEventListener("click", loadClients);
     $("filter").addEventListener("input", render);
-    $("newkey-done").addEventListener("click", hideNewKey);
+    $("newkey-done").addEventListener("click", () => { hideNewKey(); clearStatus(); });
     $("messages-close").addEventListener("click", () => { $("messages-section").hidden = true; });
     $("queue-close").addEventListener("click", () => { $("queue-section").hidden = true; });
     $("copy-key").addEventListener("click", async () => {

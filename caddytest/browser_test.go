@@ -205,6 +205,8 @@ func TestAdminPageInBrowser(t *testing.T) {
 		t.Errorf("controls without a name: %v", unnamed)
 	}
 
+	b.run(t, "the sign-in card says how to get an admin key", waitText(`#signin-section`, "caddy zulip-proxy add-admin"))
+
 	b.run(t, "sign in with a wrong key",
 		chromedp.SendKeys(byLabel("Admin key"), "zwop_wrong-key-0000000000000000000000000000000000"),
 		chromedp.Click(buttonNamed("Sign in")),
@@ -217,9 +219,28 @@ func TestAdminPageInBrowser(t *testing.T) {
 		waitText(`#keys caption`, "of 2 keys"))
 
 	b.run(t, "an unknown stream is refused in words",
-		chromedp.SendKeys(byLabel("Stream"), "no such stream"),
+		chromedp.SendKeys(byLabel("Stream"), "nowhere"),
 		chromedp.Click(buttonNamed("Create key")),
-		waitText(`#status`, "no such stream"))
+		waitText(`#status`, "no such stream 'nowhere'"),
+		waitText(`#status`, "create_streams"))
+
+	// At 1440 px no field's words are cut off: the bot choice (its name
+	// and site), the delivery choice, the placeholders.
+	cut := get(t, b, "fields whose words do not fit", chromedp.Evaluate[[]string](`(() => {
+		const ctx = document.createElement("canvas").getContext("2d");
+		const cut = [];
+		for (const id of ["create-bot", "create-delivery", "create-rate", "create-expires", "create-name"]) {
+			const el = document.getElementById(id), cs = getComputedStyle(el);
+			const text = el.tagName === "SELECT" ? (el.options[el.selectedIndex] || {text: ""}).text : el.placeholder;
+			ctx.font = cs.font;
+			const room = el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - (el.tagName === "SELECT" ? 24 : 0);
+			if (ctx.measureText(text).width > room) cut.push(id + ": " + text);
+		}
+		return cut;
+	})()`))
+	if len(cut) > 0 {
+		t.Errorf("at 1440 px these are cut off: %v", cut)
+	}
 
 	var key, status string
 	b.run(t, "create a key",
@@ -251,7 +272,15 @@ func TestAdminPageInBrowser(t *testing.T) {
 		t.Errorf("the key made in the page: %v", e)
 	}
 
+	b.run(t, "Done puts the new key and its banner away",
+		chromedp.Click(buttonNamed("Done")),
+		chromedp.WaitNotVisible(chromedp.CSS(`#newkey-section`)),
+		chromedp.WaitNotVisible(chromedp.CSS(`#status`)))
+
 	b.run(t, "the key is listed", waitText(rowOf(id), "browser key"), waitText(rowOf(id), "general"))
+	if created := get(t, b, "its creation time", chromedp.Text(rowOf(id)+`/td[6]`)); !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d UTC([+-]\d\d:\d\d)?$`).MatchString(created) {
+		t.Errorf("a time without its zone: %q", created)
+	}
 	b.run(t, "the filter",
 		chromedp.SendKeys(byLabel("Filter"), "browser"),
 		waitText(`#keys caption`, "1 of 3 keys"),
@@ -259,7 +288,7 @@ func TestAdminPageInBrowser(t *testing.T) {
 		waitText(`#keys caption`, "3 of 3 keys"))
 
 	dir := screenshotDir(t)
-	for _, w := range []int64{1440, 360} {
+	for _, w := range []int64{1440, 390, 360} {
 		b.run(t, fmt.Sprintf("a %d px window", w), chromedp.EmulateViewport(w, 900))
 		// Neither the page nor the key list needs scrolling sideways: on a
 		// narrow screen each key is a card.
@@ -277,9 +306,11 @@ func TestAdminPageInBrowser(t *testing.T) {
 	}
 	b.run(t, "back to wide", chromedp.EmulateViewport(1440, 1000))
 
-	b.run(t, "the key's messages",
+	b.run(t, "the key's messages, which are its bot's in its stream",
 		chromedp.Click(rowOf(id)+buttonNamed("Messages")),
-		waitText(`#messages`, "sent with a key made in the page"))
+		waitText(`#messages`, "sent with a key made in the page"),
+		waitText(`#messages-title`, "Last messages of bot default in general"),
+		waitText(`#messages .meta`, "UTC"))
 
 	var rotated string
 	b.run(t, "rotate it",
