@@ -38,6 +38,8 @@ func pageRoutes(adminPage, apiDocs string) ([]route, error) {
 		return nil, fmt.Errorf("zulip_proxy: api_docs is on or off; got %q", apiDocs)
 	}
 	var rs []route
+	// adminLink is the admin page's path relative to /docs, "" when off.
+	adminLink := ""
 	if adminPage != "off" {
 		base := adminPage
 		if base == "" {
@@ -47,6 +49,7 @@ func pageRoutes(adminPage, apiDocs string) ([]route, error) {
 			return nil, fmt.Errorf("zulip_proxy: admin_page is a path such as /admin/, or off; got %q", base)
 		}
 		base = strings.TrimSuffix(base, "/") + "/"
+		adminLink = "." + base
 		index, err := adminIndex(base)
 		if err != nil {
 			return nil, err
@@ -69,7 +72,7 @@ func pageRoutes(adminPage, apiDocs string) ([]route, error) {
 			return nil, fmt.Errorf("api docs: %w", err)
 		}
 		spec = bytes.Replace(spec, []byte(`"version": "VERSION"`), []byte(`"version": "`+zulip.Version+`"`), 1)
-		docs, err := pageFiles.ReadFile("apidocs/docs.html")
+		docs, err := docsPage(adminLink)
 		if err != nil {
 			return nil, fmt.Errorf("api docs: %w", err)
 		}
@@ -111,6 +114,24 @@ func adminIndex(base string) ([]byte, error) {
 	}
 	if err := tpl.Execute(&b, struct{ APIBase, Version string }{up, zulip.Version}); err != nil {
 		return nil, fmt.Errorf("admin page: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// docsPage is /docs, with a link back to the admin page when there is
+// one (relative, so it works under a handle_path prefix too).
+func docsPage(adminLink string) ([]byte, error) {
+	raw, err := pageFiles.ReadFile("apidocs/docs.html")
+	if err != nil {
+		return nil, err
+	}
+	tpl, err := template.New("docs").Parse(string(raw))
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := tpl.Execute(&b, struct{ Admin string }{adminLink}); err != nil {
+		return nil, err
 	}
 	return b.Bytes(), nil
 }

@@ -86,6 +86,11 @@ func checkAnswer(method, path string, reqHeader http.Header, status int, header 
 		}
 		return // or no proxy serving it yet: the next answer tries again
 	}
+	// The description lists each endpoint once; every one also answers
+	// under /api.
+	if rest, ok := strings.CutPrefix(u.Path, "/api/"); ok {
+		u.Path = "/" + rest
+	}
 	req, err := http.NewRequest(method, u.String(), nil)
 	if err != nil {
 		return

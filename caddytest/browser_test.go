@@ -437,9 +437,19 @@ func TestAPIDocsInBrowser(t *testing.T) {
 	b.run(t, "open /docs",
 		chromedp.Navigate(base+"/docs"),
 		chromedp.WaitVisible(`//*[contains(normalize-space(.), "Send a message to the key's stream")]`),
-		chromedp.WaitVisible(`//*[normalize-space(.)="/clients/{id}/rotate"]`))
+		chromedp.WaitVisible(`//*[normalize-space(.)="/clients/{id}/rotate"]`),
+		waitText(`//*[@id="ui"]`, "also answers under /api"),
+		waitText(`//*[@id="ui"]`, "POST /api/v1/external/{integration}"),
+		waitText(`//*[@id="ui"]`, "Apache-2.0"))
 	if other := b.otherOrigins(); len(other) > 0 {
 		t.Errorf("/docs asked other origins: %v", other)
+	}
+	if n := get(t, b, "the endpoints listed", chromedp.Evaluate[int](`document.querySelectorAll(".opblock").length`)); n == 0 || n > 30 {
+		t.Errorf("%d operations listed: each once, none under /api", n)
+	}
+	if twice := get(t, b, "operations under /api", chromedp.Evaluate[int](
+		`Array.from(document.querySelectorAll(".opblock-summary-path")).filter(e => e.textContent.trim().startsWith("/api/")).length`)); twice != 0 {
+		t.Errorf("%d operations listed again under /api", twice)
 	}
 	png := get(t, b, "a screenshot", chromedp.FullScreenshot(100))
 	name := filepath.Join(screenshotDir(t), "docs-1440px.png")
@@ -447,6 +457,9 @@ func TestAPIDocsInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", name)
+	b.run(t, "back to the admin page",
+		chromedp.Click(`//a[contains(., "the admin page")]`),
+		chromedp.WaitVisible(byLabel("Admin key")))
 }
 
 // emulateNetworkConditions is CDP's Network.emulateNetworkConditions,
