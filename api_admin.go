@@ -27,12 +27,17 @@ type createdBody struct {
 // serveCreateClient makes a scoped key. The stream comes from the request
 // or, for a proposal number alone, from the configured stream template.
 func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit", "delivery"}
+	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit", "delivery", "permissions"}
 	q, err := h.body.adminParams(w, r, c, names...)
 	if err != nil {
 		return err
 	}
 	var n keystore.NewEntry
+	if q.Has("permissions") {
+		if n.Permissions, err = permissionsParam(q.Get("permissions")); err != nil {
+			return err
+		}
+	}
 	if v := strings.TrimSpace(q.Get("rate_limit")); v != "" {
 		rl, err := parseRateLimit(v)
 		if err != nil {
@@ -254,9 +259,18 @@ func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *c
 // refused, never read as "never": a script whose date variable came out
 // empty must not make an expiring key permanent.
 func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	q, err := h.body.adminParams(w, r, c, "expires_in", "expires_at")
+	q, err := h.body.adminParams(w, r, c, "expires_in", "expires_at", "permissions")
 	if err != nil {
 		return err
+	}
+	var perms []string
+	if q.Has("permissions") {
+		if perms, err = permissionsParam(q.Get("permissions")); err != nil {
+			return err
+		}
+		if !q.Has("expires_in") && !q.Has("expires_at") && !q.null["expires_at"] {
+			return h.setPermissions(w, r, c, perms)
+		}
 	}
 	var at *time.Time
 	switch {
@@ -282,7 +296,14 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 		}
 		at = &t
 	default:
-		return errMissingParam("expires_in").setMsg("give 'expires_in' (a duration from now) or 'expires_at' (a time, or JSON null for never)")
+		return errMissingParam("expires_in").setMsg("give 'expires_in' (a duration from now) or 'expires_at' (a time, or JSON null for never), or 'permissions'")
+	}
+	if q.Has("permissions") {
+		// Both asked: the permissions first, refused for an admin key
+		// before the expiry changes.
+		if _, err := h.store.SetPermissions(r.Context(), c.arg, perms); err != nil {
+			return lifecycleFailure(h.logger, c.arg, err)
+		}
 	}
 	e, err := h.store.SetExpiry(r.Context(), c.arg, at)
 	if err != nil {
@@ -291,6 +312,27 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 	h.logger.Info("key expiry changed", zap.String("key_id", e.ID), zap.Timep("expires_at", e.ExpiresAt), zap.String("by", "admin:"+c.entry.ID))
 	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
 	return nil
+}
+
+// setPermissions changes what a scoped key may do.
+func (h *Handler) setPermissions(w http.ResponseWriter, r *http.Request, c *call, perms []string) error {
+	e, err := h.store.SetPermissions(r.Context(), c.arg, perms)
+	if err != nil {
+		return lifecycleFailure(h.logger, c.arg, err)
+	}
+	h.logger.Info("key permissions changed", zap.String("key_id", e.ID), zap.Strings("permissions", e.Granted()), zap.String("by", "admin:"+c.entry.ID))
+	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
+	return nil
+}
+
+// permissionsParam reads a key's permissions: "send,edit" (or a JSON
+// array of them).
+func permissionsParam(v string) ([]string, error) {
+	perms, err := keystore.ParsePermissions([]string{v})
+	if err != nil {
+		return nil, errBadParam("permissions", "parameter 'permissions': "+err.Error())
+	}
+	return perms, nil
 }
 
 // serveClientMessages shows an admin the last messages a key's bot posted
@@ -334,6 +376,8 @@ func lifecycleFailure(logger *zap.Logger, id string, err error) error {
 		return errNoClient(id)
 	case errors.Is(err, keystore.ErrKeyRevoked):
 		return newError(http.StatusConflict, codeBadRequest, "client '"+id+"' is revoked; a revoked key stays revoked")
+	case errors.Is(err, keystore.ErrAdminPermissions):
+		return errBadParam("permissions", "client '"+id+"' is an admin key: it manages keys and never posts, so it has no permissions to change")
 	}
 	return storeFailure(logger, err)
 }

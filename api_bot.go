@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 	"go.uber.org/zap"
 )
@@ -157,6 +158,10 @@ func (c *call) readMessageParts(r *http.Request) (content string, haveContent bo
 				return errBadParam("image", "form field 'image' given more than once")
 			}
 			haveImage = true
+			if !c.entry.Allows(keystore.PermUpload) {
+				// Before anything of the file is read or sent.
+				return errLacksPermission(c.entry, keystore.PermUpload, "send a file with a message")
+			}
 			if c.queueing {
 				if p.FileName() == "" {
 					return errBadParam("image", "form field 'image' must be a file (with a filename)")

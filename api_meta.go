@@ -36,6 +36,9 @@ type entryView struct {
 	// Delivery is "queued" for a key whose sends wait in the proxy's
 	// queue while Zulip cannot take them, else "direct"; scoped keys only.
 	Delivery string `json:"delivery,omitempty"`
+	// Permissions are what a scoped key may do: a subset of send,
+	// upload, edit, read, topics (all of them unless narrowed).
+	Permissions []string `json:"permissions,omitempty"`
 	// RotatedAt is when the key last got a new secret.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
 	// PreviousKeyValidUntil is when the secret the last rotation replaced
@@ -82,6 +85,7 @@ func viewOf(e *keystore.Entry, d viewDefaults) entryView {
 	}
 	if !e.Admin {
 		v.Delivery = deliveryOf(e)
+		v.Permissions = e.Granted()
 	}
 	return v
 }

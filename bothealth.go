@@ -188,7 +188,7 @@ func (bh *botHealth) set(state botState, reason string, now time.Time) {
 
 // observe learns from one of the bot's calls: Zulip refusing its
 // credentials turns it bad at once, any answer from Zulip well, and no
-// answer (or not Zulip's) has it checked. Anonymous calls say nothing of
+// answer (or a 5xx) has it checked. Anonymous calls say nothing of
 // the bot's credentials.
 func (bh *botHealth) observe(zc zulip.Call, now time.Time) {
 	if zc.Anonymous {
@@ -205,7 +205,9 @@ func (bh *botHealth) observe(zc zulip.Call, now time.Time) {
 		if bad {
 			bh.set(botOK, "", now)
 		}
-	default:
+	case resp == nil || resp.Status >= 500:
+		// No answer, or a failing Zulip (or whatever answers in its
+		// place): worth a check. A 4xx page says nothing of the bot.
 		bh.mu.Lock()
 		ok := bh.state == botOK && bh.started
 		bh.mu.Unlock()

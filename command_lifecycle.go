@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -74,7 +75,39 @@ func lifecycleCommands() []*cobra.Command {
 	}
 	expire.Flags().String("in", "", "new lifetime from now, e.g. 30d or 12h")
 	expire.Flags().Bool("never", false, "the key never expires")
-	return []*cobra.Command{rotate, expire}
+
+	allow := &cobra.Command{
+		Use:   "allow <id> <permissions>",
+		Short: "Sets what a scoped key may do: some of send, upload, edit, read, topics (comma-separated), or all",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			perms, err := allowArg(args[1])
+			if err != nil {
+				return err
+			}
+			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
+				e, err := s.SetPermissions(ctx, args[0], perms)
+				if err != nil {
+					return lifecycleError(s, args[0], err)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s (%s) may: %s\n", e.ID, describe(&e), strings.Join(e.Granted(), ", "))
+				return nil
+			})
+		},
+	}
+	return []*cobra.Command{rotate, expire, allow}
+}
+
+// allowArg reads --allow and allow's permissions: "send,edit", or "all".
+func allowArg(v string) ([]string, error) {
+	if strings.TrimSpace(v) == "all" {
+		return nil, nil
+	}
+	perms, err := keystore.ParsePermissions([]string{v})
+	if err != nil {
+		return nil, fmt.Errorf("permissions: %w", err)
+	}
+	return perms, nil
 }
 
 func lifecycleError(s *keystore.Store, id string, err error) error {
@@ -83,6 +116,8 @@ func lifecycleError(s *keystore.Store, id string, err error) error {
 		return fmt.Errorf("no key with id %q in %s (see 'caddy zulip-proxy list')", id, s)
 	case errors.Is(err, keystore.ErrKeyRevoked):
 		return fmt.Errorf("key %q is revoked; a revoked key stays revoked", id)
+	case errors.Is(err, keystore.ErrAdminPermissions):
+		return fmt.Errorf("key %q is an admin key: it manages keys and never posts, so it has no permissions to change", id)
 	}
 	return err
 }

@@ -114,3 +114,40 @@ func TestCLIExpire(t *testing.T) {
 		}
 	}
 }
+
+// --allow narrows what a new key may do, `allow` changes it later ("all"
+// widens it back); the list says so; bad words and admin keys are refused
+// in words.
+func TestCLIPermissions(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "clients.json")
+	key, id := cliAdd(t, "add-client", "--store", store, "--stream", "general", "--name", "ci", "--allow", "send")
+	_, adminID := cliAdd(t, "add-admin", "--store", store)
+	s := openForTest(t, store)
+	if e, _ := s.Lookup(key); !e.Allows(keystore.PermSend) || e.Allows(keystore.PermRead) {
+		t.Fatalf("a send-only key: %v", e.Permissions)
+	}
+	out, _, err := clitest.Run("list", "--store", store)
+	if err != nil || !strings.Contains(out, "PERMISSIONS") || !strings.Contains(out, " send ") {
+		t.Errorf("list: %v\n%s", err, out)
+	}
+	for _, c := range []struct{ arg, want string }{{"edit,send", "may: send, edit"}, {"all", "may: send, upload, edit, read, topics"}} {
+		out, _, err := clitest.Run("allow", id, c.arg, "--store", store)
+		if err != nil || !strings.Contains(out, c.want) {
+			t.Errorf("allow %s: %v %s", c.arg, err, out)
+		}
+	}
+	out, _, _ = clitest.Run("list", "--json", "--store", store)
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 || len(rows[0]["permissions"].([]any)) != 5 {
+		t.Errorf("list --json: %v %s", err, out)
+	}
+	for _, args := range [][]string{
+		{"allow", id, "send,delete"},
+		{"allow", adminID, "send"},
+		{"add-client", "--stream", "general", "--allow", "everything"},
+	} {
+		if _, _, err := clitest.Run(append(args, "--store", store)...); err == nil {
+			t.Errorf("%v was taken", args)
+		}
+	}
+}

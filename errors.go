@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 )
 
 // Error codes of the proxy's own errors. Zulip's errors are passed through
@@ -119,4 +122,11 @@ func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
 func (e *apiError) setMsg(msg string) *apiError {
 	e.Msg = msg
 	return e
+}
+
+// errLacksPermission refuses what a key's permissions do not allow,
+// naming the permission it lacks and those it holds.
+func errLacksPermission(e *keystore.Entry, perm, what string) *apiError {
+	return newError(http.StatusForbidden, codeForbidden, "this key lacks the '"+perm+"' permission ("+what+"); it may: "+
+		strings.Join(e.Granted(), ", ")+". An admin can change a key's permissions (PATCH /clients/{id} permissions=...)")
 }

@@ -158,6 +158,8 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, c *call) err
 		return newError(http.StatusForbidden, codeForbidden, rt.name+" needs an admin key")
 	case rt.access == admin && rt.method != http.MethodGet && h.StoreReadOnly:
 		return errStoreReadOnly()
+	case rt.access == scoped && rt.perm != "" && !e.Allows(rt.perm):
+		return errLacksPermission(e, rt.perm, rt.name)
 	case rt.access == scoped:
 		b, ok := h.bots.of(e)
 		if !ok {

@@ -55,15 +55,15 @@ func pageRoutes(adminPage, apiDocs string) ([]route, error) {
 			return nil, err
 		}
 		rs = append(rs,
-			route{"GET", base, "admin_page", public, keyHeader, 0, noWrite, staticFile(index, "text/html; charset=utf-8", pageCSP)},
-			route{"GET", strings.TrimSuffix(base, "/"), "admin_page", public, keyHeader, 0, noWrite, redirectTo(base)},
+			route{"GET", base, "admin_page", public, keyHeader, 0, noWrite, "", staticFile(index, "text/html; charset=utf-8", pageCSP)},
+			route{"GET", strings.TrimSuffix(base, "/"), "admin_page", public, keyHeader, 0, noWrite, "", redirectTo(base)},
 		)
 		for _, f := range []struct{ name, ctype string }{{"admin.js", "text/javascript; charset=utf-8"}, {"admin.css", "text/css; charset=utf-8"}} {
 			body, err := pageFiles.ReadFile("adminpage/" + f.name)
 			if err != nil {
 				return nil, fmt.Errorf("admin page: %w", err)
 			}
-			rs = append(rs, route{"GET", base + f.name, "admin_page", public, keyHeader, 0, noWrite, staticFile(body, f.ctype, pageCSP)})
+			rs = append(rs, route{"GET", base + f.name, "admin_page", public, keyHeader, 0, noWrite, "", staticFile(body, f.ctype, pageCSP)})
 		}
 	}
 	if apiDocs != "off" {
@@ -82,12 +82,12 @@ func pageRoutes(adminPage, apiDocs string) ([]route, error) {
 		}
 		swagger := statigz.FileServer(static.FS)
 		rs = append(rs,
-			route{"GET", "/openapi.json", "openapi", public, keyHeader, 0, noWrite, staticFile(spec, "application/json", pageCSP)},
-			route{"GET", "/docs", "docs", public, keyHeader, 0, noWrite, staticFile(docs, "text/html; charset=utf-8", docsCSP)},
-			route{"GET", "/docs/docs.js", "docs", public, keyHeader, 0, noWrite, staticFile(docsJS, "text/javascript; charset=utf-8", docsCSP)},
+			route{"GET", "/openapi.json", "openapi", public, keyHeader, 0, noWrite, "", staticFile(spec, "application/json", pageCSP)},
+			route{"GET", "/docs", "docs", public, keyHeader, 0, noWrite, "", staticFile(docs, "text/html; charset=utf-8", docsCSP)},
+			route{"GET", "/docs/docs.js", "docs", public, keyHeader, 0, noWrite, "", staticFile(docsJS, "text/javascript; charset=utf-8", docsCSP)},
 		)
 		for _, name := range []string{"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"} {
-			rs = append(rs, route{"GET", "/docs/" + name, "docs", public, keyHeader, 0, noWrite, embeddedAsset(swagger, "/"+name, docsCSP)})
+			rs = append(rs, route{"GET", "/docs/" + name, "docs", public, keyHeader, 0, noWrite, "", embeddedAsset(swagger, "/"+name, docsCSP)})
 		}
 	}
 	return rs, nil

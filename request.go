@@ -441,6 +441,18 @@ func (br bodyReader) readParams(w http.ResponseWriter, r *http.Request, spec par
 				s = t
 			case json.Number:
 				s = t.String()
+			case []any:
+				// A list of words (permissions), as the comma-separated
+				// form gives them.
+				words := make([]string, len(t))
+				for i, w := range t {
+					ws, ok := w.(string)
+					if !ok || strings.Contains(ws, ",") {
+						return errBadParam(name, "parameter '"+name+"' must be a string, a number or a list of words")
+					}
+					words[i] = ws
+				}
+				s = strings.Join(words, ",")
 			case nil:
 				if spec.null != nil {
 					spec.null(name)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/zwop/caddy-zulip-proxy/internal/keystore"
 	"github.com/zwop/caddy-zulip-proxy/zulip"
 )
 
@@ -50,7 +51,10 @@ type route struct {
 	// (ids the proxy has cached cost none).
 	calls  int
 	effect effect
-	serve  serveFunc
+	// perm is the permission a scoped key needs for the route
+	// (keystore.Perm*); "" for none.
+	perm  string
+	serve serveFunc
 }
 
 // effect is what a route does in Zulip, as far as delivery cares.
@@ -69,38 +73,38 @@ const (
 // serve function.
 var routes = []route{
 	// The upstream service's bot API, at the root and under /api.
-	{"GET", "/health", "health", public, keyHeader, 0, noWrite, (*Handler).serveHealth},
-	{"GET", "/me", "me", anyKey, keyHeader, 0, noWrite, (*Handler).serveMe},
-	{"POST", "/send_message", "send_message", scoped, keyHeader, 1, sends, (*Handler).serveSendMessage},
-	{"POST", "/upload_file", "upload_file", scoped, keyHeader, 1, writes, (*Handler).serveUploadFile},
-	{"GET", "/get_stream_topics", "get_stream_topics", scoped, keyHeader, 1, noWrite, (*Handler).serveStreamTopics},
-	{"PATCH", "/update_message", "update_message", scoped, keyHeader, 2, writes, (*Handler).serveUpdateMessage},
-	{"GET", "/get_messages", "get_messages", scoped, keyHeader, 1, noWrite, (*Handler).serveGetMessages},
-	{"POST", "/create_client", "create_client", admin, keyHeader, 0, noWrite, (*Handler).serveCreateClient},
-	{"GET", "/clients", "clients", admin, keyHeader, 0, noWrite, (*Handler).serveListClients},
-	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, 0, noWrite, (*Handler).serveRevokeClient},
-	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, 0, noWrite, (*Handler).serveUpdateClient},
-	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, 0, noWrite, (*Handler).serveRotateClient},
-	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, 0, noWrite, (*Handler).serveClientMessages},
-	{"GET", "/bots", "bots", admin, keyHeader, 0, noWrite, (*Handler).serveListBots},
-	{"GET", "/queue", "queue", scoped, keyEither, 0, noWrite, (*Handler).serveQueue},
-	{"GET", "/queue/{id}", "queued_send", anyKey, keyEither, 0, noWrite, (*Handler).serveQueuedSend},
-	{"DELETE", "/queue/{id}", "cancel_queued_send", anyKey, keyEither, 0, noWrite, (*Handler).serveCancelQueuedSend},
-	{"GET", "/clients/{id}/queue", "client_queue", admin, keyHeader, 0, noWrite, (*Handler).serveClientQueue},
+	{"GET", "/health", "health", public, keyHeader, 0, noWrite, "", (*Handler).serveHealth},
+	{"GET", "/me", "me", anyKey, keyHeader, 0, noWrite, "", (*Handler).serveMe},
+	{"POST", "/send_message", "send_message", scoped, keyHeader, 1, sends, keystore.PermSend, (*Handler).serveSendMessage},
+	{"POST", "/upload_file", "upload_file", scoped, keyHeader, 1, writes, keystore.PermUpload, (*Handler).serveUploadFile},
+	{"GET", "/get_stream_topics", "get_stream_topics", scoped, keyHeader, 1, noWrite, keystore.PermTopics, (*Handler).serveStreamTopics},
+	{"PATCH", "/update_message", "update_message", scoped, keyHeader, 2, writes, keystore.PermEdit, (*Handler).serveUpdateMessage},
+	{"GET", "/get_messages", "get_messages", scoped, keyHeader, 1, noWrite, keystore.PermRead, (*Handler).serveGetMessages},
+	{"POST", "/create_client", "create_client", admin, keyHeader, 0, noWrite, "", (*Handler).serveCreateClient},
+	{"GET", "/clients", "clients", admin, keyHeader, 0, noWrite, "", (*Handler).serveListClients},
+	{"DELETE", "/clients/{id}", "revoke_client", admin, keyHeader, 0, noWrite, "", (*Handler).serveRevokeClient},
+	{"PATCH", "/clients/{id}", "update_client", admin, keyHeader, 0, noWrite, "", (*Handler).serveUpdateClient},
+	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, 0, noWrite, "", (*Handler).serveRotateClient},
+	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, 0, noWrite, "", (*Handler).serveClientMessages},
+	{"GET", "/bots", "bots", admin, keyHeader, 0, noWrite, "", (*Handler).serveListBots},
+	{"GET", "/queue", "queue", scoped, keyEither, 0, noWrite, "", (*Handler).serveQueue},
+	{"GET", "/queue/{id}", "queued_send", anyKey, keyEither, 0, noWrite, "", (*Handler).serveQueuedSend},
+	{"DELETE", "/queue/{id}", "cancel_queued_send", anyKey, keyEither, 0, noWrite, "", (*Handler).serveCancelQueuedSend},
+	{"GET", "/clients/{id}/queue", "client_queue", admin, keyHeader, 0, noWrite, "", (*Handler).serveClientQueue},
 
 	// A safe subset of Zulip's own API.
-	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, 1, sends, (*Handler).zulipSendMessage},
-	{"GET", "/api/v1/messages", "zulip_get_messages", scoped, keyBasic, 1, noWrite, (*Handler).zulipGetMessages},
-	{"GET", "/api/v1/messages/{n}", "zulip_get_message", scoped, keyBasic, 1, noWrite, (*Handler).zulipGetMessage},
-	{"PATCH", "/api/v1/messages/{n}", "zulip_update_message", scoped, keyBasic, 2, writes, (*Handler).zulipUpdateMessage},
-	{"POST", "/api/v1/user_uploads", "zulip_upload_file", scoped, keyBasic, 1, writes, (*Handler).zulipUploadFile},
-	{"GET", "/api/v1/get_stream_id", "zulip_get_stream_id", scoped, keyBasic, 0, noWrite, (*Handler).zulipGetStreamID},
-	{"GET", "/api/v1/users/me/{n}/topics", "zulip_stream_topics", scoped, keyBasic, 1, noWrite, (*Handler).zulipStreamTopics},
-	{"GET", "/api/v1/users/me", "zulip_me", scoped, keyBasic, 1, noWrite, (*Handler).zulipMe},
-	{"GET", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, noWrite, (*Handler).zulipServerSettings},
-	{"POST", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, noWrite, (*Handler).zulipServerSettings},
-	{"POST", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, noWrite, (*Handler).serveWebhook},
-	{"GET", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, noWrite, (*Handler).serveWebhook},
+	{"POST", "/api/v1/messages", "zulip_send_message", scoped, keyBasic, 1, sends, keystore.PermSend, (*Handler).zulipSendMessage},
+	{"GET", "/api/v1/messages", "zulip_get_messages", scoped, keyBasic, 1, noWrite, keystore.PermRead, (*Handler).zulipGetMessages},
+	{"GET", "/api/v1/messages/{n}", "zulip_get_message", scoped, keyBasic, 1, noWrite, keystore.PermRead, (*Handler).zulipGetMessage},
+	{"PATCH", "/api/v1/messages/{n}", "zulip_update_message", scoped, keyBasic, 2, writes, keystore.PermEdit, (*Handler).zulipUpdateMessage},
+	{"POST", "/api/v1/user_uploads", "zulip_upload_file", scoped, keyBasic, 1, writes, keystore.PermUpload, (*Handler).zulipUploadFile},
+	{"GET", "/api/v1/get_stream_id", "zulip_get_stream_id", scoped, keyBasic, 0, noWrite, "", (*Handler).zulipGetStreamID},
+	{"GET", "/api/v1/users/me/{n}/topics", "zulip_stream_topics", scoped, keyBasic, 1, noWrite, keystore.PermTopics, (*Handler).zulipStreamTopics},
+	{"GET", "/api/v1/users/me", "zulip_me", scoped, keyBasic, 1, noWrite, "", (*Handler).zulipMe},
+	{"GET", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, noWrite, "", (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/server_settings", "zulip_server_settings", public, keyBasic, 0, noWrite, "", (*Handler).zulipServerSettings},
+	{"POST", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, noWrite, keystore.PermSend, (*Handler).serveWebhook},
+	{"GET", "/api/v1/external/{integration}", "webhook", scoped, keyWebhook, 1, noWrite, keystore.PermSend, (*Handler).serveWebhook},
 }
 
 const zulipPrefix = "/api/v1/"

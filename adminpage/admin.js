@@ -188,6 +188,8 @@
       cell(tr, when(c.created_at));
       cell(tr, c.expires_at ? when(c.expires_at) : "never");
       cell(tr, c.last_used_at ? when(c.last_used_at) : "never");
+      const perms = c.permissions || [];
+      cell(tr, c.admin ? "" : (perms.length === 5 ? "everything" : perms.join(", ")), "perms");
       let st = state;
       if (c.revoked_at) st += " " + when(c.revoked_at);
       if (c.delivery === "queued") st += " · queued delivery";
@@ -198,7 +200,9 @@
       const act = cell(tr, "", "actions");
       const what = "key " + c.id;
       if (state !== "revoked") {
-        act.append(button("Rotate", what, () => rotate(c)), button("Expiry", what, () => changeExpiry(c)), button("Revoke", what, () => revoke(c)));
+        act.append(button("Rotate", what, () => rotate(c)), button("Expiry", what, () => changeExpiry(c)));
+        if (!c.admin) act.append(button("Permissions", what, () => changePermissions(c)));
+        act.append(button("Revoke", what, () => revoke(c)));
       }
       if (!c.admin) act.append(button("Messages", what, () => showMessages(c)), button("Queue", what, () => showQueue(c)));
       tbody.append(tr);
@@ -240,6 +244,7 @@
     $("confirm-text").textContent = text;
     $("confirm-grace").hidden = extra !== "grace";
     $("confirm-expiry").hidden = extra !== "expiry";
+    $("confirm-perms").hidden = extra !== "perms";
     return new Promise((resolve) => {
       const done = (ok) => {
         $("confirm-form").onsubmit = null;
@@ -252,7 +257,7 @@
       $("confirm-cancel").onclick = () => done(false);
       d.onclose = () => done(false);
       d.showModal();
-      (extra === "grace" ? $("grace") : extra === "expiry" ? $("new-expiry") : $("confirm-ok")).focus();
+      (extra === "grace" ? $("grace") : extra === "expiry" ? $("new-expiry") : extra === "perms" ? document.querySelector("#confirm-perms input") : $("confirm-ok")).focus();
     });
   }
 
@@ -283,6 +288,23 @@
     showNewKey(body, "The new secret of key " + c.id + (c.name ? " (" + c.name + ")" : "") + ".");
     await loadClients();
     say("Rotated key " + c.id + ".", true);
+  }
+
+  async function changePermissions(c) {
+    const boxes = document.querySelectorAll('#confirm-perms input[name="set-perm"]');
+    for (const b of boxes) b.checked = (c.permissions || []).includes(b.value);
+    if (!await confirmDialog("What key " + c.id + " may do", "A script needs only what it does: a CI job that posts results, send.", "perms")) return;
+    const perms = Array.from(boxes).filter((b) => b.checked).map((b) => b.value);
+    let body;
+    try {
+      body = await api("PATCH", "clients/" + encodeURIComponent(c.id), { permissions: perms.join(",") });
+    } catch (e) {
+      failed("Changing the permissions of " + c.id, e);
+      await loadClients();
+      return;
+    }
+    await loadClients();
+    say("Key " + c.id + " may now: " + body.client.permissions.join(", ") + ".", true);
   }
 
   async function changeExpiry(c) {
@@ -415,8 +437,11 @@
       e.preventDefault();
       const params = {};
       for (const el of e.target.elements) {
-        if (el.name && el.value.trim() !== "") params[el.name] = el.value.trim();
+        if (el.name && el.name !== "perm" && el.value.trim() !== "") params[el.name] = el.value.trim();
       }
+      const boxes = Array.from(e.target.querySelectorAll('input[name="perm"]'));
+      const perms = boxes.filter((b) => b.checked).map((b) => b.value);
+      if (perms.length !== boxes.length) params.permissions = perms.join(",");
       let body;
       try {
         body = await api("POST", "create_client", params);

@@ -472,3 +472,58 @@ type offlineConditions struct {
 	DownloadThroughput float64 `json:"downloadThroughput"`
 	UploadThroughput   float64 `json:"uploadThroughput"`
 }
+
+// Least privilege on the page: a send-only key made with the checkboxes,
+// shown as such in the list, widened with the Permissions dialog.
+func TestAdminPagePermissions(t *testing.T) {
+	b := newBrowser(t)
+	store := newStore(t)
+	admin, _ := adminKey(t, store)
+	start(t, config{store: store})
+	b.run(t, "sign in", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")),
+		chromedp.SetValue(byLabel("Admin key"), admin), chromedp.Click(buttonNamed("Sign in")),
+		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+
+	var key string
+	b.run(t, "create a send-only key",
+		chromedp.SendKeys(byLabel("Stream"), "general"),
+		chromedp.SendKeys(byLabel("Name"), "ci job"),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="upload"]/input`),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="edit"]/input`),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="read"]/input`),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="topics"]/input`),
+		chromedp.Click(buttonNamed("Create key")),
+		waitValueChange(byLabel("New key"), "", &key),
+		waitText(`#status`, "Created key"))
+	addSecret(key)
+	m := createdID.FindStringSubmatch(get(t, b, "the status", chromedp.Text(chromedp.CSS(`#status`))))
+	if m == nil {
+		t.Fatal("no key id in the status")
+	}
+	id := m[1]
+	if e := keyEntry(t, admin, id); fmt.Sprint(e["permissions"]) != "[send]" {
+		t.Fatalf("the page's send-only key: %v", e["permissions"])
+	}
+	b.run(t, "the list says what it may do", waitText(rowOf(id), "send"))
+	if got := get(t, b, "its May cell", chromedp.Text(rowOf(id)+`/td[contains(@class,"perms")]`)); got != "send" {
+		t.Errorf("May cell %q", got)
+	}
+	body, ct := form("content", "CI passed")
+	if r := request(t, "POST", "/send_message?topic=ci", body, withKey(key), ct); r.Status != 200 {
+		t.Errorf("the send-only key sends: %d %s", r.Status, r.Body)
+	}
+	if r := request(t, "GET", "/get_messages", nil, withKey(key)); r.Status != 403 {
+		t.Errorf("the send-only key reads: %d", r.Status)
+	}
+
+	b.run(t, "let it edit too",
+		chromedp.Click(rowOf(id)+buttonNamed("Permissions")),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm-perms`)),
+		chromedp.Click(`//fieldset[@id="confirm-perms"]//label[normalize-space(.)="edit"]/input`),
+		chromedp.Click(buttonNamed("Confirm")),
+		waitText(`#status`, "may now: send, edit"),
+		waitText(rowOf(id), "send, edit"))
+	if e := keyEntry(t, admin, id); fmt.Sprint(e["permissions"]) != "[send edit]" {
+		t.Errorf("after the dialog: %v", e["permissions"])
+	}
+}

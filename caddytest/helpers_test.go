@@ -307,10 +307,7 @@ func zulipMark() uint64 { return env.emu.LastSeq() }
 func assertNothingReachedZulip(t *testing.T, mark uint64) {
 	t.Helper()
 	var lines []string
-	for _, r := range env.emu.RequestsAfter(mark) {
-		if r.Method == "GET" && r.Path == "/api/v1/users/me" && r.Query == "" {
-			continue
-		}
+	for _, r := range zulipRequests(mark) {
 		lines = append(lines, r.Method+" "+r.Path+"?"+r.Query)
 	}
 	if len(lines) > 0 {

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -50,6 +51,9 @@ type Entry struct {
 	// cannot take them now, rather than failing; empty: delivered at
 	// once or not at all.
 	Delivery string `json:"delivery,omitempty"`
+	// Permissions are what a scoped key may do (permissions.go); none
+	// named: all of them, as before permissions existed.
+	Permissions []string `json:"permissions,omitempty"`
 	// RotatedAt is when the key was last given a new secret.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
 	// Retired are the secrets a rotation replaced, newest last; each works
@@ -97,6 +101,7 @@ func (e *Entry) clone() Entry {
 		}
 	}
 	c.Retired = append([]RetiredKey(nil), e.Retired...)
+	c.Permissions = slices.Clone(e.Permissions)
 	return c
 }
 
@@ -111,6 +116,8 @@ type NewEntry struct {
 	ExpiresAt  *time.Time
 	RateLimit  string
 	Delivery   string
+	// Permissions as ParsePermissions returns them; nil: all.
+	Permissions []string
 }
 
 // DeliveryQueued is Entry.Delivery for a key whose sends are queued.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -102,6 +103,9 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 	if !n.Admin && strings.TrimSpace(n.Stream) == "" {
 		return "", Entry{}, errors.New("a scoped key needs a stream")
 	}
+	if n.Admin && n.Permissions != nil {
+		return "", Entry{}, ErrAdminPermissions
+	}
 	key, err := NewKey()
 	if err != nil {
 		return "", Entry{}, err
@@ -122,7 +126,7 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 			ID: id, KeyHash: HashKey(key), Name: n.Name, ProposalNo: n.ProposalNo,
 			Stream: n.Stream, Bot: n.Bot, Admin: n.Admin,
 			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: expires, RateLimit: n.RateLimit,
-			Delivery: n.Delivery,
+			Delivery: n.Delivery, Permissions: slices.Clone(n.Permissions),
 		}
 		doc.Clients = append(doc.Clients, e)
 		return true, nil
