@@ -115,22 +115,13 @@ func TestBotWithRefusedCredentials(t *testing.T) {
 		t.Error("no error line naming the bot and its site")
 	}
 
-	body, ct := form("content", "hello")
-	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=refused", port), body)
-	req.Header.Set("Content-Type", strings.TrimPrefix(ct, "Content-Type: "))
-	req.Header.Set("X-API-key", key)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	r := sendAt(t, port, key, "refused", "hello")
 	var e map[string]any
-	_ = json.Unmarshal(raw, &e)
-	if resp.StatusCode != http.StatusBadGateway || e["code"] != "BOT_CREDENTIALS_REJECTED" ||
+	_ = json.Unmarshal([]byte(r.Body), &e)
+	if r.Status != http.StatusBadGateway || e["code"] != "BOT_CREDENTIALS_REJECTED" ||
 		!strings.Contains(fmt.Sprint(e["msg"]), "refused the proxy's credentials for bot 'refused'") ||
-		!strings.Contains(fmt.Sprint(e["msg"]), "not your key") || resp.Header.Get("WWW-Authenticate") != "" {
-		t.Errorf("a send with a valid key through a refused bot: %d %s", resp.StatusCode, raw)
+		!strings.Contains(fmt.Sprint(e["msg"]), "not your key") || r.Header.Get("WWW-Authenticate") != "" {
+		t.Errorf("a send with a valid key through a refused bot: %d %s", r.Status, r.Body)
 	}
 	if n := botLogLines(t, "refused", "Zulip refuses the bot's credentials"); n != 1 {
 		t.Errorf("%d error lines for the refused bot, want one (when it turned bad)", n)

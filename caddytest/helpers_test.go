@@ -266,6 +266,26 @@ func sendAsync(t *testing.T, key, topic string) (int, http.Header) {
 	return resp.StatusCode, resp.Header
 }
 
+// sendAt posts a message with key to the proxy site on port (a test's
+// second site), as sendTo does to the main one.
+func sendAt(t *testing.T, port int, key, topic, content string) reply {
+	t.Helper()
+	body, ct := form("content", content)
+	req, err := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=%s", port, url.QueryEscape(topic)), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", strings.TrimPrefix(ct, "Content-Type: "))
+	req.Header.Set("X-API-key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return reply{Status: resp.StatusCode, Header: resp.Header, Body: string(raw)}
+}
+
 // form encodes an urlencoded body.
 func form(pairs ...string) (io.Reader, string) {
 	var b strings.Builder

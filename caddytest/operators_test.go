@@ -2,7 +2,6 @@ package caddytest
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,17 +139,8 @@ func TestBotKeyFromFile(t *testing.T) {
 		t.Errorf("caddy adapt: the key, or not the placeholder:\n%s", adapted)
 	}
 	start(t, config{store: store, sites: site})
-	body, ct := form("content", "sent with a key read from a file")
-	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=credential", port), body)
-	req.Header.Set("Content-Type", strings.TrimPrefix(ct, "Content-Type: "))
-	req.Header.Set("X-API-key", key)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("a send through the bot whose key is in a file: %d", resp.StatusCode)
+	if r := sendAt(t, port, key, "credential", "sent with a key read from a file"); r.Status != 200 {
+		t.Fatalf("a send through the bot whose key is in a file: %d %s", r.Status, r.Body)
 	}
 	eventually(t, 20*time.Second, "the bot checked", func() bool {
 		_, m := healthOfPort(t, port)

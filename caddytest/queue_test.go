@@ -468,17 +468,8 @@ http://127.0.0.1:%d {
 		t.Fatal(err)
 	}
 	assertQueued(t, sendTo(t, key, "via", "via the main site"), "", false)
-	body, ct := form("content", "via the other site")
-	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=via", port), body)
-	req.Header.Set("Content-Type", ct[len("Content-Type: "):])
-	req.Header.Set("X-API-key", key)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("the other site's send: %d, want 202", resp.StatusCode)
+	if r := sendAt(t, port, key, "via", "via the other site"); r.Status != http.StatusAccepted {
+		t.Fatalf("the other site's send: %d %s, want 202", r.Status, r.Body)
 	}
 	zulipUp()
 	other.ClearFault()

@@ -316,17 +316,8 @@ func TestReadmeProductionConfig(t *testing.T) {
 	if n, _ := logLines(t, "access logging is on for a server that takes keys"); n != warned {
 		t.Errorf("the production Caddyfile warns about keys in its access log")
 	}
-	body, ct := form("content", "through the README's production config")
-	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send_message?topic=production", port), body)
-	req.Header.Set("Content-Type", strings.TrimPrefix(ct, "Content-Type: "))
-	req.Header.Set("X-API-key", key)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("a send: %d", resp.StatusCode)
+	if r := sendAt(t, port, key, "production", "through the README's production config"); r.Status != 200 {
+		t.Errorf("a send: %d %s", r.Status, r.Body)
 	}
 }
 
