@@ -42,26 +42,26 @@ func TestZulipFailures(t *testing.T) {
 		status int
 		check  func(t *testing.T, r reply)
 	}{
-		{"Zulip's own 500, which has no code", emulator.Fault{Status: 500, Count: 1}, 500, func(t *testing.T, r reply) {
+		{"Zulip's own 500, which has no code", emulator.Fault{Status: 500, Count: 1, PathPrefix: sendPath}, 500, func(t *testing.T, r reply) {
 			// Zulip's words, in both shapes.
 			assertError(t, r, 500, "Internal server error")
 		}},
-		{"nginx 502 page", emulator.Fault{Status: 502, Count: 1}, 502, func(t *testing.T, r reply) {
+		{"nginx 502 page", emulator.Fault{Status: 502, Count: 1, PathPrefix: sendPath}, 502, func(t *testing.T, r reply) {
 			assertError(t, r, 502, "HTTP 502")
 		}},
-		{"503 for maintenance", emulator.Fault{Status: 503, RetryAfter: 30, Count: 1}, 503, func(t *testing.T, r reply) {
+		{"503 for maintenance", emulator.Fault{Status: 503, RetryAfter: 30, Count: 1, PathPrefix: sendPath}, 503, func(t *testing.T, r reply) {
 			assertError(t, r, 503, "HTTP 503")
 			if r.Header.Get("Retry-After") != "30" {
 				t.Errorf("Retry-After %q, want Zulip's 30", r.Header.Get("Retry-After"))
 			}
 		}},
-		{"garbage", emulator.Fault{Garbage: true, Count: 1}, 502, func(t *testing.T, r reply) {
+		{"garbage", emulator.Fault{Garbage: true, Count: 1, PathPrefix: sendPath}, 502, func(t *testing.T, r reply) {
 			assertError(t, r, 502, "not Zulip's JSON")
 		}},
-		{"dropped connection", emulator.Fault{Drop: true, Count: 1}, 502, func(t *testing.T, r reply) {
+		{"dropped connection", emulator.Fault{Drop: true, Count: 1, PathPrefix: sendPath}, 502, func(t *testing.T, r reply) {
 			assertError(t, r, 502, "")
 		}},
-		{"too slow", emulator.Fault{Delay: 3 * time.Second, Count: 1}, 504, func(t *testing.T, r reply) {
+		{"too slow", emulator.Fault{Delay: 3 * time.Second, Count: 1, PathPrefix: sendPath}, 504, func(t *testing.T, r reply) {
 			assertError(t, r, 504, "did not answer within 1s")
 		}},
 	}
@@ -90,7 +90,7 @@ func TestZulipFailures(t *testing.T) {
 		})
 	}
 	t.Run("rate limited, then the bot waits as Zulip asked", func(t *testing.T) {
-		if err := env.emu.SetFault(emulator.Fault{RateLimited: true, RetryAfter: 0.8, Count: 1}); err != nil {
+		if err := env.emu.SetFault(emulator.Fault{RateLimited: true, RetryAfter: 0.8, Count: 1, PathPrefix: sendPath}); err != nil {
 			t.Fatal(err)
 		}
 		defer env.emu.ClearFault()

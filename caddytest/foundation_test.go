@@ -121,7 +121,7 @@ func TestReloadKeepsKeys(t *testing.T) {
 	}
 
 	// One send held by Zulip for 2 s while the config is reloaded.
-	if err := env.emu.SetFault(emulator.Fault{Delay: 2 * time.Second, Count: 1}); err != nil {
+	if err := env.emu.SetFault(emulator.Fault{Delay: 2 * time.Second, Count: 1, PathPrefix: sendPath}); err != nil {
 		t.Fatal(err)
 	}
 	defer env.emu.ClearFault()

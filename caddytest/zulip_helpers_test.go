@@ -93,6 +93,11 @@ func multipartBody(t *testing.T, parts ...part) (io.Reader, string) {
 	return &b, "Content-Type: " + mw.FormDataContentType()
 }
 
+// sendPath is where a send reaches Zulip: a fault meant for a send names
+// it, so that the proxy's own check of its bot (GET /users/me), which a
+// failed call may prompt, does not take the fault instead.
+const sendPath = "/api/v1/messages"
+
 // zulipRequests returns what reached Zulip since mark, but the proxy's
 // own checks of its bot.
 func zulipRequests(mark uint64) []emulator.Request {
