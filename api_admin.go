@@ -27,7 +27,7 @@ type createdBody struct {
 // serveCreateClient makes a scoped key. The stream comes from the request
 // or, for a proposal number alone, from the configured stream template.
 func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit", "delivery", "permissions"}
+	names := []string{"proposal_no", "name", "stream", "bot", "expires_in", "rate_limit", "delivery", "permissions", "topic_prefix"}
 	q, err := h.body.adminParams(w, r, c, names...)
 	if err != nil {
 		return err
@@ -35,6 +35,11 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	var n keystore.NewEntry
 	if q.Has("permissions") {
 		if n.Permissions, err = permissionsParam(q.Get("permissions")); err != nil {
+			return err
+		}
+	}
+	if q.Has("topic_prefix") {
+		if n.TopicPrefix, err = topicPrefixParam(q.Get("topic_prefix")); err != nil {
 			return err
 		}
 	}
@@ -259,9 +264,27 @@ func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *c
 // refused, never read as "never": a script whose date variable came out
 // empty must not make an expiring key permanent.
 func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *call) error {
-	q, err := h.body.adminParams(w, r, c, "expires_in", "expires_at", "permissions")
+	q, err := h.body.adminParams(w, r, c, "expires_in", "expires_at", "permissions", "topic_prefix")
 	if err != nil {
 		return err
+	}
+	if q.Has("topic_prefix") || q.null["topic_prefix"] {
+		if q.Has("permissions") || q.Has("expires_in") || q.Has("expires_at") || q.null["expires_at"] {
+			return errBadParam("topic_prefix", "change a key's topics on their own, not with its permissions or expiry")
+		}
+		prefix := ""
+		if !q.null["topic_prefix"] {
+			if prefix, err = topicPrefixParam(q.Get("topic_prefix")); err != nil {
+				return err
+			}
+		}
+		e, err := h.store.SetTopicPrefix(r.Context(), c.arg, prefix)
+		if err != nil {
+			return lifecycleFailure(h.logger, c.arg, err)
+		}
+		h.logger.Info("key topics changed", zap.String("key_id", e.ID), zap.String("topic_prefix", e.TopicPrefix), zap.String("by", "admin:"+c.entry.ID))
+		writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
+		return nil
 	}
 	var perms []string
 	if q.Has("permissions") {
@@ -323,6 +346,15 @@ func (h *Handler) setPermissions(w http.ResponseWriter, r *http.Request, c *call
 	h.logger.Info("key permissions changed", zap.String("key_id", e.ID), zap.Strings("permissions", e.Granted()), zap.String("by", "admin:"+c.entry.ID))
 	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
 	return nil
+}
+
+// topicPrefixParam reads a key's topic prefix.
+func topicPrefixParam(v string) (string, error) {
+	p, err := keystore.ParseTopicPrefix(v)
+	if err != nil {
+		return "", errBadParam("topic_prefix", "parameter 'topic_prefix': "+err.Error()+" (JSON null lifts the scope)")
+	}
+	return p, nil
 }
 
 // permissionsParam reads a key's permissions: "send,edit" (or a JSON

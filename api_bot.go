@@ -31,6 +31,9 @@ func (h *Handler) serveSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	if aerr != nil {
 		return aerr
 	}
+	if aerr := c.topicInScope(topic); aerr != nil {
+		return aerr
+	}
 	if aerr := h.body.limitBody(w, r); aerr != nil {
 		return aerr
 	}
@@ -368,6 +371,9 @@ func (c *call) topics(w http.ResponseWriter, r *http.Request, want int64, opts z
 	if err != nil {
 		return err
 	}
+	if resp, err = c.inScopeAnswer(resp, "topics", "name"); err != nil {
+		return err
+	}
 	writeZulipAnswer(w, resp)
 	return nil
 }
@@ -412,6 +418,9 @@ func (h *Handler) serveUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 	if q.Has("topic") {
 		topic, aerr := topicParam(q.Get("topic"), true, true)
 		if aerr != nil {
+			return aerr
+		}
+		if aerr := c.topicInScope(topic); aerr != nil {
 			return aerr
 		}
 		u.Topic = &topic
@@ -548,6 +557,9 @@ func (c *call) checkOwnMessage(ctx context.Context, msgID int64, opts zulip.Read
 		return nil, nil, newError(http.StatusForbidden, codeForbidden,
 			"message "+strconv.FormatInt(msgID, 10)+" is not a message this key sent in its stream")
 	}
+	if aerr := c.messageInScope(msg); aerr != nil {
+		return nil, nil, aerr
+	}
 	return msg, resp, nil
 }
 
@@ -612,6 +624,9 @@ func (c *call) writeBotMessages(w http.ResponseWriter, r *http.Request, stream s
 		return err
 	})
 	if err != nil {
+		return err
+	}
+	if resp, err = c.inScopeAnswer(resp, "messages", "subject"); err != nil {
 		return err
 	}
 	writeZulipAnswer(w, resp)

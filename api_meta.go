@@ -39,6 +39,8 @@ type entryView struct {
 	// Permissions are what a scoped key may do: a subset of send,
 	// upload, edit, read, topics (all of them unless narrowed).
 	Permissions []string `json:"permissions,omitempty"`
+	// TopicPrefix holds a scoped key to the topics that start with it.
+	TopicPrefix string `json:"topic_prefix,omitempty"`
 	// RotatedAt is when the key last got a new secret.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
 	// PreviousKeyValidUntil is when the secret the last rotation replaced
@@ -86,6 +88,7 @@ func viewOf(e *keystore.Entry, d viewDefaults) entryView {
 	if !e.Admin {
 		v.Delivery = deliveryOf(e)
 		v.Permissions = e.Granted()
+		v.TopicPrefix = e.TopicPrefix
 	}
 	return v
 }

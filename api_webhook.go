@@ -190,6 +190,9 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, c *call) 
 			return errBadParam(f.name, "parameter '"+f.name+"' given more than once")
 		}
 	}
+	if aerr := c.webhookTopicInScope(q, bodyOut); aerr != nil {
+		return aerr
+	}
 
 	// A raw payload is read before Zulip is asked anything only where its
 	// content decides the destination.
@@ -441,4 +444,26 @@ func teamcityPersonal(body []byte) (personal, ok bool) {
 		}
 	}
 	return false, true
+}
+
+// webhookTopicInScope holds a topic-scoped key's webhook to its topics.
+// The integration would choose its own topic from the payload, which the
+// proxy cannot check before Zulip posts; Zulip's webhook framework puts
+// a `topic` parameter in its place for every integration, so a
+// topic-scoped key's URL must name one, inside the key's topics.
+func (c *call) webhookTopicInScope(q url.Values, body []field) *apiError {
+	if c.entry.TopicPrefix == "" {
+		return nil
+	}
+	topic, named := q.Get("topic"), q.Has("topic")
+	for _, f := range body {
+		if f.name == "topic" {
+			topic, named = f.value, true
+		}
+	}
+	if !named || strings.TrimSpace(topic) == "" {
+		return errMissingParam("topic").setMsg("this key is held to the topics that start with '" + c.entry.TopicPrefix +
+			"': its webhook URL must name one (topic=" + c.entry.TopicPrefix + "...), which Zulip puts in place of the integration's own")
+	}
+	return c.topicInScope(topic)
 }

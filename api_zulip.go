@@ -44,6 +44,15 @@ func topicOf(p url.Values, required bool) (topic string, present bool, aerr *api
 	return t, present, aerr
 }
 
+// scopedTopicOf is topicOf, and the topic within the key's topics.
+func (c *call) scopedTopicOf(p url.Values, required bool) (string, bool, *apiError) {
+	t, present, aerr := topicOf(p, required)
+	if aerr == nil && present {
+		aerr = c.topicInScope(t)
+	}
+	return t, present, aerr
+}
+
 // messageIDArg reads the message id of /messages/{id}; a `message_id`
 // parameter (which zulip-js adds) must agree with it.
 func messageIDArg(c *call, p url.Values) (int64, *apiError) {

@@ -21,7 +21,7 @@ func (h *Handler) zulipSendMessage(w http.ResponseWriter, r *http.Request, c *ca
 	default:
 		return errBadParam("type", "type '"+typ+"' is not available: a scoped key sends only to its stream (type 'stream')")
 	}
-	topic, _, aerr := topicOf(p, true)
+	topic, _, aerr := c.scopedTopicOf(p, true)
 	if aerr != nil {
 		return aerr
 	}
@@ -178,7 +178,7 @@ func (h *Handler) zulipUpdateMessage(w http.ResponseWriter, r *http.Request, c *
 		return aerr
 	}
 	var u zulip.UpdateMessage
-	topic, hasTopic, aerr := topicOf(p, false)
+	topic, hasTopic, aerr := c.scopedTopicOf(p, false)
 	if aerr != nil {
 		return aerr
 	}

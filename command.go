@@ -53,7 +53,7 @@ func configureCLI(cmd *cobra.Command) {
 	// mistyped command, and a script would never know.
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
-			return fmt.Errorf("unknown command %q for %q; the commands are add-client, add-admin, list, revoke, rotate, expire, allow, import-legacy", args[0], c.CommandPath())
+			return fmt.Errorf("unknown command %q for %q; the commands are add-client, add-admin, list, revoke, rotate, expire, allow, topics, import-legacy", args[0], c.CommandPath())
 		}
 		return nil
 	}
@@ -63,7 +63,7 @@ func configureCLI(cmd *cobra.Command) {
 	}
 
 	addClient := &cobra.Command{
-		Use:   "add-client --stream <stream> [--name <name>] [--proposal <n>] [--bot <bot>] [--expires <duration>] [--allow send,edit] [--queued]",
+		Use:   "add-client --stream <stream> [--name <name>] [--proposal <n>] [--bot <bot>] [--expires <duration>] [--allow send,edit] [--topic-prefix P] [--queued]",
 		Short: "Creates a key that may write to one stream, and prints it once",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -76,6 +76,7 @@ func configureCLI(cmd *cobra.Command) {
 			rateLimit, _ := f.GetString("rate-limit")
 			queued, _ := f.GetBool("queued")
 			allow, _ := f.GetString("allow")
+			topicPrefix, _ := f.GetString("topic-prefix")
 			if strings.TrimSpace(stream) == "" {
 				return errors.New("--stream is required: the one stream this key may write to")
 			}
@@ -96,6 +97,13 @@ func configureCLI(cmd *cobra.Command) {
 				}
 				n.Permissions = perms
 			}
+			if f.Changed("topic-prefix") {
+				p, err := keystore.ParseTopicPrefix(topicPrefix)
+				if err != nil {
+					return fmt.Errorf("--topic-prefix: %w", err)
+				}
+				n.TopicPrefix = p
+			}
 			if rateLimit != "" {
 				rl, err := parseRateLimit(rateLimit)
 				if err != nil {
@@ -111,6 +119,7 @@ func configureCLI(cmd *cobra.Command) {
 	addClient.Flags().Int64("proposal", 0, "proposal number (upstream compatibility)")
 	addClient.Flags().String("bot", "", "name of the configured bot the key speaks as (default: the default bot)")
 	addClient.Flags().String("expires", "", "lifetime, e.g. 90d or 12h (default: never expires)")
+	addClient.Flags().String("topic-prefix", "", "hold the key to the topics that start with this, e.g. 'BL3/' (compared as Zulip compares topics)")
 	addClient.Flags().String("allow", "", "what the key may do: some of send, upload, edit, read, topics, comma-separated (default: all), e.g. send for a CI job")
 	addClient.Flags().Bool("queued", false, "queue this key's sends while Zulip cannot take them (down, slow, out of budget) and deliver them later, rather than fail")
 	addClient.Flags().String("rate-limit", "", "this key's own rate limit, <events>/<window> such as 10/1m (default: the server's rate_limit)")
@@ -302,7 +311,7 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED\tRATE LIMIT\tDELIVERY\tPERMISSIONS\tROTATED")
+	fmt.Fprintln(tw, "ID\tNAME\tSTREAM\tBOT\tADMIN\tCREATED\tEXPIRES\tREVOKED\tLAST USED\tRATE LIMIT\tDELIVERY\tPERMISSIONS\tTOPICS\tROTATED")
 	for _, e := range entries {
 		bot := e.Bot
 		if bot == "" && !e.Admin {
@@ -312,17 +321,21 @@ func printList(w io.Writer, entries []keystore.Entry, asJSON bool, now time.Time
 		if e.Admin {
 			admin = "yes"
 		}
-		delivery, perms := "-", "-"
+		delivery, perms, topics := "-", "-", "-"
 		if !e.Admin {
 			delivery = deliveryOf(&e)
 			perms = "all"
 			if e.Permissions != nil {
 				perms = strings.Join(e.Permissions, ",")
 			}
+			topics = "any"
+			if e.TopicPrefix != "" {
+				topics = dash(e.TopicPrefix) + "*"
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(e.ID), dash(e.Name), dash(e.Stream), dash(bot), admin,
 			e.CreatedAt.Format("2006-01-02 15:04"), timeCell(e.ExpiresAt, now, true), timeCell(e.RevokedAt, now, false), timeCell(e.LastUsedAt, now, false), dash(e.RateLimit),
-			delivery, perms, rotatedCell(&e, now))
+			delivery, perms, topics, rotatedCell(&e, now))
 	}
 	return tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,7 +96,38 @@ func lifecycleCommands() []*cobra.Command {
 			})
 		},
 	}
-	return []*cobra.Command{rotate, expire, allow}
+	topics := &cobra.Command{
+		Use:   "topics <id> (<prefix> | --any)",
+		Short: "Holds a scoped key to the topics that start with a prefix, or lets it use any topic of its stream",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(c *cobra.Command, args []string) error {
+			anyTopic, _ := c.Flags().GetBool("any")
+			if (len(args) == 2) == anyTopic {
+				return errors.New("give one of a prefix (such as BL3/) and --any")
+			}
+			prefix := ""
+			if !anyTopic {
+				var err error
+				if prefix, err = keystore.ParseTopicPrefix(args[1]); err != nil {
+					return err
+				}
+			}
+			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
+				e, err := s.SetTopicPrefix(ctx, args[0], prefix)
+				if err != nil {
+					return lifecycleError(s, args[0], err)
+				}
+				what := "any topic"
+				if e.TopicPrefix != "" {
+					what = "topics starting with " + strconv.Quote(e.TopicPrefix)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s (%s) may use: %s\n", e.ID, describe(&e), what)
+				return nil
+			})
+		},
+	}
+	topics.Flags().Bool("any", false, "let the key use any topic of its stream")
+	return []*cobra.Command{rotate, expire, allow, topics}
 }
 
 // allowArg reads --allow and allow's permissions: "send,edit", or "all".
@@ -117,7 +149,7 @@ func lifecycleError(s *keystore.Store, id string, err error) error {
 	case errors.Is(err, keystore.ErrKeyRevoked):
 		return fmt.Errorf("key %q is revoked; a revoked key stays revoked", id)
 	case errors.Is(err, keystore.ErrAdminPermissions):
-		return fmt.Errorf("key %q is an admin key: it manages keys and never posts, so it has no permissions to change", id)
+		return fmt.Errorf("key %q is an admin key: it manages keys and never posts, so it has no permissions or topics to change", id)
 	}
 	return err
 }

@@ -151,3 +151,31 @@ func TestCLIPermissions(t *testing.T) {
 		}
 	}
 }
+
+// --topic-prefix holds a new key to its topics; `topics` changes them
+// (--any lifts the scope); the list shows them.
+func TestCLITopics(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "clients.json")
+	key, id := cliAdd(t, "add-client", "--store", store, "--stream", "general", "--topic-prefix", " BL3/ ")
+	if e, _ := openForTest(t, store).Lookup(key); e.TopicPrefix != "BL3/" || e.TopicInScope("BL2/x") {
+		t.Fatalf("a key for BL3/: %q", e.TopicPrefix)
+	}
+	out, _, err := clitest.Run("list", "--store", store)
+	if err != nil || !strings.Contains(out, "TOPICS") || !strings.Contains(out, "BL3/*") {
+		t.Errorf("list: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{[]string{"topics", id, "BL4/"}, `topics starting with "BL4/"`}, {[]string{"topics", id, "--any"}, "may use: any topic"}} {
+		out, _, err := clitest.Run(append(c.args, "--store", store)...)
+		if err != nil || !strings.Contains(out, c.want) {
+			t.Errorf("%v: %v %s", c.args, err, out)
+		}
+	}
+	for _, args := range [][]string{{"topics", id}, {"topics", id, "BL3/", "--any"}, {"topics", id, "   "}, {"add-client", "--stream", "s", "--topic-prefix", ""}} {
+		if _, _, err := clitest.Run(append(args, "--store", store)...); err == nil {
+			t.Errorf("%v was taken", args)
+		}
+	}
+}

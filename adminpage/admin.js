@@ -172,7 +172,7 @@
     tbody.replaceChildren();
     let shown = 0;
     for (const c of clients) {
-      const hay = [c.id, c.name, c.stream, c.bot, c.proposal_no, c.created_by, stateOf(c)].join(" ").toLowerCase();
+      const hay = [c.id, c.name, c.stream, c.topic_prefix, c.bot, c.proposal_no, c.created_by, stateOf(c)].join(" ").toLowerCase();
       if (filter && !hay.includes(filter)) continue;
       shown++;
       const state = stateOf(c);
@@ -182,7 +182,7 @@
       tr.dataset.id = c.id;
       cell(tr, c.id, "id");
       cell(tr, c.name);
-      cell(tr, c.admin ? "(admin key)" : c.stream);
+      cell(tr, c.admin ? "(admin key)" : c.stream + (c.topic_prefix ? " \u203a topics " + c.topic_prefix + "\u2026" : ""));
       cell(tr, c.bot);
       cell(tr, c.proposal_no || "");
       cell(tr, when(c.created_at));

@@ -485,9 +485,10 @@ func TestAdminPagePermissions(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
 
 	var key string
-	b.run(t, "create a send-only key",
+	b.run(t, "create a send-only key for the topics of beamline 3",
 		chromedp.SendKeys(byLabel("Stream"), "general"),
 		chromedp.SendKeys(byLabel("Name"), "ci job"),
+		chromedp.SendKeys(byLabel("Topics starting with"), "BL3/"),
 		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="upload"]/input`),
 		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="edit"]/input`),
 		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="read"]/input`),
@@ -501,15 +502,15 @@ func TestAdminPagePermissions(t *testing.T) {
 		t.Fatal("no key id in the status")
 	}
 	id := m[1]
-	if e := keyEntry(t, admin, id); fmt.Sprint(e["permissions"]) != "[send]" {
-		t.Fatalf("the page's send-only key: %v", e["permissions"])
+	if e := keyEntry(t, admin, id); fmt.Sprint(e["permissions"]) != "[send]" || e["topic_prefix"] != "BL3/" {
+		t.Fatalf("the page's send-only key: %v %v", e["permissions"], e["topic_prefix"])
 	}
-	b.run(t, "the list says what it may do", waitText(rowOf(id), "send"))
+	b.run(t, "the list says what it may do, and where", waitText(rowOf(id), "send"), waitText(rowOf(id), "topics BL3/"))
 	if got := get(t, b, "its May cell", chromedp.Text(rowOf(id)+`/td[contains(@class,"perms")]`)); got != "send" {
 		t.Errorf("May cell %q", got)
 	}
 	body, ct := form("content", "CI passed")
-	if r := request(t, "POST", "/send_message?topic=ci", body, withKey(key), ct); r.Status != 200 {
+	if r := request(t, "POST", "/send_message?topic=BL3%2Fci", body, withKey(key), ct); r.Status != 200 {
 		t.Errorf("the send-only key sends: %d %s", r.Status, r.Body)
 	}
 	if r := request(t, "GET", "/get_messages", nil, withKey(key)); r.Status != 403 {

@@ -54,6 +54,9 @@ type Entry struct {
 	// Permissions are what a scoped key may do (permissions.go); none
 	// named: all of them, as before permissions existed.
 	Permissions []string `json:"permissions,omitempty"`
+	// TopicPrefix holds a scoped key to the topics that start with it
+	// (topics.go); empty: any topic of its stream.
+	TopicPrefix string `json:"topic_prefix,omitempty"`
 	// RotatedAt is when the key was last given a new secret.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
 	// Retired are the secrets a rotation replaced, newest last; each works
@@ -118,6 +121,8 @@ type NewEntry struct {
 	Delivery   string
 	// Permissions as ParsePermissions returns them; nil: all.
 	Permissions []string
+	// TopicPrefix as ParseTopicPrefix returns it; "": any topic.
+	TopicPrefix string
 }
 
 // DeliveryQueued is Entry.Delivery for a key whose sends are queued.

@@ -103,7 +103,7 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 	if !n.Admin && strings.TrimSpace(n.Stream) == "" {
 		return "", Entry{}, errors.New("a scoped key needs a stream")
 	}
-	if n.Admin && n.Permissions != nil {
+	if n.Admin && (n.Permissions != nil || n.TopicPrefix != "") {
 		return "", Entry{}, ErrAdminPermissions
 	}
 	key, err := NewKey()
@@ -126,7 +126,7 @@ func (s *Store) Add(ctx context.Context, n NewEntry) (string, Entry, error) {
 			ID: id, KeyHash: HashKey(key), Name: n.Name, ProposalNo: n.ProposalNo,
 			Stream: n.Stream, Bot: n.Bot, Admin: n.Admin,
 			CreatedAt: time.Now().UTC(), CreatedBy: n.CreatedBy, ExpiresAt: expires, RateLimit: n.RateLimit,
-			Delivery: n.Delivery, Permissions: slices.Clone(n.Permissions),
+			Delivery: n.Delivery, Permissions: slices.Clone(n.Permissions), TopicPrefix: n.TopicPrefix,
 		}
 		doc.Clients = append(doc.Clients, e)
 		return true, nil
