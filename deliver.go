@@ -329,6 +329,11 @@ func (d *deliverer) attempt(h *Handler, k *keyDelivery, s *outbox.Send) time.Dur
 			Msg: "the key that queued this send lost the permission to send it before it was delivered"})
 		return 0
 	}
+	if !e.TopicInScope(s.Topic) {
+		d.fail(h, s, now, "key_unusable", &outbox.SendError{Status: http.StatusForbidden, Code: codeForbidden,
+			Msg: "the key that queued this send was held to other topics before it was delivered"})
+		return 0
+	}
 	h, b := d.via(h, s, &e)
 	if maxAge := time.Duration(h.Queue.MaxAge); now.Sub(s.QueuedAt) > maxAge {
 		d.fail(h, s, now, "expired", &outbox.SendError{Status: http.StatusGatewayTimeout, Code: "EXPIRED",

@@ -288,3 +288,33 @@ func TestQueuedSendOfRevokedKeyFails(t *testing.T) {
 		t.Errorf("a revoked key's send: %+v %+v, %d reached Zulip", got, got.Error, f.sendsToZulip())
 	}
 }
+
+// A queued send whose key lost the permission to send, or was held to
+// other topics, before it went fails and never reaches Zulip.
+func TestQueuedSendOfNarrowedKeyFails(t *testing.T) {
+	for name, narrow := range map[string]func(*queueFixture) error{
+		"permissions": func(f *queueFixture) error {
+			_, err := f.h.store.SetPermissions(context.Background(), f.entry, []string{keystore.PermRead})
+			return err
+		},
+		"topics": func(f *queueFixture) error {
+			_, err := f.h.store.SetTopicPrefix(context.Background(), f.entry, "BL3/")
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newQueueFixture(t)
+			q := f.queue(t, outbox.Send{Topic: "BL2/later", Content: "never"}, "")
+			if err := narrow(f); err != nil {
+				t.Fatal(err)
+			}
+			if wait := f.attempt(t); wait != 0 {
+				t.Fatalf("waits %s", wait)
+			}
+			got := f.get(t, q.ID)
+			if got.State != outbox.Failed || got.Error == nil || got.Error.Status != 403 || f.sendsToZulip() != 0 {
+				t.Errorf("%+v %+v, %d reached Zulip", got, got.Error, f.sendsToZulip())
+			}
+		})
+	}
+}
