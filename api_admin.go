@@ -279,12 +279,7 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 			}
 		}
 		e, err := h.store.SetTopicPrefix(r.Context(), c.arg, prefix)
-		if err != nil {
-			return lifecycleFailure(h.logger, c.arg, err)
-		}
-		h.logger.Info("key topics changed", zap.String("key_id", e.ID), zap.String("topic_prefix", e.TopicPrefix), zap.String("by", "admin:"+c.entry.ID))
-		writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
-		return nil
+		return h.changed(w, c, &e, err, "key topics changed", zap.String("topic_prefix", e.TopicPrefix))
 	}
 	var perms []string
 	if q.Has("permissions") {
@@ -329,23 +324,24 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 		}
 	}
 	e, err := h.store.SetExpiry(r.Context(), c.arg, at)
+	return h.changed(w, c, &e, err, "key expiry changed", zap.Timep("expires_at", e.ExpiresAt))
+}
+
+// changed answers a change to the key of the path: the key as it is now,
+// and a log line saying what changed and by whom; or why it could not.
+func (h *Handler) changed(w http.ResponseWriter, c *call, e *keystore.Entry, err error, msg string, what zap.Field) error {
 	if err != nil {
 		return lifecycleFailure(h.logger, c.arg, err)
 	}
-	h.logger.Info("key expiry changed", zap.String("key_id", e.ID), zap.Timep("expires_at", e.ExpiresAt), zap.String("by", "admin:"+c.entry.ID))
-	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
+	h.logger.Info(msg, zap.String("key_id", e.ID), what, zap.String("by", "admin:"+c.entry.ID))
+	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(e, h.views)})
 	return nil
 }
 
 // setPermissions changes what a scoped key may do.
 func (h *Handler) setPermissions(w http.ResponseWriter, r *http.Request, c *call, perms []string) error {
 	e, err := h.store.SetPermissions(r.Context(), c.arg, perms)
-	if err != nil {
-		return lifecycleFailure(h.logger, c.arg, err)
-	}
-	h.logger.Info("key permissions changed", zap.String("key_id", e.ID), zap.Strings("permissions", e.Granted()), zap.String("by", "admin:"+c.entry.ID))
-	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
-	return nil
+	return h.changed(w, c, &e, err, "key permissions changed", zap.Strings("permissions", e.Granted()))
 }
 
 // topicPrefixParam reads a key's topic prefix.

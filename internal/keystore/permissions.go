@@ -73,6 +73,12 @@ func (e *Entry) Granted() []string {
 // SetPermissions changes what a scoped key may do; perms as
 // ParsePermissions returns them (nil: all).
 func (s *Store) SetPermissions(ctx context.Context, id string, perms []string) (Entry, error) {
+	return s.changeScoped(ctx, id, func(c *Entry) { c.Permissions = slices.Clone(perms) })
+}
+
+// changeScoped changes a scoped key that may still be used; an admin
+// key has no permissions or topics.
+func (s *Store) changeScoped(ctx context.Context, id string, change func(*Entry)) (Entry, error) {
 	var e Entry
 	err := s.mutate(ctx, func(doc *document) (bool, error) {
 		c, err := usableEntry(doc, id)
@@ -82,7 +88,7 @@ func (s *Store) SetPermissions(ctx context.Context, id string, perms []string) (
 		if c.Admin {
 			return false, ErrAdminPermissions
 		}
-		c.Permissions = slices.Clone(perms)
+		change(c)
 		e = c.clone()
 		return true, nil
 	})

@@ -52,18 +52,5 @@ func ParseTopicPrefix(p string) (string, error) {
 // SetTopicPrefix changes the topics a scoped key may use; "" lifts the
 // scope.
 func (s *Store) SetTopicPrefix(ctx context.Context, id, prefix string) (Entry, error) {
-	var e Entry
-	err := s.mutate(ctx, func(doc *document) (bool, error) {
-		c, err := usableEntry(doc, id)
-		if err != nil {
-			return false, err
-		}
-		if c.Admin {
-			return false, ErrAdminPermissions
-		}
-		c.TopicPrefix = prefix
-		e = c.clone()
-		return true, nil
-	})
-	return e, err
+	return s.changeScoped(ctx, id, func(c *Entry) { c.TopicPrefix = prefix })
 }
