@@ -62,8 +62,7 @@ func loadConfig(file, adapter string, notes io.Writer) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := strings.ToLower(filepath.Base(file))
-	if adapter == "" && (strings.HasPrefix(base, "caddyfile") || strings.HasSuffix(base, ".caddyfile")) {
+	if adapter == "" && (strings.HasPrefix(filepath.Base(file), "Caddyfile") || filepath.Ext(file) == ".caddyfile") {
 		adapter = "caddyfile"
 	}
 	if adapter == "" {

@@ -336,7 +336,7 @@ func (d *deliverer) attempt(h *Handler, k *keyDelivery, s *outbox.Send) time.Dur
 	}
 	h, b := d.via(h, s, &e)
 	if maxAge := time.Duration(h.Queue.MaxAge); now.Sub(s.QueuedAt) > maxAge {
-		d.fail(h, s, now, "expired", &outbox.SendError{Status: http.StatusGatewayTimeout, Code: "EXPIRED",
+		d.fail(h, s, now, "expired", &outbox.SendError{Status: http.StatusGatewayTimeout, Code: codeExpired,
 			Msg: "not delivered within the queue's max_age (" + maxAge.String() + "): Zulip could not take it in time"})
 		return 0
 	}

@@ -147,7 +147,7 @@ func TestQueuedSendExpires(t *testing.T) {
 		t.Fatalf("waits %s", wait)
 	}
 	got := f.get(t, q.ID)
-	if got.State != outbox.Failed || got.Error == nil || got.Error.Code != "EXPIRED" || f.sendsToZulip() != 0 {
+	if got.State != outbox.Failed || got.Error == nil || got.Error.Code != "expired" || f.sendsToZulip() != 0 {
 		t.Errorf("an expired send: %+v %+v; %d sends reached Zulip", got, got.Error, f.sendsToZulip())
 	}
 }

@@ -28,6 +28,8 @@ const (
 	codeUnavailable     = "SERVICE_UNAVAILABLE"
 	codeBotCredentials  = "BOT_CREDENTIALS_REJECTED"
 	codeStoreReadOnly   = "STORE_READ_ONLY"
+	// codeExpired is SPEC.md's word for a queued send past max_age.
+	codeExpired = "expired"
 )
 
 // apiError is an error the proxy answers itself. Its body carries both the

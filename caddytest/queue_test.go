@@ -372,7 +372,7 @@ func TestQueuedSendsThatFail(t *testing.T) {
 	zulipDown(t)
 	expiring := assertQueued(t, sendTo(t, key, "failing", "expiring one"), "", false)
 	eventually(t, 30*time.Second, "expiry", func() bool { _, s = queuedSend(t, key, expiring); return s["state"] == "failed" })
-	if e, _ := s["error"].(map[string]any); e == nil || e["code"] != "EXPIRED" {
+	if e, _ := s["error"].(map[string]any); e == nil || e["code"] != "expired" {
 		t.Errorf("expired with %v", s)
 	}
 	zulipUp()
