@@ -20,19 +20,9 @@ func TestAdminPageQueueInBrowser(t *testing.T) {
 		chromedp.SendKeys(byLabel("Admin key"), admin),
 		chromedp.Click(buttonNamed("Sign in")),
 		waitText(`#keys caption`, "of 1 keys"))
-	var key string
-	b.run(t, "create a key with queued delivery",
+	key, id := createInPage(t, b, "create a key with queued delivery",
 		chromedp.SendKeys(byLabel("Stream"), "general"),
-		chromedp.SetValue(byLabel("Delivery"), "queued"),
-		chromedp.Click(buttonNamed("Create key")),
-		waitValueChange(byLabel("New key"), "", &key),
-		waitText(`#status`, "Created key"))
-	addSecret(key)
-	m := createdID.FindStringSubmatch(get(t, b, "the status", chromedp.Text(chromedp.CSS(`#status`))))
-	if m == nil {
-		t.Fatal("no key id in the status")
-	}
-	id := m[1]
+		chromedp.SetValue(byLabel("Delivery"), "queued"))
 	if e := keyEntry(t, admin, id); e["delivery"] != "queued" {
 		t.Fatalf("the key made in the page: %v", e)
 	}

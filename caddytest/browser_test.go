@@ -182,6 +182,22 @@ func keyEntry(t *testing.T, admin, id string) map[string]any {
 
 var createdID = regexp.MustCompile(`Created key ([0-9a-f]{12})`)
 
+// createInPage fills the create form with steps, creates the key and
+// returns it (a secret from here on) and its id, as the page shows them.
+func createInPage(t *testing.T, b *browserSession, what string, steps ...chromedp.Action[chromedp.Void]) (key, id string) {
+	t.Helper()
+	b.run(t, what, append(steps,
+		chromedp.Click(buttonNamed("Create key")),
+		waitValueChange(byLabel("New key"), "", &key),
+		waitText(`#status`, "Created key"))...)
+	addSecret(key)
+	m := createdID.FindStringSubmatch(get(t, b, "the status", chromedp.Text(chromedp.CSS(`#status`))))
+	if m == nil {
+		t.Fatal("no key id in the status")
+	}
+	return key, m[1]
+}
+
 func TestAdminPageInBrowser(t *testing.T) {
 	b := newBrowser(t)
 	store := newStore(t)
@@ -484,24 +500,14 @@ func TestAdminPagePermissions(t *testing.T) {
 		chromedp.SetValue(byLabel("Admin key"), admin), chromedp.Click(buttonNamed("Sign in")),
 		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
 
-	var key string
-	b.run(t, "create a send-only key for the topics of beamline 3",
+	key, id := createInPage(t, b, "create a send-only key for the topics of beamline 3",
 		chromedp.SendKeys(byLabel("Stream"), "general"),
 		chromedp.SendKeys(byLabel("Name"), "ci job"),
 		chromedp.SendKeys(byLabel("Topics starting with"), "BL3/"),
 		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="upload"]/input`),
 		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="edit"]/input`),
 		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="read"]/input`),
-		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="topics"]/input`),
-		chromedp.Click(buttonNamed("Create key")),
-		waitValueChange(byLabel("New key"), "", &key),
-		waitText(`#status`, "Created key"))
-	addSecret(key)
-	m := createdID.FindStringSubmatch(get(t, b, "the status", chromedp.Text(chromedp.CSS(`#status`))))
-	if m == nil {
-		t.Fatal("no key id in the status")
-	}
-	id := m[1]
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="topics"]/input`))
 	if e := keyEntry(t, admin, id); fmt.Sprint(e["permissions"]) != "[send]" || e["topic_prefix"] != "BL3/" {
 		t.Fatalf("the page's send-only key: %v %v", e["permissions"], e["topic_prefix"])
 	}

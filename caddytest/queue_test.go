@@ -450,18 +450,7 @@ func TestQueuedSendGoesThroughTheBotThatQueuedIt(t *testing.T) {
 	key, _ := scopedKey(t, store, "general", "--queued")
 	other, o := limitedZulip(t, 1000, time.Minute, store)
 	port := freePort(t)
-	cfg := config{store: store, sites: fmt.Sprintf(`
-http://127.0.0.1:%d {
-	zulip_proxy {
-		bot default {
-			site %s
-			email %s
-			api_key {env.%s}
-			cert_bundle %s
-		}
-		store %s
-	}
-}`, port, o.site, emulator.DemoBotEmail, botKeyEnv, o.certBundle, store)}
+	cfg := config{store: store, sites: botSite(port, "default", o.site, o.certBundle, "{env."+botKeyEnv+"}", store)}
 	start(t, cfg)
 	zulipDown(t)
 	if err := other.SetFault(emulator.Fault{Status: http.StatusBadGateway}); err != nil {

@@ -424,25 +424,5 @@ func (b *storageBackend) stats(ctx context.Context) (QueueStats, error) {
 }
 
 func (b *storageBackend) pruneFinished(ctx context.Context, before time.Time) (int, error) {
-	names, err := b.st.List(ctx, finishedPrefix, true)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%s: listing finished sends: %w", b, err)
-	}
-	n := 0
-	for _, name := range names {
-		if !strings.HasSuffix(name, ".json") {
-			continue
-		}
-		info, err := b.st.Stat(ctx, name)
-		if err != nil || !info.IsTerminal || !info.Modified.Before(before) {
-			continue
-		}
-		if err := b.st.Delete(ctx, name); err == nil {
-			n++
-		}
-	}
-	return n, nil
+	return b.pruneItems(ctx, finishedPrefix, "finished sends", before)
 }

@@ -104,12 +104,18 @@ func (b *storageBackend) remove(ctx context.Context, id string) error {
 }
 
 func (b *storageBackend) prune(ctx context.Context, before time.Time) (int, error) {
-	names, err := b.st.List(ctx, storagePrefix, true)
+	return b.pruneItems(ctx, storagePrefix, "records", before)
+}
+
+// pruneItems deletes the JSON items under prefix last written before
+// before; what holds them is named in an error.
+func (b *storageBackend) pruneItems(ctx context.Context, prefix, what string, before time.Time) (int, error) {
+	names, err := b.st.List(ctx, prefix, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return 0, nil
-		}
-		return 0, fmt.Errorf("%s: listing: %w", b, err)
+		return 0, fmt.Errorf("%s: listing %s: %w", b, what, err)
 	}
 	n := 0
 	for _, name := range names {
