@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +166,11 @@ func (bh *botHealth) set(state botState, reason string, now time.Time) {
 		bh.since = now
 	}
 	bh.mu.Unlock()
-	metrics.botUp.WithLabelValues(bh.name).Set(map[bool]float64{true: 0, false: 1}[state.bad()])
+	up := 1.0
+	if state.bad() {
+		up = 0
+	}
+	metrics.botUp.WithLabelValues(bh.name).Set(up)
 	logger := bh.logger.Load()
 	if logger == nil || was == state {
 		return
@@ -221,8 +226,7 @@ func (bh *botHealth) observe(zc zulip.Call, now time.Time) {
 }
 
 func isZulipJSON(resp *zulip.Response) bool {
-	ct := resp.Header.Get("Content-Type")
-	return len(ct) >= 16 && ct[:16] == "application/json"
+	return strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")
 }
 
 // checkMe asks Zulip who the bot is: the check of a bot's site and
