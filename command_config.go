@@ -52,6 +52,17 @@ func locateStore(storePath, configFile, adapter string, notes io.Writer) (*store
 	return storeFromConfig(cfgJSON, configFile)
 }
 
+// isCaddyfileName is caddy run's rule for a config file without
+// --adapter: a name that starts with "Caddyfile" or ends in ".caddyfile",
+// either case, and is not ".json".
+func isCaddyfileName(file string) bool {
+	base := strings.ToLower(filepath.Base(file))
+	if filepath.Ext(base) == ".json" {
+		return false
+	}
+	return strings.HasPrefix(base, "caddyfile") || strings.HasSuffix(base, ".caddyfile")
+}
+
 // loadConfig reads a config file as `caddy run` would (the adapter named,
 // or the Caddyfile's when the file's name says so, else JSON), without
 // the log lines Caddy's loader writes, which would land between the
@@ -62,7 +73,7 @@ func loadConfig(file, adapter string, notes io.Writer) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if adapter == "" && (strings.HasPrefix(filepath.Base(file), "Caddyfile") || filepath.Ext(file) == ".caddyfile") {
+	if adapter == "" && isCaddyfileName(file) {
 		adapter = "caddyfile"
 	}
 	if adapter == "" {

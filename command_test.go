@@ -301,3 +301,15 @@ func printsKey(out string) bool {
 	_, _, ok := clitest.PrintedKey(out)
 	return ok
 }
+
+// The CLI reads a config file's format from its name as caddy run does.
+func TestIsCaddyfileName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"Caddyfile": true, "/etc/caddy/Caddyfile": true, "caddyfile.prod": true, "bench/storage.Caddyfile": true,
+		"site.caddyfile": true, "Caddyfile.json": false, "caddy.json": false, "config.yaml": false,
+	} {
+		if got := isCaddyfileName(name); got != want {
+			t.Errorf("%s: %v, want %v", name, got, want)
+		}
+	}
+}
