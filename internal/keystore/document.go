@@ -13,6 +13,8 @@ import (
 type document struct {
 	Version int     `json:"version"`
 	Clients []Entry `json:"clients"`
+	// Audit is the audit trail (audit.go), oldest first.
+	Audit []AuditRecord `json:"audit,omitempty"`
 }
 
 // parseDocument reads a store document. Anything it does not understand
@@ -22,8 +24,9 @@ func parseDocument(raw []byte) (document, error) {
 		return document{Version: storeVersion}, nil
 	}
 	var doc struct {
-		Version *int    `json:"version"`
-		Clients []Entry `json:"clients"`
+		Version *int          `json:"version"`
+		Clients []Entry       `json:"clients"`
+		Audit   []AuditRecord `json:"audit"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -41,10 +44,10 @@ func parseDocument(raw []byte) (document, error) {
 	if doc.Version == nil {
 		return document{}, fmt.Errorf("%w: no \"version\" field", ErrCorruptStore)
 	}
-	if *doc.Version != storeVersion {
-		return document{}, fmt.Errorf("%w: version %d is not supported (this build reads version %d); upgrade the proxy", ErrCorruptStore, *doc.Version, storeVersion)
+	if *doc.Version < 1 || *doc.Version > storeVersion {
+		return document{}, fmt.Errorf("%w: version %d is not supported (this build reads versions 1 to %d); upgrade the proxy", ErrCorruptStore, *doc.Version, storeVersion)
 	}
-	d := document{Version: storeVersion, Clients: doc.Clients}
+	d := document{Version: *doc.Version, Clients: doc.Clients, Audit: doc.Audit}
 	if err := d.check(); err != nil {
 		return document{}, err
 	}
@@ -74,6 +77,11 @@ func (d *document) check() error {
 				return fmt.Errorf("%w: entry %s has a bad or repeated retired key_hash", ErrCorruptStore, e.ID)
 			}
 			hashes[r.KeyHash] = true
+		}
+	}
+	for i := 1; i < len(d.Audit); i++ {
+		if d.Audit[i].Seq <= d.Audit[i-1].Seq {
+			return fmt.Errorf("%w: audit record %d is out of order", ErrCorruptStore, d.Audit[i].Seq)
 		}
 	}
 	return nil
@@ -119,7 +127,7 @@ func jsonErrorText(err error) string {
 // re-scans its output (at 100,000 keys, encoding is most of a write).
 func (d *document) marshal() ([]byte, error) {
 	var buf bytes.Buffer
-	buf.Grow(64 + len(d.Clients)*320)
+	buf.Grow(64 + len(d.Clients)*320 + len(d.Audit)*400)
 	fmt.Fprintf(&buf, "{\n  \"version\": %d,\n  \"clients\": [", d.Version)
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -136,6 +144,21 @@ func (d *document) marshal() ([]byte, error) {
 	if len(d.Clients) > 0 {
 		buf.WriteString("\n  ")
 	}
-	buf.WriteString("]\n}\n")
+	buf.WriteString("]")
+	if len(d.Audit) > 0 {
+		buf.WriteString(",\n  \"audit\": [")
+		for i := range d.Audit {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			buf.WriteString("\n    ")
+			if err := enc.Encode(&d.Audit[i]); err != nil {
+				return nil, err
+			}
+			buf.Truncate(buf.Len() - 1)
+		}
+		buf.WriteString("\n  ]")
+	}
+	buf.WriteString("\n}\n")
 	return buf.Bytes(), nil
 }

@@ -25,8 +25,19 @@ var (
 	ErrReadOnly = errors.New("key store is read-only by configuration: keys are managed elsewhere")
 )
 
-// storeVersion is the version of the store document this code writes.
-const storeVersion = 1
+// storeVersion is the newest version of the store document this code
+// reads. It writes version 1, as before the audit trail, until a document
+// holds audit records: an older build then refuses the document with a
+// message that says to upgrade, instead of one about an unknown field.
+const storeVersion = 2
+
+// versionOf is the version a document is written as.
+func versionOf(d *document) int {
+	if len(d.Audit) > 0 {
+		return 2
+	}
+	return 1
+}
 
 // Entry is one key's record. The key itself is never stored, only its hash.
 type Entry struct {

@@ -24,7 +24,7 @@ func TestStoreRefusesCorruptFiles(t *testing.T) {
 	cases := map[string]string{
 		"garbage":                 "not json at all",
 		"truncated":               `{"version":1,"clients":[` + entry,
-		"unknown version":         `{"version":2,"clients":[]}`,
+		"unknown version":         `{"version":3,"clients":[]}`,
 		"no version":              `{"clients":[]}`,
 		"legacy format":           `{"somekey":{"stream":"s","proposal_no":1}}`,
 		"duplicate id":            `{"version":1,"clients":[` + entry + `,` + strings.Replace(entry, hash, HashKey("j"), 1) + `]}`,

@@ -9,6 +9,9 @@ import (
 type index struct {
 	entries []Entry // sorted by created_at, then id
 	byHash  map[[32]byte]*Entry
+	// audit is the trail, oldest first; never changed in place (a write
+	// appends to a copy).
+	audit []AuditRecord
 }
 
 func newIndex(entries []Entry) *index {

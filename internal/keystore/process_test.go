@@ -23,8 +23,9 @@ func TestStoreHelperProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	ctx := WithActor(context.Background(), Actor{By: fmt.Sprint("cli:p", os.Getpid())})
 	for i := range 100 {
-		k, _, err := s.Add(context.Background(), NewEntry{Stream: fmt.Sprint("p", os.Getpid(), "-", i)})
+		k, _, err := s.Add(ctx, NewEntry{Stream: fmt.Sprint("p", os.Getpid(), "-", i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +62,22 @@ func TestStoreTwoProcesses(t *testing.T) {
 	if len(is.keys) != 200 {
 		t.Fatalf("processes reported %d keys, want 200", len(is.keys))
 	}
-	is.assertServes(t, mustOpen(t, path, Options{}))
+	s := mustOpen(t, path, Options{})
+	is.assertServes(t, s)
 	is.assertNoKeyIn(t, path)
+	// Both processes' records are in the trail, each once, numbered
+	// without a gap.
+	recs, _ := s.Audit(AuditQuery{Limit: 1000})
+	by := map[string]int{}
+	keys := map[string]bool{}
+	for i, r := range recs {
+		if r.Seq != int64(200-i) || r.Action != ActionCreate {
+			t.Fatalf("record %d: seq %d %s", i, r.Seq, r.Action)
+		}
+		by[r.By]++
+		keys[r.KeyID] = true
+	}
+	if len(recs) != 200 || len(keys) != 200 || len(by) != 2 {
+		t.Fatalf("%d records of %d keys by %v, want 200 by two processes", len(recs), len(keys), by)
+	}
 }

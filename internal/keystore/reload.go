@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 )
 
 // Reload reads the document again. A document that cannot be read or
@@ -29,7 +30,7 @@ func (s *Store) reloadLocked(ctx context.Context) error {
 		s.setLoadErr(err)
 		return err
 	}
-	s.install(doc.Clients, st, sum)
+	s.install(doc, st, sum)
 	s.setLoadErr(nil)
 	return nil
 }
@@ -67,7 +68,7 @@ func (s *Store) readDoc(ctx context.Context) (document, [32]byte, docState, erro
 		idx := s.idx.Load()
 		entries := make([]Entry, len(idx.entries))
 		copy(entries, idx.entries)
-		return document{Version: storeVersion, Clients: entries}, sum, state, nil
+		return document{Version: storeVersion, Clients: entries, Audit: idx.audit}, sum, state, nil
 	}
 	doc, err := parseDocument(raw)
 	if err != nil {
@@ -102,12 +103,14 @@ func (s *Store) missingFrom(doc document) int {
 	return missing
 }
 
-// install makes entries, read from or written as the document whose
-// stamp and checksum are given, the index that lookups see.
-func (s *Store) install(entries []Entry, stamp string, sum [32]byte) {
-	s.idx.Store(newIndex(entries))
+// install makes doc, read or written with the stamp and checksum given,
+// the index that lookups see.
+func (s *Store) install(doc document, stamp string, sum [32]byte) {
+	idx := newIndex(doc.Clients)
+	idx.audit = slices.Clip(doc.Audit)
+	s.idx.Store(idx)
 	s.lastStamp, s.lastSum = stamp, sum
-	if len(entries) > 0 {
+	if len(doc.Clients) > 0 {
 		s.held.Store(true)
 	}
 }

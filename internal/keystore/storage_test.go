@@ -102,8 +102,13 @@ func TestStorageStoreConcurrentInstances(t *testing.T) {
 	b := mustOpenStorage(t, fileStorage(t, root), Options{})
 	var is issued
 	addConcurrently(t, 6, &is, a, b)
-	is.assertServes(t, mustOpenStorage(t, fileStorage(t, root), Options{}))
+	c := mustOpenStorage(t, fileStorage(t, root), Options{})
+	is.assertServes(t, c)
 	is.assertNoKeyIn(t, filepath.Join(root, "zulip_proxy", "clients.json"))
+	// Neither instance's audit records are lost either.
+	if recs, _ := c.Audit(AuditQuery{}); len(recs) != 12 || recs[0].Seq != 12 || recs[11].Seq != 1 {
+		t.Fatalf("%d audit records, want 12 numbered 12 to 1", len(recs))
+	}
 }
 
 // A corrupt document in storage is refused by an open and by a write, and

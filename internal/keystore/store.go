@@ -80,6 +80,10 @@ type Store struct {
 	// first run, and dropping every key for it would lock every bot out.
 	held atomic.Bool
 
+	// retention is how long audit records are kept (a time.Duration);
+	// 0: all.
+	retention atomic.Int64
+
 	// usage holds last-used times (unix nanoseconds) not yet written, by id.
 	usage sync.Map
 	dirty atomic.Bool

@@ -25,7 +25,7 @@ func (s *Store) flushUsage(ctx context.Context) error {
 	if s.opt.ReadOnly || !s.dirty.Swap(false) {
 		return nil
 	}
-	err := s.mutate(ctx, func(doc *document) (bool, error) {
+	err := s.write(ctx, false, func(doc *document) (bool, error) {
 		changed := false
 		for i := range doc.Clients {
 			v, ok := s.usage.Load(doc.Clients[i].ID)

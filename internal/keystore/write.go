@@ -12,8 +12,15 @@ import (
 
 // mutate changes the document: under this process's mutex and the
 // backend's lock, from the freshest document, so no writer loses another's
-// entries. A document that cannot be read is never written over.
+// entries. A document that cannot be read is never written over. What fn
+// changes of a key is recorded in the audit trail, in the same write.
 func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool, err error)) error {
+	return s.write(ctx, true, fn)
+}
+
+// write is mutate; audited false is for what is not a change to a key
+// (last-used times), which skips comparing every entry.
+func (s *Store) write(ctx context.Context, audited bool, fn func(doc *document) (changed bool, err error)) error {
 	if s.opt.ReadOnly {
 		return fmt.Errorf("%s: %w", s.b, ErrReadOnly)
 	}
@@ -32,17 +39,27 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 		return err
 	}
 	before := len(doc.Clients)
+	// A shallow copy is enough: changes replace an entry's times and
+	// slices rather than writing through them.
+	var was []Entry
+	if audited {
+		was = slices.Clone(doc.Clients)
+	}
 	changed, err := fn(&doc)
 	if err != nil || !changed {
 		if err == nil {
 			// Still worth knowing the freshest state.
 			st, serr := s.b.stamp(ctx)
 			if serr == nil {
-				s.install(doc.Clients, st, sum)
+				s.install(doc, st, sum)
 				s.setLoadErr(nil)
 			}
 		}
 		return err
+	}
+	var records []AuditRecord
+	if audited {
+		records = s.audit(ctx, &doc, was, time.Now().UTC())
 	}
 	// Entries are revoked, never deleted: fewer entries means a bug, and
 	// writing it would lose keys.
@@ -62,7 +79,7 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 	if err := doc.check(); err != nil {
 		return fmt.Errorf("refusing to write key store %s, it would not load again: %w", s.b, err)
 	}
-	doc.Version = storeVersion
+	doc.Version = versionOf(&doc)
 	data, err := doc.marshal()
 	if err != nil {
 		return fmt.Errorf("encoding key store: %w", err)
@@ -81,8 +98,9 @@ func (s *Store) mutate(ctx context.Context, fn func(doc *document) (changed bool
 	if err != nil {
 		st = "" // the watcher reloads on its next look
 	}
-	s.install(doc.Clients, st, sha256.Sum256(data))
+	s.install(doc, st, sha256.Sum256(data))
 	s.setLoadErr(nil)
+	s.logAudit(records)
 	return nil
 }
 
