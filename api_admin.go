@@ -121,8 +121,7 @@ func (h *Handler) serveCreateClient(w http.ResponseWriter, r *http.Request, c *c
 	if err != nil {
 		return storeFailure(h.logger, err)
 	}
-	h.logger.Info("key created", zap.String("key_id", e.ID), zap.String("stream", e.Stream), zap.String("by", n.CreatedBy),
-		zap.Bool("bot_subscribed_now", sub.Subscribed))
+	h.logger.Debug("bot subscribed to a new key's stream", zap.String("key_id", e.ID), zap.Bool("bot_subscribed_now", sub.Subscribed))
 	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: viewOf(&e, h.views)})
 	return nil
 }
@@ -163,7 +162,6 @@ func (h *Handler) serveRevokeClient(w http.ResponseWriter, r *http.Request, c *c
 	if err != nil {
 		return storeFailure(h.logger, err)
 	}
-	h.logger.Info("key revoked", zap.String("key_id", e.ID), zap.String("by", "admin:"+c.entry.ID))
 	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(&e, h.views)})
 	return nil
 }
@@ -254,7 +252,6 @@ func (h *Handler) serveRotateClient(w http.ResponseWriter, r *http.Request, c *c
 	if err != nil {
 		return lifecycleFailure(h.logger, c.arg, err)
 	}
-	h.logger.Info("key rotated", zap.String("key_id", e.ID), zap.Duration("grace", grace), zap.String("by", "admin:"+c.entry.ID))
 	writeJSON(w, http.StatusOK, createdBody{Result: "success", Key: key, entryView: viewOf(&e, h.views)})
 	return nil
 }
@@ -279,7 +276,7 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 			}
 		}
 		e, err := h.store.SetTopicPrefix(r.Context(), c.arg, prefix)
-		return h.changed(w, c, &e, err, "key topics changed", zap.String("topic_prefix", e.TopicPrefix))
+		return h.changed(w, c, &e, err)
 	}
 	var perms []string
 	if q.Has("permissions") {
@@ -324,16 +321,16 @@ func (h *Handler) serveUpdateClient(w http.ResponseWriter, r *http.Request, c *c
 		}
 	}
 	e, err := h.store.SetExpiry(r.Context(), c.arg, at)
-	return h.changed(w, c, &e, err, "key expiry changed", zap.Timep("expires_at", e.ExpiresAt))
+	return h.changed(w, c, &e, err)
 }
 
 // changed answers a change to the key of the path: the key as it is now,
-// and a log line saying what changed and by whom; or why it could not.
-func (h *Handler) changed(w http.ResponseWriter, c *call, e *keystore.Entry, err error, msg string, what zap.Field) error {
+// or why it could not change. The store logs the change, as it records it
+// in the audit trail.
+func (h *Handler) changed(w http.ResponseWriter, c *call, e *keystore.Entry, err error) error {
 	if err != nil {
 		return lifecycleFailure(h.logger, c.arg, err)
 	}
-	h.logger.Info(msg, zap.String("key_id", e.ID), what, zap.String("by", "admin:"+c.entry.ID))
 	writeJSON(w, http.StatusOK, revokedBody{Result: "success", Client: viewOf(e, h.views)})
 	return nil
 }
@@ -341,7 +338,7 @@ func (h *Handler) changed(w http.ResponseWriter, c *call, e *keystore.Entry, err
 // setPermissions changes what a scoped key may do.
 func (h *Handler) setPermissions(w http.ResponseWriter, r *http.Request, c *call, perms []string) error {
 	e, err := h.store.SetPermissions(r.Context(), c.arg, perms)
-	return h.changed(w, c, &e, err, "key permissions changed", zap.Strings("permissions", e.Granted()))
+	return h.changed(w, c, &e, err)
 }
 
 // topicPrefixParam reads a key's topic prefix.

@@ -47,6 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		timeout             <duration>
 //		client_idle_timeout <duration>
 //		idempotency_window  <duration>
+//		audit_retention     <duration>
 //		queue {
 //			max_per_key       <n>
 //			max_bytes_per_key <size>
@@ -107,7 +108,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("zulip_proxy: max_upload: '%s' is not a size; give a number with a unit, such as 25MiB, 10MB or 500KiB", s)
 			}
 			h.MaxUpload = int64(size)
-		case "timeout", "client_idle_timeout", "idempotency_window":
+		case "timeout", "client_idle_timeout", "idempotency_window", "audit_retention":
 			var s string
 			if !d.AllArgs(&s) {
 				return d.ArgErr()
@@ -121,6 +122,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Timeout = caddy.Duration(dur)
 			case "client_idle_timeout":
 				h.ClientIdleTimeout = caddy.Duration(dur)
+			case "audit_retention":
+				h.AuditRetention = caddy.Duration(dur)
 			default:
 				h.IdempotencyWindow = caddy.Duration(dur)
 			}

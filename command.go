@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -53,7 +52,7 @@ func configureCLI(cmd *cobra.Command) {
 	// mistyped command, and a script would never know.
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
-			return fmt.Errorf("unknown command %q for %q; the commands are add-client, add-admin, list, revoke, rotate, expire, allow, topics, import-legacy", args[0], c.CommandPath())
+			return fmt.Errorf("unknown command %q for %q; the commands are add-client, add-admin, list, revoke, rotate, expire, allow, topics, import-legacy, audit", args[0], c.CommandPath())
 		}
 		return nil
 	}
@@ -180,7 +179,7 @@ func configureCLI(cmd *cobra.Command) {
 			}
 			defer f.Close()
 			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
-				imported, skipped, err := s.ImportLegacy(ctx, f, cliActor())
+				imported, skipped, err := s.ImportLegacy(ctx, f, createdBy(cliActor()))
 				if err != nil {
 					return fmt.Errorf("importing %s: %w", args[0], err)
 				}
@@ -195,6 +194,7 @@ func configureCLI(cmd *cobra.Command) {
 
 	cmd.AddCommand(addClient, addAdmin, list, revoke, importLegacy)
 	cmd.AddCommand(lifecycleCommands()...)
+	cmd.AddCommand(auditCommand())
 }
 
 // runAdd creates a key and prints it: the only time anyone sees it.
@@ -210,7 +210,7 @@ func runAdd(c *cobra.Command, n keystore.NewEntry, expires string) error {
 		t := time.Now().Add(d).UTC()
 		n.ExpiresAt = &t
 	}
-	n.CreatedBy = cliActor()
+	n.CreatedBy = createdBy(cliActor())
 	return withStore(c, func(ctx context.Context, s *keystore.Store, loc *storeLocation) error {
 		if n.Bot != "" && loc.bots != nil && !loc.bots[n.Bot] {
 			return fmt.Errorf("--bot %q is not configured in %s", n.Bot, loc.config)
@@ -256,6 +256,7 @@ func withStore(c *cobra.Command, fn func(context.Context, *keystore.Store, *stor
 	}
 	ctx, cancel := context.WithTimeout(c.Context(), 2*time.Minute)
 	defer cancel()
+	ctx = keystore.WithActor(ctx, cliActor())
 	newStore, _ := c.Flags().GetBool("new-store")
 	loc.warnOtherUser(c.ErrOrStderr())
 	s, closeFn, err := loc.open(newStore)
@@ -270,22 +271,6 @@ func withStore(c *cobra.Command, fn func(context.Context, *keystore.Store, *stor
 		err = cerr
 	}
 	return err
-}
-
-// cliActor records who made a change from the command line.
-func cliActor() string {
-	name := os.Getenv("USER")
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		name = u.Username
-	}
-	host, _ := os.Hostname()
-	if name == "" {
-		name = "unknown"
-	}
-	if host != "" {
-		name += "@" + host
-	}
-	return "cli:" + name
 }
 
 func describe(e *keystore.Entry) string {

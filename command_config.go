@@ -31,6 +31,10 @@ type storeLocation struct {
 	botCfgs map[string]*Bot
 	// readOnly: the config says keys are managed elsewhere.
 	readOnly bool
+	// retention is the config's audit_retention (its default when the
+	// config names none); 0 without a config, which keeps and shows the
+	// whole trail rather than drop what a server keeps longer.
+	retention time.Duration
 }
 
 func locateStore(storePath, configFile, adapter string, notes io.Writer) (*storeLocation, error) {
@@ -124,9 +128,17 @@ func storeFromConfig(cfgJSON []byte, configFile string) (*storeLocation, error) 
 	if len(found) == 0 {
 		return nil, fmt.Errorf("config %s has no zulip_proxy handler; use --store FILE", configFile)
 	}
-	loc := &storeLocation{config: configFile, bots: map[string]bool{}, botCfgs: map[string]*Bot{}}
+	loc := &storeLocation{config: configFile, bots: map[string]bool{}, botCfgs: map[string]*Bot{}, retention: keystore.DefaultAuditRetention}
 	stores := map[string]bool{}
 	for _, hd := range found {
+		if raw, ok := hd["audit_retention"]; ok {
+			b, _ := json.Marshal(raw)
+			var d caddy.Duration
+			if err := json.Unmarshal(b, &d); err != nil || d <= 0 {
+				return nil, fmt.Errorf("config %s: audit_retention %s is not a positive duration", configFile, b)
+			}
+			loc.retention = max(loc.retention, time.Duration(d))
+		}
 		s, _ := hd["store"].(string)
 		stores[s] = true
 		if ro, _ := hd["store_read_only"].(bool); ro {
@@ -193,6 +205,7 @@ func (l *storeLocation) open(newStore bool) (*keystore.Store, func() error, erro
 		if err != nil {
 			return nil, nil, err
 		}
+		s.SetAuditRetention(l.retention)
 		return s, s.Close, nil
 	}
 	ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: l.storageRaw})
@@ -203,6 +216,7 @@ func (l *storeLocation) open(newStore bool) (*keystore.Store, func() error, erro
 	if err != nil {
 		return nil, nil, err
 	}
+	s.SetAuditRetention(l.retention)
 	return s, s.Close, nil
 }
 

@@ -93,7 +93,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	// The caller is known; nothing is read or forwarded yet. From here
 	// on, every call to Zulip made for the request is noted on it.
 	if c.entry != nil {
-		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+		ctx := context.WithValue(r.Context(), callKey{}, c)
+		if c.entry.Admin {
+			// What an admin call changes is recorded as theirs.
+			ctx = keystore.WithActor(ctx, keystore.Actor{By: c.entry.ID, Name: c.entry.Name, From: clientAddress(r)})
+		}
+		r = r.WithContext(ctx)
 	}
 	if err == nil {
 		if aerr := h.limits.check(w, c); aerr != nil {

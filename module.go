@@ -121,6 +121,11 @@ type Handler struct {
 	// Default: 24h.
 	IdempotencyWindow caddy.Duration `json:"idempotency_window,omitempty"`
 
+	// AuditRetention is how long the audit trail of changes to keys
+	// (who created, changed or revoked which key, when, from where) is
+	// kept, where the keys are. Default: 1 year (365d).
+	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
+
 	// Queue bounds queued delivery: the sends of keys created with
 	// `delivery=queued`, or made with `Prefer: respond-async`, that wait
 	// in the proxy while Zulip cannot take them.
@@ -214,6 +219,10 @@ func (h *Handler) provision(ctx caddy.Context) error {
 	if h.store, h.storeKey, storeLabel, err = openStore(ctx, h.Store, h.StoreReadOnly, h.logger); err != nil {
 		return err
 	}
+	if h.AuditRetention == 0 {
+		h.AuditRetention = caddy.Duration(keystore.DefaultAuditRetention)
+	}
+	h.store.SetAuditRetention(time.Duration(h.AuditRetention))
 	if h.limits, err = provisionLimits(ctx, h.storeKey, h.RateLimit, h.logger); err != nil {
 		return err
 	}
@@ -270,6 +279,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.IdempotencyWindow < 0 {
 		return fmt.Errorf("zulip_proxy: idempotency_window must be positive, got %s", time.Duration(h.IdempotencyWindow))
+	}
+	if h.AuditRetention < 0 {
+		return fmt.Errorf("zulip_proxy: audit_retention must be positive, got %s", time.Duration(h.AuditRetention))
 	}
 	if err := h.Queue.validate(); err != nil {
 		return err

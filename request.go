@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 )
 
@@ -523,4 +525,17 @@ func intParam(q url.Values, name string, def, lo, hi int) (int, *apiError) {
 		return 0, errBadParam(name, fmt.Sprintf("'%s' must be an integer from %d to %d", name, lo, hi))
 	}
 	return n, nil
+}
+
+// clientAddress is where a request came from, as Caddy's client_ip
+// placeholder has it: behind trusted_proxies, the client's, not the
+// proxy's.
+func clientAddress(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }

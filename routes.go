@@ -87,6 +87,7 @@ var routes = []route{
 	{"POST", "/clients/{id}/rotate", "rotate_client", admin, keyHeader, 0, noWrite, "", (*Handler).serveRotateClient},
 	{"GET", "/clients/{id}/messages", "client_messages", admin, keyHeader, 0, noWrite, "", (*Handler).serveClientMessages},
 	{"GET", "/bots", "bots", admin, keyHeader, 0, noWrite, "", (*Handler).serveListBots},
+	{"GET", "/audit", "audit", admin, keyHeader, 0, noWrite, "", (*Handler).serveAudit},
 	{"GET", "/queue", "queue", scoped, keyEither, 0, noWrite, "", (*Handler).serveQueue},
 	{"GET", "/queue/{id}", "queued_send", anyKey, keyEither, 0, noWrite, "", (*Handler).serveQueuedSend},
 	{"DELETE", "/queue/{id}", "cancel_queued_send", anyKey, keyEither, 0, noWrite, "", (*Handler).serveCancelQueuedSend},
