@@ -205,6 +205,7 @@
         act.append(button("Revoke", what, () => revoke(c)));
       }
       if (!c.admin) act.append(button("Messages", what, () => showMessages(c)), button("Queue", what, () => showQueue(c)));
+      act.append(button("History", what, () => showAudit(c, false)));
       tbody.append(tr);
     }
     $("keys-caption").textContent = shown + " of " + clients.length + " keys" + (filter ? " matching \u201c" + filter + "\u201d" : "") + "; revoked and expired ones marked";
@@ -374,6 +375,77 @@
     say((s.state === "queued" ? "Cancelled" : "Forgot") + " send " + s.queue_id + ".", true);
   }
 
+  // --- the audit trail -----------------------------------------------------
+
+  // The trail shown: of one key (auditOf) or of all (null), and the
+  // record before which the next page starts.
+  let auditOf = null;
+  let auditBefore = 0;
+
+  const actions = {
+    create: "created", import: "imported from the legacy file", rotate: "rotated", revoke: "revoked",
+    expiry: "expiry changed", permissions: "permissions changed", topic_scope: "topics changed", update: "changed",
+  };
+
+  function auditValue(field, v) {
+    if (v === null || v === undefined) return "none";
+    if (Array.isArray(v)) return v.length ? v.join(", ") : "nothing";
+    if (typeof v === "string" && (field.endsWith("_at") || field.endsWith("_until"))) return when(v);
+    return String(v);
+  }
+
+  function whoOf(r) {
+    if (r.by.startsWith("cli:")) return "command line, user " + r.by.slice(4);
+    return "admin key " + r.by + (r.by_name ? " (" + r.by_name + ")" : "");
+  }
+
+  async function showAudit(c, more) {
+    const list = $("audit");
+    if (!more) {
+      auditOf = c;
+      auditBefore = 0;
+      list.replaceChildren();
+      $("audit-title").textContent = c ? "History of key " + c.id + (c.name ? " (" + c.name + ")" : "") : "Audit trail";
+      $("audit-summary").textContent = "";
+    }
+    $("audit-section").hidden = false;
+    const q = new URLSearchParams();
+    if (auditOf) q.set("key_id", auditOf.id);
+    const since = $("audit-since").value.trim();
+    if (since) q.set("since", since);
+    if (auditBefore) q.set("before", String(auditBefore));
+    let body;
+    try {
+      body = await api("GET", "audit?" + q.toString());
+    } catch (e) {
+      failed("Reading the audit trail", e);
+      return;
+    }
+    for (const r of body.records) {
+      const li = document.createElement("li");
+      li.dataset.seq = r.seq;
+      const what = document.createElement("div");
+      what.className = "what";
+      what.textContent = "Key " + r.key_id + (r.key_name ? " (" + r.key_name + ")" : "") + " " + (actions[r.action] || r.action);
+      const meta = document.createElement("div");
+      meta.className = "meta";
+      meta.textContent = when(r.at) + " · by " + whoOf(r) + (r.from ? " · from " + r.from : "");
+      const changes = document.createElement("div");
+      changes.className = "content";
+      changes.textContent = r.changes.map((ch) => r.action === "create" || r.action === "import"
+        ? ch.field + ": " + auditValue(ch.field, ch.after)
+        : ch.field + ": " + auditValue(ch.field, ch.before) + " \u2192 " + auditValue(ch.field, ch.after)).join("\n");
+      li.append(what, meta, changes);
+      list.append(li);
+    }
+    auditBefore = body.next_before || 0;
+    $("audit-more").hidden = !body.next_before;
+    const n = list.children.length;
+    $("audit-summary").textContent = n === 0 ? "No changes" + (since ? " since " + since : "") + "."
+      : n + " change" + (n === 1 ? "" : "s") + (body.next_before ? " shown; older ones follow with \u201cOlder\u201d." : ".");
+    if (!more) $("audit-section").scrollIntoView();
+  }
+
   async function showMessages(c) {
     const list = $("messages");
     list.replaceChildren();
@@ -423,6 +495,10 @@
     $("newkey-done").addEventListener("click", () => { hideNewKey(); clearStatus(); });
     $("messages-close").addEventListener("click", () => { $("messages-section").hidden = true; });
     $("queue-close").addEventListener("click", () => { $("queue-section").hidden = true; });
+    $("show-audit").addEventListener("click", () => showAudit(null, false));
+    $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); showAudit(auditOf, false); });
+    $("audit-more").addEventListener("click", () => showAudit(auditOf, true));
+    $("audit-close").addEventListener("click", () => { $("audit-section").hidden = true; });
     $("copy-key").addEventListener("click", async () => {
       const k = $("new-key");
       try {

@@ -534,3 +534,94 @@ func TestAdminPagePermissions(t *testing.T) {
 		t.Errorf("after the dialog: %v", e["permissions"])
 	}
 }
+
+// "Who revoked key X, when, from where" takes one click on X's row;
+// the page's own changes, and the command line's, are in the whole
+// trail, a page at a time.
+func TestAdminPageAudit(t *testing.T) {
+	b := newBrowser(t)
+	store := newStore(t)
+	admin, _ := adminKey(t, store)
+	other, otherID := mustKey(t, "add-admin", "--store", store, "--name", "night shift")
+	_, victim := scopedKey(t, store, "general", "--name", "beamline 3 monitor")
+	// Enough changes for a second page of the whole trail.
+	for i := range 100 {
+		scopedKey(t, store, "general", "--name", fmt.Sprint("filler ", i))
+	}
+	start(t, config{store: store})
+	if r := request(t, "DELETE", "/clients/"+victim, nil, withKey(other)); r.Status != 200 {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	b.run(t, "sign in", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")),
+		chromedp.SetValue(byLabel("Admin key"), admin), chromedp.Click(buttonNamed("Sign in")),
+		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+
+	// One click: the revoked key's history says who, when, from where.
+	b.run(t, "the revoked key's history",
+		chromedp.Click(rowOf(victim)+buttonNamed("History")),
+		waitText(`#audit-title`, "History of key "+victim+" (beamline 3 monitor)"),
+		waitText(`#audit li:first-child`, "revoked"),
+		waitText(`#audit li:first-child`, "by admin key "+otherID+" (night shift)"),
+		waitText(`#audit li:first-child`, "from 127.0.0.1"),
+		waitText(`#audit li:last-child`, "created"),
+		waitText(`#audit li:last-child`, "by command line, user "+osUser(t)))
+	revoked := get(t, b, "the record", chromedp.Text(`#audit li:first-child`))
+	if n := get(t, b, "the records", chromedp.Evaluate[int](`document.querySelectorAll("#audit li").length`)); n != 2 {
+		t.Errorf("%d records in the key's history, want 2:\n%s", n, revoked)
+	}
+	if !strings.Contains(revoked, time.Now().Format("2006-01-02")) || !strings.Contains(revoked, "revoked_at: none \u2192") {
+		t.Errorf("the revocation's record says: %q", revoked)
+	}
+	b.run(t, "a phone's window", chromedp.EmulateViewport(390, 900),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("audit-section").scrollIntoView()`))
+	if get(t, b, "the page's width", chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`)) {
+		t.Error("at 390 px the key's history is wider than the window")
+	}
+	png := get(t, b, "a screenshot", chromedp.CaptureScreenshot())
+	name := filepath.Join(screenshotDir(t), "admin-history-390px.png")
+	if err := os.WriteFile(name, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, "a wide window again", chromedp.EmulateViewport(1440, 900))
+
+	// A send-only key made in the page, then allowed to edit: its history
+	// says so, as this admin's doing.
+	_, id := createInPage(t, b, "create a send-only key",
+		chromedp.SendKeys(byLabel("Stream"), "general"),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="upload"]/input`),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="edit"]/input`),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="read"]/input`),
+		chromedp.Click(`//fieldset[@id="create-perms"]//label[normalize-space(.)="topics"]/input`))
+	b.run(t, "allow it to edit, and read its history",
+		chromedp.Click(rowOf(id)+buttonNamed("Permissions")),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm-perms`)),
+		chromedp.Click(`//fieldset[@id="confirm-perms"]//label[normalize-space(.)="edit"]/input`),
+		chromedp.Click(buttonNamed("Confirm")),
+		waitText(`#status`, "may now: send, edit"),
+		chromedp.Click(rowOf(id)+buttonNamed("History")),
+		waitText(`#audit-title`, "History of key "+id),
+		waitText(`#audit li:first-child`, "permissions changed"),
+		waitText(`#audit li:first-child`, "permissions: send \u2192 send, edit"),
+		waitText(`#audit li:last-child`, "permissions: send"))
+
+	// The whole trail: 104 changes before the page's two, a page of 100
+	// and then the rest.
+	b.run(t, "the whole trail, and its older page",
+		chromedp.Click(buttonNamed("Audit trail")),
+		waitText(`#audit-title`, "Audit trail"),
+		waitText(`#audit-summary`, "100 changes shown"),
+		chromedp.Click(buttonNamed("Older")),
+		waitText(`#audit-summary`, "106 changes."))
+	if n := get(t, b, "the records", chromedp.Evaluate[int](`document.querySelectorAll("#audit li").length`)); n != 106 {
+		t.Errorf("%d records in the whole trail, want 106", n)
+	}
+	if hidden := get(t, b, "the Older button", chromedp.Evaluate[bool](`document.getElementById("audit-more").hidden`)); !hidden {
+		t.Error("Older still offered at the end of the trail")
+	}
+	b.run(t, "since a day: the same", chromedp.SetValue(byLabel("Since"), "1d"), chromedp.Click(buttonNamed("Show")),
+		waitText(`#audit-summary`, "100 changes shown"))
+	b.run(t, "since tomorrow: none", chromedp.SetValue(byLabel("Since"), time.Now().Add(48*time.Hour).Format("2006-01-02")), chromedp.Click(buttonNamed("Show")),
+		waitText(`#audit-summary`, "No changes since"))
+	b.run(t, "a bad bound is said so", chromedp.SetValue(byLabel("Since"), "last week"), chromedp.Click(buttonNamed("Show")),
+		waitText(`#status`, "since"))
+}
