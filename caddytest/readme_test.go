@@ -127,7 +127,8 @@ func TestReadmeExamples(t *testing.T) {
 			site+`/clients/"$(cat created.json | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')"`, 1)
 		script = strings.Replace(script, `expires_in=90d"`, `expires_in=90d" | tee created.json`, 1)
 		out := runScript(t, work, environ, "bash", "-euo", "pipefail", "-c", script)
-		if n := strings.Count(out, `"result":"success"`); n != 3 || !strings.Contains(out, `"revoked_at"`) {
+		if n := strings.Count(out, `"result":"success"`); n != 4 || !strings.Contains(out, `"revoked_at"`) ||
+			!strings.Contains(out, `"action":"revoke"`) || !strings.Contains(out, `"action":"create"`) {
 			t.Errorf("admin examples:\n%s", out)
 		}
 		for _, k := range regexp.MustCompile(`zwop_[A-Za-z0-9_-]{43}`).FindAllString(out, -1) {
