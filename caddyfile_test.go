@@ -144,6 +144,7 @@ func TestConfigRules(t *testing.T) {
 		{"negative timeout", bot + "timeout -5s", "timeout must be positive"},
 		{"negative idle timeout", bot + "client_idle_timeout -1s", "client_idle_timeout must be positive"},
 		{"negative uploads", bot + "max_uploads_per_key -1", "max_uploads_per_key must be positive"},
+		{"negative audit retention", bot + "audit_retention -1d", "audit_retention must be positive"},
 		{"huge size", bot + "max_upload 2TiB", "max_upload must be from 1 byte to 1 TiB"},
 		{"template without placeholder", bot + "stream_template fixed", "must contain {proposal_no}"},
 		{"admin_page not a path", bot + "admin_page admin", "admin_page is a path"},

@@ -82,7 +82,9 @@ func TestAuditTrail(t *testing.T) {
 		t.Fatalf("rotate: %d %s", r.Status, r.Body)
 	}
 	addSecret(fmt.Sprint(r.JSON(t)["key"]))
-	if r := request(t, "DELETE", "/clients/"+id, nil, withKey(admin)); r.Status != 200 {
+	// A client's own X-Forwarded-For is not where it is from: Caddy
+	// trusts no proxy here.
+	if r := request(t, "DELETE", "/clients/"+id, nil, withKey(admin), "X-Forwarded-For: 203.0.113.66"); r.Status != 200 {
 		t.Fatalf("revoke: %d %s", r.Status, r.Body)
 	}
 
@@ -373,4 +375,19 @@ func TestAuditSurvivesKill9(t *testing.T) {
 		}
 	}
 	t.Logf("%d changes acknowledged before the kill, all in the trail of %d records", len(acked), len(recs))
+}
+
+// Behind a load balancer Caddy trusts (trusted_proxies), a change is
+// recorded as from the client the balancer names, not the balancer.
+func TestAuditBehindATrustedProxy(t *testing.T) {
+	store := newStore(t)
+	admin, _ := adminKey(t, store)
+	_, id := scopedKey(t, store, "general")
+	start(t, config{store: store, global: "servers {\n\t\ttrusted_proxies static 127.0.0.1/32 ::1/128\n\t}"})
+	if r := request(t, "DELETE", "/clients/"+id, nil, withKey(admin), "X-Forwarded-For: 198.51.100.9"); r.Status != 200 {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	if p := getAudit(t, admin, "key_id="+id); len(p.Records) != 2 || p.Records[0].Action != "revoke" || p.Records[0].From != "198.51.100.9" {
+		t.Fatalf("the revocation behind a trusted proxy: %+v", p.Records)
+	}
 }

@@ -51,6 +51,8 @@ type config struct {
 	logUnchecked bool
 	// siteExtra goes in the proxy's site block, beside zulip_proxy.
 	siteExtra string
+	// global goes among the global options.
+	global string
 	// load marks the config's answers (X-Zwop-Load), so that start can
 	// tell when it, not the config before, answers.
 	load int
@@ -83,6 +85,7 @@ func (c config) String() string {
 		output file %[1]s
 		level DEBUG
 	}
+	%[17]s
 }
 
 %[15]s {
@@ -111,7 +114,7 @@ func (c config) String() string {
 	}
 }
 %[7]s`, env.logFile, site, emulator.DemoBotEmail, botKeyEnv, c.store, c.extra, c.sites, grace, bundle, ack, c.siteExtra,
-		adminAddr, env.httpPort, env.httpsPort, base, c.load)
+		adminAddr, env.httpPort, env.httpsPort, base, c.load, c.global)
 }
 
 // loads counts the configs start loaded, to mark each one's answers.
