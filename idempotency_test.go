@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,4 +92,20 @@ func TestIdempotencyAcrossInstances(t *testing.T) {
 		t.Errorf("during the first, on two: %d %s", r.Code, r.Body)
 	}
 	wg.Wait()
+}
+
+// A request's query is described as url.Values.Encode describes it,
+// whether or not it is parsed for that: a retry sending its parameters
+// in another order or escaped another way is the same request.
+func TestCanonicalQuery(t *testing.T) {
+	for _, raw := range []string{"", "topic=bench", "topic=", "topic", "=x", "topic=a+b", "topic=a%20b", "b=1&a=2",
+		"topic=bench&topic=other", "topic=BL3%2Fscan", "t=a;b", "t=%zz", "t=é", "t==", "t=a=b", "ä=1", "topic=x.y-z_~"} {
+		v, _ := url.ParseQuery(raw)
+		if got, want := canonicalQuery(raw), v.Encode(); got != want {
+			t.Errorf("%q: %q, want %q", raw, got, want)
+		}
+	}
+	if canonicalQuery("b=1&a=2") != canonicalQuery("a=2&b=1") || canonicalQuery("t=a+b") != canonicalQuery("t=a%20b") {
+		t.Error("one request described two ways")
+	}
 }
