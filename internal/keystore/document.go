@@ -15,6 +15,11 @@ type document struct {
 	Clients []Entry `json:"clients"`
 	// Audit is the audit trail (audit.go), oldest first.
 	Audit []AuditRecord `json:"audit,omitempty"`
+
+	// indexed, when set, is the index's copy of Clients as read: the
+	// same entries in the same order, never to be changed. A change
+	// compares with it instead of copying every entry first.
+	indexed []Entry
 }
 
 // parseDocument reads a store document. Anything it does not understand

@@ -3,6 +3,7 @@ package keystore
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -27,6 +28,9 @@ func (s *Store) Rotate(ctx context.Context, id string, grace time.Duration) (str
 		}
 		now := time.Now().UTC()
 		until := now.Add(grace)
+		// A copy: the entry's slice is shared with the index that
+		// lookups and List read, which must not change before the write.
+		c.Retired = slices.Clone(c.Retired)
 		for i := range c.Retired {
 			if c.Retired[i].Until.After(until) {
 				c.Retired[i].Until = until

@@ -234,3 +234,23 @@ func TestStoreNeverWritesWhatItWouldNotLoad(t *testing.T) {
 		t.Errorf("the store serves %d entries", s.Len())
 	}
 }
+
+// A rotation whose write fails leaves the key as it was, the secrets an
+// earlier rotation retired included: it once cut their time short in
+// the entries List reads, before writing anything.
+func TestStoreFailedRotateChangesNothing(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "clients.json"), Options{})
+	_, e := mustAdd(t, s, NewEntry{Stream: "a"}, nil)
+	if _, _, err := s.Rotate(ctxT(t), e.ID, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Get(e.ID)
+	s.b.(*fileBackend).afterTempWrite = func(string) error { return errors.New("simulated crash") }
+	if _, _, err := s.Rotate(ctxT(t), e.ID, 0); err == nil {
+		t.Fatal("the failed rotation reported success")
+	}
+	after, _ := s.Get(e.ID)
+	if !after.Retired[0].Until.Equal(before.Retired[0].Until) {
+		t.Fatalf("the retired secret's end moved from %v to %v by a rotation never written", before.Retired[0].Until, after.Retired[0].Until)
+	}
+}

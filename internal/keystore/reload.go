@@ -68,7 +68,7 @@ func (s *Store) readDoc(ctx context.Context) (document, [32]byte, docState, erro
 		idx := s.idx.Load()
 		entries := make([]Entry, len(idx.entries))
 		copy(entries, idx.entries)
-		return document{Version: storeVersion, Clients: entries, Audit: idx.audit}, sum, state, nil
+		return document{Version: storeVersion, Clients: entries, Audit: idx.audit, indexed: idx.entries}, sum, state, nil
 	}
 	doc, err := parseDocument(raw)
 	if err != nil {

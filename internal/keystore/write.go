@@ -39,11 +39,14 @@ func (s *Store) write(ctx context.Context, audited bool, fn func(doc *document) 
 		return err
 	}
 	before := len(doc.Clients)
-	// A shallow copy is enough: changes replace an entry's times and
-	// slices rather than writing through them.
+	// What the entries were: a shallow copy is enough, as changes
+	// replace an entry's times and slices rather than writing through
+	// them; and none is needed when the document is the index's.
 	var was []Entry
 	if audited {
-		was = slices.Clone(doc.Clients)
+		if was = doc.indexed; was == nil {
+			was = slices.Clone(doc.Clients)
+		}
 	}
 	changed, err := fn(&doc)
 	if err != nil || !changed {
