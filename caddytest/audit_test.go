@@ -220,9 +220,14 @@ func TestAuditTrail(t *testing.T) {
 		t.Errorf("a bad --since: %v", err)
 	}
 
-	// One log line per change made through the server.
+	// One log line per change in the server's log: those made through
+	// it, and those the CLI made, which it saw when it reloaded the store.
 	if n, _ := logLinesWith(t, "key changed", "key_id", id); n != 6 {
 		t.Errorf("%d log lines for the 6 changes of key %s", n, id)
+	}
+	n, last := logLinesWith(t, "key changed", "key_id", cliID)
+	if n != 6 || last["action"] != "revoke" || last["by"] != "cli:"+osUser(t) || last["from"] != host {
+		t.Errorf("%d log lines for the CLI's 6 changes of key %s; the last: %v", n, cliID, last)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"sort"
 	"time"
 
 	"go.uber.org/zap"
@@ -210,9 +211,8 @@ func actionOf(before, after *Entry, changes []AuditChange) string {
 
 // audit appends to doc the records of what changed from before (the
 // entries as read, in the document's order: entries are only ever
-// appended) and drops records past the retention. It returns the new
-// records.
-func (s *Store) audit(ctx context.Context, doc *document, before []Entry, now time.Time) []AuditRecord {
+// appended) and drops records past the retention.
+func (s *Store) audit(ctx context.Context, doc *document, before []Entry, now time.Time) {
 	who := actorOf(ctx)
 	next := int64(1)
 	if n := len(doc.Audit); n > 0 {
@@ -240,7 +240,7 @@ func (s *Store) audit(ctx context.Context, doc *document, before []Entry, now ti
 		next++
 	}
 	if len(added) == 0 {
-		return nil
+		return
 	}
 	// Only ever appended to, and only the oldest dropped: a record is
 	// never changed once written.
@@ -254,7 +254,23 @@ func (s *Store) audit(ctx context.Context, doc *document, before []Entry, now ti
 		kept = kept[i:]
 	}
 	doc.Audit = append(slices.Clip(kept), added...)
-	return added
+}
+
+// noteAudit logs the records of the trail newer than those seen, once
+// the first document is loaded: one line per change, made here or
+// elsewhere (the CLI, another instance), in each server's log. It runs
+// under s.mu.
+func (s *Store) noteAudit(recs []AuditRecord) {
+	var newest int64
+	if n := len(recs); n > 0 {
+		newest = recs[n-1].Seq
+	}
+	if s.auditLoaded && newest > s.auditSeen {
+		seen := s.auditSeen
+		i := sort.Search(len(recs), func(i int) bool { return recs[i].Seq > seen })
+		s.logAudit(recs[i:])
+	}
+	s.auditSeen, s.auditLoaded = newest, true
 }
 
 // logAudit writes one line per change.

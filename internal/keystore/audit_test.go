@@ -340,3 +340,35 @@ func TestAuditDocumentVersions(t *testing.T) {
 		t.Errorf("version 3: %v", err)
 	}
 }
+
+// A server logs each change once, whoever made it: its own, and those it
+// finds when it reloads the store (the CLI's, another instance's); not
+// the history it finds when it opens the store.
+func TestAuditLoggedOnceByEachServer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	cli := mustOpen(t, path, Options{})
+	ctx := WithActor(ctxT(t), Actor{By: "cli:alice", From: "host"})
+	_, e, err := cli.Add(ctx, NewEntry{Stream: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	srv := mustOpen(t, path, Options{Logger: zap.New(core), PollInterval: 10 * time.Millisecond})
+	srv.Start()
+	if _, err := cli.Revoke(ctx, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the server sees the revocation", func() bool {
+		got, _ := srv.Get(e.ID)
+		return got.RevokedAt != nil
+	})
+	if _, _, err := srv.Add(WithActor(ctxT(t), Actor{By: "adm"}), NewEntry{Stream: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // a second look at the store
+	lines := logs.FilterMessage("key changed").All()
+	if len(lines) != 2 || lines[0].ContextMap()["action"] != ActionRevoke || lines[0].ContextMap()["by"] != "cli:alice" ||
+		lines[1].ContextMap()["action"] != ActionCreate || lines[1].ContextMap()["by"] != "adm" {
+		t.Fatalf("the server logged %d lines: %v", len(lines), lines)
+	}
+}

@@ -110,6 +110,7 @@ func (s *Store) install(doc document, stamp string, sum [32]byte) {
 	idx.audit = slices.Clip(doc.Audit)
 	s.idx.Store(idx)
 	s.lastStamp, s.lastSum = stamp, sum
+	s.noteAudit(doc.Audit)
 	if len(doc.Clients) > 0 {
 		s.held.Store(true)
 	}

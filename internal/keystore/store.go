@@ -83,6 +83,10 @@ type Store struct {
 	// retention is how long audit records are kept (a time.Duration);
 	// 0: all.
 	retention atomic.Int64
+	// auditSeen is the newest audit record logged, once auditLoaded
+	// (the first document's are history, not news). Under mu.
+	auditSeen   int64
+	auditLoaded bool
 
 	// usage holds last-used times (unix nanoseconds) not yet written, by id.
 	usage sync.Map

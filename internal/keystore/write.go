@@ -60,9 +60,8 @@ func (s *Store) write(ctx context.Context, audited bool, fn func(doc *document) 
 		}
 		return err
 	}
-	var records []AuditRecord
 	if audited {
-		records = s.audit(ctx, &doc, was, time.Now().UTC())
+		s.audit(ctx, &doc, was, time.Now().UTC())
 	}
 	// Entries are revoked, never deleted: fewer entries means a bug, and
 	// writing it would lose keys.
@@ -101,9 +100,9 @@ func (s *Store) write(ctx context.Context, audited bool, fn func(doc *document) 
 	if err != nil {
 		st = "" // the watcher reloads on its next look
 	}
+	// install logs the new records, as it logs those written elsewhere.
 	s.install(doc, st, sha256.Sum256(data))
 	s.setLoadErr(nil)
-	s.logAudit(records)
 	return nil
 }
 
