@@ -43,7 +43,7 @@ func (h *Handler) serveAudit(w http.ResponseWriter, r *http.Request, c *call) er
 		to   *time.Time
 	}{{"since", &aq.Since}, {"until", &aq.Until}} {
 		if v := strings.TrimSpace(q.Get(p.name)); v != "" {
-			if *p.to, err = auditTime(v, now); err != nil {
+			if *p.to, err = auditTime(v, now, p.name == "until"); err != nil {
 				return errBadParam(p.name, "parameter '"+p.name+"': "+err.Error())
 			}
 		}
@@ -73,9 +73,10 @@ func (h *Handler) serveAudit(w http.ResponseWriter, r *http.Request, c *call) er
 }
 
 // auditTime reads a bound of the trail as the API and the CLI take it: a
-// duration back from now (7d, 12h), a date (2026-12-01, midnight UTC) or
-// a time (2026-12-01T08:00:00Z).
-func auditTime(v string, now time.Time) (time.Time, error) {
+// duration back from now (7d, 12h), a date (2026-12-01, UTC) or a time
+// (2026-12-01T08:00:00Z). A date as the end of a range means through
+// that day, as a person means "until the 1st".
+func auditTime(v string, now time.Time, end bool) (time.Time, error) {
 	if d, err := caddy.ParseDuration(v); err == nil {
 		if d < 0 {
 			return time.Time{}, errors.New("a duration back from now must not be negative")
@@ -86,6 +87,9 @@ func auditTime(v string, now time.Time) (time.Time, error) {
 		return t, nil
 	}
 	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		if end {
+			return t.AddDate(0, 0, 1).Add(-time.Nanosecond), nil
+		}
 		return t, nil
 	}
 	return time.Time{}, errors.New("give a duration back from now (7d, 12h), a date (2026-12-01) or a time (2026-12-01T08:00:00Z)")

@@ -36,7 +36,7 @@ func auditCommand() *cobra.Command {
 				to   *time.Time
 			}{{"since", &q.Since}, {"until", &q.Until}} {
 				if v, _ := f.GetString(b.flag); v != "" {
-					t, err := auditTime(v, now)
+					t, err := auditTime(v, now, b.flag == "until")
 					if err != nil {
 						return fmt.Errorf("--%s: %w", b.flag, err)
 					}
@@ -56,7 +56,7 @@ func auditCommand() *cobra.Command {
 	}
 	audit.Flags().String("key", "", "only this key's history (its id)")
 	audit.Flags().String("since", "", "only changes since: a duration back from now (7d), a date (2026-12-01) or a time (RFC 3339)")
-	audit.Flags().String("until", "", "only changes until, as --since")
+	audit.Flags().String("until", "", "only changes until, as --since (a date: through that day)")
 	audit.Flags().Int("limit", 0, "at most this many records, the newest (default: all)")
 	audit.Flags().Bool("json", false, "print JSON (an array of records, newest first) instead of a table")
 	return audit
