@@ -53,6 +53,12 @@ type idemWrite struct {
 	body    *bodyHash
 	bodySum string
 	answer  *answerCapture
+	// The parts a first request needs, kept here rather than each made
+	// on its own: a send with a key should cost little more than one
+	// without.
+	hashState bodyHash
+	reader    hashedBody
+	capture   answerCapture
 	// spool holds the body of a request that resolves an uncertain one,
 	// read whole first to compare it with the first.
 	spool *os.File
@@ -158,8 +164,10 @@ func (c *call) beginIdempotent(w http.ResponseWriter, r *http.Request) (http.Res
 		metrics.idempotency.WithLabelValues("reused").Inc()
 		return w, false, errKeyReused()
 	case existing == nil:
-		iw.body = newBodyHash(r)
-		r.Body = hashedBody{ReadCloser: r.Body, h: iw.body}
+		iw.hashState.init(r)
+		iw.body = &iw.hashState
+		iw.reader = hashedBody{ReadCloser: r.Body, h: iw.body}
+		r.Body = &iw.reader
 	case stored:
 		// An uncertain write: the whole body first, to tell it is the
 		// same request, then served from the spool.
@@ -202,7 +210,8 @@ func (c *call) beginIdempotent(w http.ResponseWriter, r *http.Request) (http.Res
 		return w, true, nil
 	}
 	c.idem = iw
-	iw.answer = &answerCapture{ResponseWriter: w}
+	iw.capture.ResponseWriter = w
+	iw.answer = &iw.capture
 	return iw.answer, false, nil
 }
 
@@ -364,11 +373,21 @@ type bodyHash struct {
 var boundaryMark = []byte("--<boundary>")
 
 func newBodyHash(r *http.Request) *bodyHash {
-	b := &bodyHash{h: sha256.New()}
-	if mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == mtMultipart && params["boundary"] != "" {
+	b := new(bodyHash)
+	b.init(r)
+	return b
+}
+
+func (b *bodyHash) init(r *http.Request) {
+	b.h = sha256.New()
+	// Only a multipart body has a boundary: other types are not parsed.
+	ct := r.Header.Get("Content-Type")
+	if len(ct) < len(mtMultipart) || !strings.EqualFold(ct[:len(mtMultipart)], mtMultipart) {
+		return
+	}
+	if mt, params, err := mime.ParseMediaType(ct); err == nil && mt == mtMultipart && params["boundary"] != "" {
 		b.boundary = []byte("--" + params["boundary"])
 	}
-	return b
 }
 
 func (b *bodyHash) Write(p []byte) (int, error) {
