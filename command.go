@@ -156,11 +156,8 @@ func configureCLI(cmd *cobra.Command) {
 		RunE: func(c *cobra.Command, args []string) error {
 			return withStore(c, func(ctx context.Context, s *keystore.Store, _ *storeLocation) error {
 				e, err := s.Revoke(ctx, args[0])
-				if errors.Is(err, keystore.ErrNotFound) {
-					return fmt.Errorf("no key with id %q in %s (see 'caddy zulip-proxy list')", args[0], s)
-				}
 				if err != nil {
-					return err
+					return lifecycleError(s, args[0], err)
 				}
 				fmt.Fprintf(c.OutOrStdout(), "revoked %s (%s) at %s\n", e.ID, describe(&e), e.RevokedAt.Format(time.RFC3339))
 				return nil

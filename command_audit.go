@@ -46,7 +46,7 @@ func auditCommand() *cobra.Command {
 			return withStore(c, func(_ context.Context, s *keystore.Store, _ *storeLocation) error {
 				if q.KeyID != "" {
 					if _, ok := s.Get(q.KeyID); !ok {
-						return fmt.Errorf("no key with id %q in %s (see 'caddy zulip-proxy list')", q.KeyID, s)
+						return lifecycleError(s, q.KeyID, keystore.ErrNotFound)
 					}
 				}
 				recs, _ := s.Audit(q)

@@ -196,15 +196,10 @@ func TestAuditTrail(t *testing.T) {
 	assertError(t, request(t, "GET", "/audit", nil), 401, "")
 
 	// The CLI prints the same trail.
-	out, _, err := clitest.Run("audit", "--store", store, "--key", id, "--json")
-	if err != nil {
-		t.Fatal(err)
+	if fromCLI := cliAudit(t, store, "--key", id); len(fromCLI) != 6 || fromCLI[0].Action != "revoke" || fromCLI[0].From != "127.0.0.1" {
+		t.Errorf("audit --key %s --json: %+v", id, fromCLI)
 	}
-	var fromCLI []keystore.AuditRecord
-	if err := json.Unmarshal([]byte(out), &fromCLI); err != nil || len(fromCLI) != 6 || fromCLI[0].Action != "revoke" || fromCLI[0].From != "127.0.0.1" {
-		t.Errorf("audit --json: %v\n%s", err, out)
-	}
-	out, _, err = clitest.Run("audit", "--store", store, "--since", "1h")
+	out, _, err := clitest.Run("audit", "--store", store, "--since", "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,30 +217,48 @@ func TestAuditTrail(t *testing.T) {
 
 	// One log line per change in the server's log: those made through
 	// it, and those the CLI made, which it saw when it reloaded the store.
-	if n, _ := logLinesWith(t, "key changed", "key_id", id); n != 6 {
+	if n, _ := logLines(t, "key changed", "key_id", id); n != 6 {
 		t.Errorf("%d log lines for the 6 changes of key %s", n, id)
 	}
-	n, last := logLinesWith(t, "key changed", "key_id", cliID)
+	n, last := logLines(t, "key changed", "key_id", cliID)
 	if n != 6 || last["action"] != "revoke" || last["by"] != "cli:"+osUser(t) || last["from"] != host {
 		t.Errorf("%d log lines for the CLI's 6 changes of key %s; the last: %v", n, cliID, last)
 	}
 }
 
-// logLinesWith counts the log lines with msg whose field is value.
-func logLinesWith(t *testing.T, msg, field, value string) (int, map[string]any) {
+// createAt makes a key through the proxy at base with an admin key; it
+// returns the answer's status and body (the key a secret from here on),
+// or the error of a request that got no answer.
+func createAt(base, admin, name string) (int, map[string]any, error) {
+	req, _ := http.NewRequest("POST", base+"/create_client", strings.NewReader("stream=general&name="+url.QueryEscape(name)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-API-key", admin)
+	resp, err := fresh.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	if resp.StatusCode == 200 {
+		addSecret(fmt.Sprint(m["key"]))
+	}
+	return resp.StatusCode, m, nil
+}
+
+// cliAudit is the trail as the CLI prints it in JSON, with more of its
+// flags (--key ID) if given.
+func cliAudit(t *testing.T, store string, more ...string) []keystore.AuditRecord {
 	t.Helper()
-	raw, err := readLog()
+	out, _, err := clitest.Run(append([]string{"audit", "--store", store, "--json"}, more...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, last := 0, map[string]any(nil)
-	for _, line := range strings.Split(raw, "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg && m[field] == value {
-			n, last = n+1, m
-		}
+	var recs []keystore.AuditRecord
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatal(err)
 	}
-	return n, last
+	return recs
 }
 
 // Two instances sharing a store, and the CLI beside them, change keys
@@ -263,22 +276,10 @@ func TestAuditTwoInstancesAtOnce(t *testing.T) {
 	for _, b := range bases {
 		for i := range each {
 			wg.Go(func() {
-				req, _ := http.NewRequest("POST", b+"/create_client", strings.NewReader(fmt.Sprintf("stream=general&name=%s-%d", b, i)))
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-				req.Header.Set("X-API-key", admin)
-				resp, err := fresh.Do(req)
-				if err != nil {
-					t.Error(err)
-					return
+				status, m, err := createAt(b, admin, fmt.Sprintf("%s-%d", b, i))
+				if err != nil || status != 200 {
+					t.Errorf("create_client at %s: %d %v %v", b, status, m, err)
 				}
-				defer resp.Body.Close()
-				var m map[string]any
-				json.NewDecoder(resp.Body).Decode(&m)
-				if resp.StatusCode != 200 {
-					t.Errorf("create_client at %s: %d %v", b, resp.StatusCode, m)
-					return
-				}
-				addSecret(fmt.Sprint(m["key"]))
 			})
 		}
 	}
@@ -295,14 +296,7 @@ func TestAuditTwoInstancesAtOnce(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	out, _, err := clitest.Run("audit", "--store", store, "--json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []keystore.AuditRecord
-	if err := json.Unmarshal([]byte(out), &recs); err != nil {
-		t.Fatal(err)
-	}
+	recs := cliAudit(t, store)
 	const total = 1 + 3*each // the admin key, then each instance's and the CLI's
 	keys := map[string]bool{}
 	for i, r := range recs {
@@ -337,18 +331,11 @@ func TestAuditSurvivesKill9(t *testing.T) {
 					return
 				default:
 				}
-				req, _ := http.NewRequest("POST", c.base+"/create_client", strings.NewReader(fmt.Sprintf("stream=general&name=w%d-%d", w, i)))
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-				req.Header.Set("X-API-key", admin)
-				resp, err := fresh.Do(req)
+				status, m, err := createAt(c.base, admin, fmt.Sprintf("w%d-%d", w, i))
 				if err != nil {
 					return // the kill
 				}
-				var m map[string]any
-				json.NewDecoder(resp.Body).Decode(&m)
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					addSecret(fmt.Sprint(m["key"]))
+				if status == 200 {
 					mu.Lock()
 					acked = append(acked, fmt.Sprint(m["id"]))
 					mu.Unlock()
@@ -362,14 +349,7 @@ func TestAuditSurvivesKill9(t *testing.T) {
 	wg.Wait()
 
 	startChild(t, cfg, port)
-	out, _, err := clitest.Run("audit", "--store", store, "--json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []keystore.AuditRecord
-	if err := json.Unmarshal([]byte(out), &recs); err != nil {
-		t.Fatal(err)
-	}
+	recs := cliAudit(t, store)
 	have := map[string]bool{}
 	for _, r := range recs {
 		have[r.KeyID] = true

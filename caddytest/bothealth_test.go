@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -62,17 +61,7 @@ func botState(m map[string]any, bot string) map[string]any {
 // with msg.
 func botLogLines(t *testing.T, bot, msg string) int {
 	t.Helper()
-	raw, err := os.ReadFile(env.logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(string(raw), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["bot"] == bot && strings.HasPrefix(fmt.Sprint(m["msg"]), msg) {
-			n++
-		}
-	}
+	n, _ := logLines(t, msg, "bot", bot)
 	return n
 }
 

@@ -16,10 +16,8 @@ func TestAdminPageQueueInBrowser(t *testing.T) {
 	admin, _ := adminKey(t, store)
 	start(t, config{store: store})
 
-	b.run(t, "sign in", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")),
-		chromedp.SendKeys(byLabel("Admin key"), admin),
-		chromedp.Click(buttonNamed("Sign in")),
-		waitText(`#keys caption`, "of 1 keys"))
+	b.signIn(t, admin)
+	b.run(t, "the key list", waitText(`#keys caption`, "of 1 keys"))
 	key, id := createInPage(t, b, "create a key with queued delivery",
 		chromedp.SendKeys(byLabel("Stream"), "general"),
 		chromedp.SetValue(byLabel("Delivery"), "queued"))

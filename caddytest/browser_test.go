@@ -106,6 +106,14 @@ func (b *browserSession) otherOrigins() []string {
 	return out
 }
 
+// signIn opens the admin page and signs in with admin, as staff do.
+func (b *browserSession) signIn(t *testing.T, admin string) {
+	t.Helper()
+	b.run(t, "sign in", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")),
+		chromedp.SetValue(byLabel("Admin key"), admin), chromedp.Click(buttonNamed("Sign in")),
+		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+}
+
 // The page's controls, found as a person finds them: by their labels and
 // the words on buttons.
 func byLabel(label string) string {
@@ -496,9 +504,7 @@ func TestAdminPagePermissions(t *testing.T) {
 	store := newStore(t)
 	admin, _ := adminKey(t, store)
 	start(t, config{store: store})
-	b.run(t, "sign in", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")),
-		chromedp.SetValue(byLabel("Admin key"), admin), chromedp.Click(buttonNamed("Sign in")),
-		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+	b.signIn(t, admin)
 
 	key, id := createInPage(t, b, "create a send-only key for the topics of beamline 3",
 		chromedp.SendKeys(byLabel("Stream"), "general"),
@@ -552,9 +558,7 @@ func TestAdminPageAudit(t *testing.T) {
 	if r := request(t, "DELETE", "/clients/"+victim, nil, withKey(other)); r.Status != 200 {
 		t.Fatalf("revoke: %d %s", r.Status, r.Body)
 	}
-	b.run(t, "sign in", chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(byLabel("Admin key")),
-		chromedp.SetValue(byLabel("Admin key"), admin), chromedp.Click(buttonNamed("Sign in")),
-		chromedp.WaitVisible(chromedp.CSS(`#keys`)))
+	b.signIn(t, admin)
 
 	// One click: the revoked key's history says who, when, from where.
 	b.run(t, "the revoked key's history",

@@ -17,20 +17,28 @@ import (
 	"github.com/zwop/caddy-zulip-proxy/zulip/emulator"
 )
 
-// logLines counts the run's log lines whose message starts with msg, and
-// returns the last of them.
-func logLines(t *testing.T, msg string) (int, map[string]any) {
+// logLines counts the run's log lines whose message starts with msg and
+// that have each field given (pairs: "bot", "down"), and returns the last
+// of them.
+func logLines(t *testing.T, msg string, fields ...string) (int, map[string]any) {
 	t.Helper()
 	raw, err := os.ReadFile(env.logFile)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
 	n, last := 0, map[string]any(nil)
+next:
 	for _, line := range strings.Split(string(raw), "\n") {
 		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), msg) {
-			n, last = n+1, m
+		if json.Unmarshal([]byte(line), &m) != nil || !strings.HasPrefix(fmt.Sprint(m["msg"]), msg) {
+			continue
 		}
+		for i := 0; i+1 < len(fields); i += 2 {
+			if m[fields[i]] != fields[i+1] {
+				continue next
+			}
+		}
+		n, last = n+1, m
 	}
 	return n, last
 }
