@@ -99,38 +99,35 @@ const defaultAdminPage = "/admin/"
 // module's root, where the admin API is, so it works under any path and
 // any handle_path prefix.
 func adminIndex(base string) ([]byte, error) {
-	raw, err := pageFiles.ReadFile("adminpage/index.html")
-	if err != nil {
-		return nil, fmt.Errorf("admin page: %w", err)
-	}
-	tpl, err := template.New("index").Parse(string(raw))
-	if err != nil {
-		return nil, fmt.Errorf("admin page: %w", err)
-	}
-	var b bytes.Buffer
 	up := strings.Repeat("../", strings.Count(base, "/")-1)
 	if up == "" {
 		up = "./"
 	}
-	if err := tpl.Execute(&b, struct{ APIBase, Version string }{up, zulip.Version}); err != nil {
+	b, err := renderPage("adminpage/index.html", struct{ APIBase, Version string }{up, zulip.Version})
+	if err != nil {
 		return nil, fmt.Errorf("admin page: %w", err)
 	}
-	return b.Bytes(), nil
+	return b, nil
 }
 
 // docsPage is /docs, with a link back to the admin page when there is
 // one (relative, so it works under a handle_path prefix too).
 func docsPage(adminLink string) ([]byte, error) {
-	raw, err := pageFiles.ReadFile("apidocs/docs.html")
+	return renderPage("apidocs/docs.html", struct{ Admin string }{adminLink})
+}
+
+// renderPage fills in an embedded page's template once, at provision.
+func renderPage(name string, data any) ([]byte, error) {
+	raw, err := pageFiles.ReadFile(name)
 	if err != nil {
 		return nil, err
 	}
-	tpl, err := template.New("docs").Parse(string(raw))
+	tpl, err := template.New(name).Parse(string(raw))
 	if err != nil {
 		return nil, err
 	}
 	var b bytes.Buffer
-	if err := tpl.Execute(&b, struct{ Admin string }{adminLink}); err != nil {
+	if err := tpl.Execute(&b, data); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
