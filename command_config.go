@@ -128,17 +128,20 @@ func storeFromConfig(cfgJSON []byte, configFile string) (*storeLocation, error) 
 	if len(found) == 0 {
 		return nil, fmt.Errorf("config %s has no zulip_proxy handler; use --store FILE", configFile)
 	}
-	loc := &storeLocation{config: configFile, bots: map[string]bool{}, botCfgs: map[string]*Bot{}, retention: keystore.DefaultAuditRetention}
+	loc := &storeLocation{config: configFile, bots: map[string]bool{}, botCfgs: map[string]*Bot{}}
 	stores := map[string]bool{}
 	for _, hd := range found {
+		// The longest any handler keeps: the CLI drops nothing one keeps.
+		retention := keystore.DefaultAuditRetention
 		if raw, ok := hd["audit_retention"]; ok {
 			b, _ := json.Marshal(raw)
 			var d caddy.Duration
 			if err := json.Unmarshal(b, &d); err != nil || d <= 0 {
 				return nil, fmt.Errorf("config %s: audit_retention %s is not a positive duration", configFile, b)
 			}
-			loc.retention = max(loc.retention, time.Duration(d))
+			retention = time.Duration(d)
 		}
+		loc.retention = max(loc.retention, retention)
 		s, _ := hd["store"].(string)
 		stores[s] = true
 		if ro, _ := hd["store_read_only"].(bool); ro {
