@@ -82,13 +82,15 @@ func idempotencyKey(r *http.Request) (key string, ok bool, aerr *apiError) {
 	if !ok {
 		return "", false, nil
 	}
-	bad := errBadParam(idempotencyHeader, "the Idempotency-Key header must be one value of 1 to 255 visible ASCII characters")
+	bad := func() *apiError {
+		return errBadParam(idempotencyHeader, "the Idempotency-Key header must be one value of 1 to 255 visible ASCII characters")
+	}
 	if len(vals) != 1 || len(vals[0]) == 0 || len(vals[0]) > 255 {
-		return "", true, bad
+		return "", true, bad()
 	}
 	for i := 0; i < len(vals[0]); i++ {
 		if b := vals[0][i]; b < 0x21 || b > 0x7e {
-			return "", true, bad
+			return "", true, bad()
 		}
 	}
 	return vals[0], true, nil
@@ -223,7 +225,7 @@ func errKeyReused() *apiError {
 // restore puts back the record a resolving request took, when it turns
 // out not to resolve it.
 func (c *call) restore(ctx context.Context, id string, rec outbox.Record) {
-	if err := c.h.outbox.Put(context.WithoutCancel(ctx), id, rec); err != nil {
+	if err := c.h.outbox.Put(ctx, id, rec); err != nil {
 		c.h.logger.Error("idempotency record could not be restored", zap.String("key_id", c.entry.ID), zap.Error(err))
 	}
 }
@@ -274,10 +276,9 @@ func (c *call) endIdempotent(ctx context.Context, err error) {
 		iw.spool.Close()
 		os.Remove(iw.spool.Name())
 	}
-	// The backend bounds its own time: the bbolt one keeps the outcome
-	// in memory for its next commit, and a timer here would cost a send
-	// more than that.
-	ctx = context.WithoutCancel(ctx)
+	// The backend bounds its own time, and outlives the client's
+	// cancel: the bbolt one keeps the outcome in memory for its next
+	// commit, and a timer here would cost a send more than that.
 	rec := iw.rec
 	rec.Updated = time.Now().UTC()
 	rec.Lease = time.Time{}
@@ -414,7 +415,10 @@ func (b *bodyHash) Write(p []byte) (int, error) {
 func (b *bodyHash) sum() string {
 	b.h.Write(b.tail)
 	b.tail = b.tail[:0]
-	return hex.EncodeToString(b.h.Sum(nil))
+	var sum [sha256.Size]byte
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], b.h.Sum(sum[:0]))
+	return string(h[:])
 }
 
 // hashedBody feeds the body to its hash as the request reads it.

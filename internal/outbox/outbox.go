@@ -88,7 +88,9 @@ func (o *Outbox) Shared() bool {
 // a storage key.
 func ID(entryID, idempotencyKey string) string {
 	sum := sha256.Sum256([]byte(idempotencyKey))
-	return entryID + "/" + hex.EncodeToString(sum[:])
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], sum[:])
+	return entryID + "/" + string(h[:])
 }
 
 // Claim records rec for a first request, unless the id has a record
@@ -109,10 +111,12 @@ func (o *Outbox) Take(ctx context.Context, id string, decide func(existing *Reco
 	return o.b.take(ctx, id, decide)
 }
 
-// Put replaces the record of id.
+// Put replaces the record of id. It outlives ctx's cancel: the
+// backend bounds its own time.
 func (o *Outbox) Put(ctx context.Context, id string, rec Record) error { return o.b.put(ctx, id, rec) }
 
-// Delete forgets the record of id: nothing reached Zulip.
+// Delete forgets the record of id: nothing reached Zulip. It outlives
+// ctx's cancel, as Put does.
 func (o *Outbox) Delete(ctx context.Context, id string) error { return o.b.remove(ctx, id) }
 
 // Prune forgets the records last changed before t.

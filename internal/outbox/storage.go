@@ -86,11 +86,11 @@ func (b *storageBackend) take(ctx context.Context, id string, decide func(*Recor
 // does, so no lock is needed, and a storage's Store replaces an item
 // whole (file_system's writes a new file and renames it).
 // outcomeTimeout bounds keeping an outcome, which a request's end waits
-// for: the caller's context is no longer the client's by then.
+// for; the client's going away does not cancel it.
 const outcomeTimeout = 30 * time.Second
 
 func (b *storageBackend) put(ctx context.Context, id string, rec Record) error {
-	ctx, cancel := context.WithTimeout(ctx, outcomeTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeTimeout)
 	defer cancel()
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -103,7 +103,7 @@ func (b *storageBackend) put(ctx context.Context, id string, rec Record) error {
 }
 
 func (b *storageBackend) remove(ctx context.Context, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, outcomeTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeTimeout)
 	defer cancel()
 	if err := b.st.Delete(ctx, b.key(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: deleting %s: %w", b, id, err)
