@@ -135,23 +135,25 @@ func (c *call) beginIdempotent(w http.ResponseWriter, r *http.Request) (http.Res
 		return w, false, nil
 	}
 	now := time.Now().UTC()
-	req := requestOf(r, c)
-	rec := outbox.Record{State: outbox.InProgress, Request: req, Started: now, Updated: now,
+	// The claim is made from the write's own record, which a first
+	// request keeps: one allocation, not two.
+	iw := &idemWrite{id: outbox.ID(c.entry.ID, key), rec: outbox.Record{State: outbox.InProgress,
+		Request: requestOf(r, c), Started: now, Updated: now,
 		// Long enough for the slowest request the config allows: an
 		// attempt that outlives it has died.
-		Lease: now.Add(max(10*time.Duration(c.h.Timeout), 5*time.Minute))}
-	id := outbox.ID(c.entry.ID, key)
+		Lease: now.Add(max(10*time.Duration(c.h.Timeout), 5*time.Minute))}}
+	id, req := iw.id, iw.rec.Request
 	ctx := r.Context()
 	existing, stored, err := c.h.outbox.Take(ctx, id, func(e *outbox.Record) *outbox.Record {
 		switch {
 		case e == nil:
-			return &rec
+			return &iw.rec
 		case e.Request != req:
 			return nil
 		case e.State == outbox.Uncertain, e.State == outbox.InProgress && now.After(e.Lease):
 			// This request resolves the earlier one: its write is
 			// looked for from when that began.
-			resumed := rec
+			resumed := iw.rec
 			resumed.Started = e.Started
 			return &resumed
 		}
@@ -160,7 +162,6 @@ func (c *call) beginIdempotent(w http.ResponseWriter, r *http.Request) (http.Res
 	if err != nil {
 		return w, false, err
 	}
-	iw := &idemWrite{id: id, rec: rec}
 	switch {
 	case existing != nil && existing.Request != req:
 		metrics.idempotency.WithLabelValues("reused").Inc()

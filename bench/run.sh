@@ -47,12 +47,14 @@ declare -A url=(
 	[proxy_rl]="http://127.0.0.1:18086"
 	[proxy_budget]="http://127.0.0.1:18087"
 	[proxy_idem]="http://127.0.0.1:18083"
+	[proxy_rid]="http://127.0.0.1:18083"
 	[proxy_idem_storage]="http://127.0.0.1:18088"
+	[proxy_rid_storage]="http://127.0.0.1:18088"
 	[proxy_tls_storage]="http://127.0.0.1:18088"
 	[upstream]="http://127.0.0.1:19991"
 )
 declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua [proxy_rl]=bench/proxy.lua [proxy_budget]=bench/proxy.lua
-	[proxy_idem]=bench/proxy_idem.lua [proxy_idem_storage]=bench/proxy_idem.lua [proxy_tls_storage]=bench/proxy.lua)
+	[proxy_idem]=bench/proxy_idem.lua [proxy_rid]=bench/proxy_rid.lua [proxy_idem_storage]=bench/proxy_idem.lua [proxy_rid_storage]=bench/proxy_rid.lua [proxy_tls_storage]=bench/proxy.lua)
 read -r -a order <<<"${ZWOP_BENCH_TARGETS:-proxy reverse_proxy proxy_tls rp_tls rp_tls_h1 respond upstream}"
 
 # cpu PID: the process's user+system CPU so far, in clock ticks. Divided
@@ -120,7 +122,20 @@ echo "proxy_tls / rp_tls (https, h2)      $(ratio "${med[proxy_tls]:-0}" "${med[
 echo "proxy_tls / rp_tls_h1 (https, 1.1)  $(ratio "${med[proxy_tls]:-0}" "${med[rp_tls_h1]:-0}")   $(ratio "${cpu[proxy_tls]:-0}" "${cpu[rp_tls_h1]:-0}")"
 echo "proxy with rate_limit / without       $(ratio "${med[proxy_rl]:-0}" "${med[proxy]:-0}")   $(ratio "${cpu[proxy_rl]:-0}" "${cpu[proxy]:-0}")"
 echo "fair share learned / none (https)     $(ratio "${med[proxy_budget]:-0}" "${med[proxy_tls]:-0}")   $(ratio "${cpu[proxy_budget]:-0}" "${cpu[proxy_tls]:-0}")"
-echo "Idempotency-Key / none (file store)    $(ratio "${med[proxy_idem]:-0}" "${med[proxy_tls]:-0}")   $(ratio "${cpu[proxy_idem]:-0}" "${cpu[proxy_tls]:-0}")"
-echo "Idempotency-Key / none (Caddy storage) $(ratio "${med[proxy_idem_storage]:-0}" "${med[proxy_tls_storage]:-0}")   $(ratio "${cpu[proxy_idem_storage]:-0}" "${cpu[proxy_tls_storage]:-0}")"
+# An Idempotency-Key's cost is read against proxy_rid (the same requests
+# with an ignored header) where that ran; the median of the rounds' own
+# ratios pairs each round's two targets, run one after the other, and so
+# holds better than the ratio of medians on a machine whose load wanders.
+paired() {
+	awk -v a="$1" -v b="$2" '$1==a {x[++i]=$5} $1==b {y[++j]=$5} END {for (k=1; k<=i && k<=j; k++) if (y[k] > 0) print x[k]/y[k]}' "$work/results" |
+		sort -n | awk '{r[NR]=$1} END {if (NR) printf "%.2f (rounds %.2f to %.2f)", (NR%2 ? r[(NR+1)/2] : (r[NR/2]+r[NR/2+1])/2), r[1], r[NR]; else printf "-"}'
+}
+for st in "" _storage; do
+	base=proxy_rid$st
+	[ -n "${cpu[$base]:-}" ] || base=proxy_tls$st
+	label="file store"
+	[ -n "$st" ] && label="Caddy storage"
+	echo "Idempotency-Key / none ($label, against $base)    $(ratio "${med[proxy_idem$st]:-0}" "${med[$base]:-0}")   $(ratio "${cpu[proxy_idem$st]:-0}" "${cpu[$base]:-0}")   paired: $(paired "proxy_idem$st" "$base")"
+done
 echo "proxy / respond                     $(ratio "${med[proxy]:-0}" "${med[respond]:-0}")"
 echo "proxy / upstream alone              $(ratio "${med[proxy]:-0}" "${med[upstream]:-0}")"

@@ -67,10 +67,11 @@ type boltBackend struct {
 	opened atomic.Bool
 
 	// pending are the claims of requests being served, and outcomes not
-	// committed yet, by record id; dirty says an outcome waits. index
+	// committed yet, by the hash of their record id (a record's id,
+	// which it holds, confirms it); dirty says an outcome waits. index
 	// finds a committed record's place in the log.
 	mu      sync.Mutex
-	pending map[string]*pendingChange
+	pending map[recordHash]*pendingChange
 	// flushing makes one flush at a time: two would append a change twice.
 	flushing sync.Mutex
 	index    map[recordHash]uint64
@@ -85,12 +86,12 @@ type boltBackend struct {
 	delivering map[string]bool
 }
 
-// pendingChange is a record to store, or, with gone, to remove.
+// pendingChange is record id's record to store, or, with gone, to
+// remove.
 type pendingChange struct {
+	id   string
 	rec  Record
 	gone bool
-	// h finds the record's place in the index.
-	h recordHash
 	// memoryOnly: a claim, never written.
 	memoryOnly bool
 	// written: committed.
@@ -101,7 +102,7 @@ type pendingChange struct {
 // is opened (or created) when first used.
 func OpenFile(path string) *Outbox {
 	b := &boltBackend{path: path, files: strings.TrimSuffix(path, ".db") + ".files",
-		pending: map[string]*pendingChange{}, index: map[recordHash]uint64{}, hash: newRecordHasher(), delivering: map[string]bool{},
+		pending: map[recordHash]*pendingChange{}, index: map[recordHash]uint64{}, hash: newRecordHasher(), delivering: map[string]bool{},
 		dirty: make(chan struct{}, 1), stop: make(chan struct{}), flushed: make(chan struct{})}
 	return &Outbox{b: b, q: b}
 }
@@ -195,7 +196,7 @@ func (b *boltBackend) writer() {
 // it is on disk. On an error they stay waiting, where claims see them.
 func (b *boltBackend) flush() {
 	type change struct {
-		id  string
+		h   recordHash
 		p   *pendingChange
 		old uint64
 		// item is the change's record in items; -1 for a removal.
@@ -206,19 +207,19 @@ func (b *boltBackend) flush() {
 	b.mu.Lock()
 	batch := make([]change, 0, len(b.pending))
 	items := make([]logItem, 0, len(b.pending))
-	for id, p := range b.pending {
+	for h, p := range b.pending {
 		if p.memoryOnly || p.written {
 			continue
 		}
-		c := change{id: id, p: p, old: b.index[p.h], item: -1}
+		c := change{h: h, p: p, old: b.index[h], item: -1}
 		if p.gone && c.old == 0 {
 			// Never committed: nothing to write.
-			delete(b.pending, id)
+			delete(b.pending, h)
 			continue
 		}
 		if !p.gone {
 			c.item = len(items)
-			items = append(items, logItem{id: id, rec: &p.rec})
+			items = append(items, logItem{id: p.id, rec: &p.rec})
 		}
 		batch = append(batch, c)
 	}
@@ -248,12 +249,12 @@ func (b *boltBackend) flush() {
 	for _, c := range batch {
 		c.p.written = true
 		if c.item >= 0 {
-			b.index[c.p.h] = items[c.item].seq
-		} else if b.index[c.p.h] == c.old {
-			delete(b.index, c.p.h)
+			b.index[c.h] = items[c.item].seq
+		} else if b.index[c.h] == c.old {
+			delete(b.index, c.h)
 		}
-		if b.pending[c.id] == c.p {
-			delete(b.pending, c.id)
+		if b.pending[c.h] == c.p {
+			delete(b.pending, c.h)
 		}
 	}
 	b.mu.Unlock()
@@ -286,7 +287,7 @@ func (b *boltBackend) take(_ context.Context, id string, decide func(*Record) *R
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var existing *Record
-	if p, ok := b.pending[id]; ok {
+	if p, ok := b.pending[h]; ok && p.id == id {
 		if !p.gone {
 			c := p.rec
 			existing = &c
@@ -312,7 +313,7 @@ func (b *boltBackend) take(_ context.Context, id string, decide func(*Record) *R
 		return existing, false, nil
 	}
 	// A claim is held in memory: its outcome is what is written.
-	b.pending[id] = &pendingChange{rec: *rec, h: h, memoryOnly: true}
+	b.pending[h] = &pendingChange{id: id, rec: *rec, memoryOnly: true}
 	return existing, true, nil
 }
 
@@ -334,11 +335,11 @@ func (b *boltBackend) later(id string, rec Record, gone bool) {
 	}
 	h := b.hash.of(id)
 	b.mu.Lock()
-	p := b.pending[id]
-	if p == nil || !p.memoryOnly {
+	p := b.pending[h]
+	if p == nil || !p.memoryOnly || p.id != id {
 		// One the writer may be reading is left as it is.
-		p = &pendingChange{h: h}
-		b.pending[id] = p
+		p = &pendingChange{id: id}
+		b.pending[h] = p
 	}
 	// A request's claim, which no commit reads, becomes its outcome.
 	p.rec, p.gone, p.memoryOnly = rec, gone, false
