@@ -96,6 +96,11 @@ type pendingChange struct {
 	memoryOnly bool
 	// written: committed.
 	written bool
+	// place is where the log held the id when the claim was made (0:
+	// nowhere), which the commit replaces; placed says it is known, so
+	// that the commit need not look in the index again.
+	place  uint64
+	placed bool
 }
 
 // OpenFile returns the outbox kept in the bbolt database at path, which
@@ -211,7 +216,10 @@ func (b *boltBackend) flush() {
 		if p.memoryOnly || p.written {
 			continue
 		}
-		c := change{h: h, p: p, old: b.index[h], item: -1}
+		c := change{h: h, p: p, old: p.place, item: -1}
+		if !p.placed {
+			c.old = b.index[h]
+		}
 		if p.gone && c.old == 0 {
 			// Never committed: nothing to write.
 			delete(b.pending, h)
@@ -287,15 +295,17 @@ func (b *boltBackend) take(_ context.Context, id string, decide func(*Record) *R
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var existing *Record
+	var place uint64
+	placed := false
 	if p, ok := b.pending[h]; ok && p.id == id {
 		if !p.gone {
 			c := p.rec
 			existing = &c
 		}
-	} else if seq, ok := b.index[h]; ok {
+	} else if place, placed = b.index[h], true; place != 0 {
 		// Only an id the index knows costs a read.
 		if err := db.View(func(tx *bolt.Tx) error {
-			v := tx.Bucket(bucketRecords).Get(seqKey(seq))
+			v := tx.Bucket(bucketRecords).Get(seqKey(place))
 			if v == nil {
 				return nil
 			}
@@ -313,7 +323,7 @@ func (b *boltBackend) take(_ context.Context, id string, decide func(*Record) *R
 		return existing, false, nil
 	}
 	// A claim is held in memory: its outcome is what is written.
-	b.pending[h] = &pendingChange{id: id, rec: *rec, memoryOnly: true}
+	b.pending[h] = &pendingChange{id: id, rec: *rec, memoryOnly: true, place: place, placed: placed}
 	return existing, true, nil
 }
 

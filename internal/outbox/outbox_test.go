@@ -148,11 +148,11 @@ func TestBoltRecordsAfterReopen(t *testing.T) {
 	done := func(answer string) Record {
 		return Record{State: Done, Request: "POST send_message", Status: 200, Answer: []byte(answer), Updated: now}
 	}
-	kept, replaced, removed := ID("e1", "kept"), ID("e1", "replaced"), ID("e1", "removed")
+	kept, replaced, removed, resumed := ID("e1", "kept"), ID("e1", "replaced"), ID("e1", "removed"), ID("e1", "resumed")
 	v1, jsonLog := ID("e2", "from-v1"), ID("e2", "from-the-json-log")
 
 	ob := OpenFile(path)
-	for _, id := range []string{kept, replaced, removed} {
+	for _, id := range []string{kept, replaced, removed, resumed} {
 		if _, _, err := ob.Claim(ctx, id, Record{State: InProgress, Updated: now}); err != nil {
 			t.Fatal(err)
 		}
@@ -162,6 +162,15 @@ func TestBoltRecordsAfterReopen(t *testing.T) {
 	}
 	ob.b.(*boltBackend).flush()
 	if err := ob.Put(ctx, replaced, done(`"second"`)); err != nil {
+		t.Fatal(err)
+	}
+	// A retry takes a committed record over (as one that resolves an
+	// uncertain write does) and ends with another outcome: the commit
+	// replaces the record it took.
+	if _, stored, err := ob.Take(ctx, resumed, func(e *Record) *Record { return &Record{State: InProgress, Updated: now} }); err != nil || !stored {
+		t.Fatalf("taking a committed record over: stored=%v %v", stored, err)
+	}
+	if err := ob.Put(ctx, resumed, done(`"resumed"`)); err != nil {
 		t.Fatal(err)
 	}
 	if err := ob.Delete(ctx, removed); err != nil {
@@ -201,7 +210,7 @@ func TestBoltRecordsAfterReopen(t *testing.T) {
 
 	ob = OpenFile(path)
 	defer ob.Close()
-	for id, want := range map[string]string{kept: `"first"`, replaced: `"second"`, v1: `"v1"`, jsonLog: `"json log"`} {
+	for id, want := range map[string]string{kept: `"first"`, replaced: `"second"`, resumed: `"resumed"`, v1: `"v1"`, jsonLog: `"json log"`} {
 		existing, claimed, err := ob.Claim(ctx, id, Record{State: InProgress})
 		if err != nil || claimed || existing == nil || string(existing.Answer) != want {
 			t.Errorf("%s after reopen: %+v claimed=%v %v; want the answer %s", id, existing, claimed, err, want)
@@ -215,8 +224,8 @@ func TestBoltRecordsAfterReopen(t *testing.T) {
 		if tx.Bucket(bucketIdempotencyV1) != nil || tx.Bucket(bucketLogJSON) != nil {
 			t.Error("an old bucket is still there")
 		}
-		if n := tx.Bucket(bucketRecords).Stats().KeyN; n != 4 {
-			t.Errorf("the log holds %d entries, want 4 (kept, replaced once, v1, the JSON log's)", n)
+		if n := tx.Bucket(bucketRecords).Stats().KeyN; n != 5 {
+			t.Errorf("the log holds %d entries, want 5 (kept, replaced once, resumed once, v1, the JSON log's)", n)
 		}
 		return nil
 	}); err != nil {
