@@ -54,7 +54,7 @@ declare -A url=(
 	[upstream]="http://127.0.0.1:19991"
 )
 declare -A script=([proxy]=bench/proxy.lua [proxy_tls]=bench/proxy.lua [proxy_rl]=bench/proxy.lua [proxy_budget]=bench/proxy.lua
-	[proxy_idem]=bench/proxy_idem.lua [proxy_rid]=bench/proxy_rid.lua [proxy_idem_storage]=bench/proxy_idem.lua [proxy_rid_storage]=bench/proxy_rid.lua [proxy_tls_storage]=bench/proxy.lua)
+	[proxy_idem]=bench/proxy_idem.lua [proxy_rid]=bench/proxy_idem.lua [proxy_idem_storage]=bench/proxy_idem.lua [proxy_rid_storage]=bench/proxy_idem.lua [proxy_tls_storage]=bench/proxy.lua)
 read -r -a order <<<"${ZWOP_BENCH_TARGETS:-proxy reverse_proxy proxy_tls rp_tls rp_tls_h1 respond upstream}"
 
 # cpu PID: the process's user+system CPU so far, in clock ticks. Divided
@@ -69,7 +69,9 @@ for r in $(seq "$rounds"); do
 		c0=$(cpu "$targets_pid") u0=$(cpu "$upstream_pid")
 		key=$ZWOP_BENCH_KEY
 		case "$t" in *_storage) key=$ZWOP_BENCH_STORAGE_KEY ;; esac
-		ZWOP_BENCH_KEY=$key wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]:-bench/zulip.lua}" "${url[$t]}" >"$work/$t.$r" 2>&1
+		header=Idempotency-Key
+		case "$t" in proxy_rid*) header=X-Request-Id ;; esac
+		ZWOP_BENCH_KEY=$key ZWOP_BENCH_HEADER=$header wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "${script[$t]:-bench/zulip.lua}" "${url[$t]}" >"$work/$t.$r" 2>&1
 		c1=$(cpu "$targets_pid") u1=$(cpu "$upstream_pid")
 		n=$(awk '/requests in/ {print $1}' "$work/$t.$r")
 		rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$t.$r")
@@ -86,7 +88,9 @@ if [ "${ZWOP_BENCH_PROFILE:-0}" = 1 ]; then
 	pt=${ZWOP_BENCH_PROFILE_TARGET:-proxy_tls}
 	key=$ZWOP_BENCH_KEY
 	case "$pt" in *_storage) key=$ZWOP_BENCH_STORAGE_KEY ;; esac
-	ZWOP_BENCH_KEY=$key wrk -t"$threads" -c"$conns" -d15s -s "${script[$pt]:-bench/proxy.lua}" "${url[$pt]}" >/dev/null 2>&1 &
+	header=Idempotency-Key
+	case "$pt" in proxy_rid*) header=X-Request-Id ;; esac
+	ZWOP_BENCH_KEY=$key ZWOP_BENCH_HEADER=$header wrk -t"$threads" -c"$conns" -d15s -s "${script[$pt]:-bench/proxy.lua}" "${url[$pt]}" >/dev/null 2>&1 &
 	sleep 2
 	curl -s -o bench/proxy.cpu.pprof "localhost:12019/debug/pprof/profile?seconds=10"
 	wait $! || true
