@@ -82,15 +82,12 @@ func idempotencyKey(r *http.Request) (key string, ok bool, aerr *apiError) {
 	if !ok {
 		return "", false, nil
 	}
-	bad := func() *apiError {
-		return errBadParam(idempotencyHeader, "the Idempotency-Key header must be one value of 1 to 255 visible ASCII characters")
-	}
 	if len(vals) != 1 || len(vals[0]) == 0 || len(vals[0]) > 255 {
-		return "", true, bad()
+		return "", true, errBadIdempotencyKey()
 	}
 	for i := 0; i < len(vals[0]); i++ {
 		if b := vals[0][i]; b < 0x21 || b > 0x7e {
-			return "", true, bad()
+			return "", true, errBadIdempotencyKey()
 		}
 	}
 	return vals[0], true, nil
@@ -216,6 +213,10 @@ func (c *call) beginIdempotent(w http.ResponseWriter, r *http.Request) (http.Res
 	iw.capture.ResponseWriter = w
 	iw.answer = &iw.capture
 	return iw.answer, false, nil
+}
+
+func errBadIdempotencyKey() *apiError {
+	return errBadParam(idempotencyHeader, "the Idempotency-Key header must be one value of 1 to 255 visible ASCII characters")
 }
 
 func errKeyReused() *apiError {
